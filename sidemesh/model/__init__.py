@@ -1,0 +1,37 @@
+"""The mesh's own vocabulary: services, workloads, mesh settings, and ``MeshState``.
+
+Owns: the pydantic models, loading and validating ``mesh.yaml``, the immutable
+versioned ``MeshState`` every other room reads.
+Must not: import grpc, Envoy protos, Kubernetes or any other sidemesh room; do I/O
+other than reading the one file it is asked to load.
+"""
+
+from sidemesh.model.loader import load_mesh_file, parse_mesh_document
+from sidemesh.model.mesh import (
+    MeshConfig,
+    MeshDocument,
+    MtlsMode,
+    Protocol,
+    Service,
+    ServicePort,
+    Sidecar,
+    Workload,
+    WorkloadPort,
+)
+from sidemesh.model.state import MeshState, ServiceKey
+
+__all__ = [
+    "MeshConfig",
+    "MeshDocument",
+    "MeshState",
+    "MtlsMode",
+    "Protocol",
+    "Service",
+    "ServiceKey",
+    "ServicePort",
+    "Sidecar",
+    "Workload",
+    "WorkloadPort",
+    "load_mesh_file",
+    "parse_mesh_document",
+]

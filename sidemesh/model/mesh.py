@@ -1,0 +1,129 @@
+"""Pydantic models of what a mesh declares. Field names in YAML are camelCase, as in
+Kubernetes (``serviceAccount``); in Python they are snake_case."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+# DNS-1123 label: what Kubernetes accepts as a service or namespace name, so a mesh.yaml
+# written for local mode moves to Kubernetes unchanged.
+DnsLabel = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63),
+]
+PortNumber = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Model(BaseModel):
+    """Frozen, strict about unknown keys, camelCase in YAML."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+    )
+
+
+class Protocol(StrEnum):
+    HTTP = "http"
+    HTTP2 = "http2"
+    GRPC = "grpc"
+    TCP = "tcp"
+
+    @property
+    def is_http(self) -> bool:
+        return self is not Protocol.TCP
+
+    @property
+    def needs_http2(self) -> bool:
+        return self in (Protocol.HTTP2, Protocol.GRPC)
+
+
+class MtlsMode(StrEnum):
+    STRICT = "STRICT"
+    PERMISSIVE = "PERMISSIVE"
+    DISABLE = "DISABLE"
+
+
+class MeshConfig(_Model):
+    """Mesh-wide settings."""
+
+    trust_domain: str = Field(default="cluster.local", min_length=1)
+    """SPIFFE trust domain: identities are spiffe://<trustDomain>/ns/<ns>/sa/<sa>."""
+    default_namespace: DnsLabel = "default"
+    """Namespace of services and workloads that do not name one."""
+    mtls: MtlsMode = MtlsMode.STRICT
+    """Default mutual-TLS mode between sidecars."""
+
+
+class ServicePort(_Model):
+    """A port a service is called on (``reviews:9080``)."""
+
+    port: PortNumber
+    protocol: Protocol = Protocol.HTTP
+    name: DnsLabel | None = None
+    """Defaults to ``<protocol>-<port>``; workloads refer to ports by this name."""
+
+    @property
+    def port_name(self) -> str:
+        return self.name or f"{self.protocol.value}-{self.port}"
+
+
+class Service(_Model):
+    """A name other workloads call."""
+
+    name: DnsLabel
+    namespace: DnsLabel | None = None
+    ports: tuple[ServicePort, ...] = Field(min_length=1)
+
+
+class WorkloadPort(_Model):
+    """Where one workload serves one port of its service."""
+
+    name: DnsLabel
+    """The service port's name."""
+    port: PortNumber
+    """The endpoint: where this workload's sidecar accepts mesh traffic."""
+    app_port: PortNumber
+    """Where the application itself listens, on 127.0.0.1."""
+
+
+class Sidecar(_Model):
+    """Ports of the workload's sidecar that the control plane must know."""
+
+    outbound_port: PortNumber = 15001
+    """The local listener the app sends its outbound requests to (its HTTP proxy)."""
+    admin_port: PortNumber = 15000
+    """Envoy's admin interface, bound to 127.0.0.1 only."""
+
+
+class Workload(_Model):
+    """One running instance of a service, with one address."""
+
+    name: DnsLabel
+    service: DnsLabel
+    namespace: DnsLabel | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    address: str = "127.0.0.1"
+    port: PortNumber | None = None
+    """Endpoint of the service's first port (shorthand for a one-port service)."""
+    app_port: PortNumber | None = None
+    """Where the app listens for the service's first port (shorthand)."""
+    ports: tuple[WorkloadPort, ...] = ()
+    """Per service port: endpoint and app port. Use either this or port/appPort."""
+    service_account: DnsLabel | None = None
+    """Identity of the workload; defaults to the service's name."""
+    sidecar: Sidecar = Field(default_factory=Sidecar)
+
+
+class MeshDocument(_Model):
+    """The whole of mesh.yaml."""
+
+    mesh: MeshConfig = Field(default_factory=MeshConfig)
+    services: tuple[Service, ...] = ()
+    workloads: tuple[Workload, ...] = ()

@@ -1,0 +1,115 @@
+"""``MeshState``: one immutable, versioned view of the whole mesh.
+
+Sources build it; everything downstream only reads it. Unchanged services and
+workloads keep the very same objects from one state to the next, which lets
+translation reuse its earlier work by identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, NamedTuple, TypeVar
+
+from sidemesh.model.mesh import MeshConfig, Service, Workload
+
+
+class ServiceKey(NamedTuple):
+    name: str
+    namespace: str
+
+    def __str__(self) -> str:
+        return f"{self.name}.{self.namespace}"
+
+
+def service_key(service: Service) -> ServiceKey:
+    assert service.namespace is not None, "services in a MeshState have a namespace"
+    return ServiceKey(service.name, service.namespace)
+
+
+def workload_service_key(workload: Workload) -> ServiceKey:
+    assert workload.namespace is not None, "workloads in a MeshState have a namespace"
+    return ServiceKey(workload.service, workload.namespace)
+
+
+@dataclass(frozen=True)
+class MeshState:
+    """All services and workloads, normalized: every namespace, service account and
+    workload port list is filled in. Build new states; never mutate one."""
+
+    version: int
+    mesh: MeshConfig
+    services: Mapping[ServiceKey, Service]
+    workloads: Mapping[tuple[str, str], Workload]
+    """Keyed by (workload name, namespace)."""
+    _by_service: Mapping[ServiceKey, tuple[Workload, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "services", MappingProxyType(dict(self.services)))
+        object.__setattr__(self, "workloads", MappingProxyType(dict(self.workloads)))
+        index: dict[ServiceKey, list[Workload]] = {key: [] for key in self.services}
+        for workload in self.workloads.values():
+            index.setdefault(workload_service_key(workload), []).append(workload)
+        object.__setattr__(
+            self, "_by_service", MappingProxyType({k: tuple(v) for k, v in index.items()})
+        )
+
+    @classmethod
+    def empty(cls) -> MeshState:
+        return cls(version=0, mesh=MeshConfig(), services={}, workloads={})
+
+    def workloads_of(self, key: ServiceKey) -> tuple[Workload, ...]:
+        return self._by_service.get(key, ())
+
+    def workload(self, name: str, namespace: str) -> Workload | None:
+        return self.workloads.get((name, namespace))
+
+    def service_of(self, workload: Workload) -> Service:
+        return self.services[workload_service_key(workload)]
+
+    def spiffe_id(self, workload: Workload) -> str:
+        return (
+            f"spiffe://{self.mesh.trust_domain}/ns/{workload.namespace}"
+            f"/sa/{workload.service_account}"
+        )
+
+    def with_version(self, version: int) -> MeshState:
+        return MeshState(version, self.mesh, self.services, self.workloads)
+
+    def reuse_unchanged(self, previous: MeshState) -> MeshState:
+        """This state with every service and workload equal to one in ``previous``
+        replaced by that very object, so consumers can skip unchanged parts by identity."""
+        services = {
+            key: _same_or(previous.services.get(key), svc) for key, svc in self.services.items()
+        }
+        workloads = {
+            key: _same_or(previous.workloads.get(key), wl) for key, wl in self.workloads.items()
+        }
+        return MeshState(self.version, self.mesh, services, workloads)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "mesh": self.mesh.model_dump(mode="json", by_alias=True),
+            "services": [
+                s.model_dump(mode="json", by_alias=True, exclude_none=True)
+                for s in self.services.values()
+            ],
+            "workloads": [
+                {
+                    **w.model_dump(mode="json", by_alias=True, exclude_none=True),
+                    "identity": self.spiffe_id(w),
+                }
+                for w in self.workloads.values()
+            ],
+        }
+
+
+T = TypeVar("T")
+
+
+def _same_or(old: T | None, new: T) -> T:
+    return old if old is not None and old == new else new
