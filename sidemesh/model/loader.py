@@ -58,13 +58,15 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) 
 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_unique_mapping,  # type: ignore[arg-type]
+    _construct_unique_mapping,
 )
 
 
 def _parse_yaml(text: str, source: str) -> Any:
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        raw = yaml.load(
+            text, Loader=_UniqueKeyLoader
+        )  # a SafeLoader subclass: no arbitrary objects
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -148,14 +150,15 @@ def _check_references(doc: MeshDocument) -> Iterator[Problem]:
         if (wl.name, ns) in seen_workloads:
             yield Problem(f"{where}.name", f"duplicate workload {wl.name!r} in namespace {ns!r}")
         seen_workloads.add((wl.name, ns))
-        svc = services.get(ServiceKey(wl.service, ns))
-        if svc is None:
+        found = services.get(ServiceKey(wl.service, ns))
+        if found is None:
             known = ", ".join(sorted(str(k) for k in services)) or "none"
             yield Problem(
                 f"{where}.service",
                 f"{wl.service!r} is not a service in namespace {ns!r} (services: {known})",
             )
             continue
+        svc = found
         ports_problems = list(_check_workload_ports(where, wl, svc))
         yield from ports_problems
         if ports_problems:

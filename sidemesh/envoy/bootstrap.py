@@ -1,0 +1,106 @@
+"""The sidecar's bootstrap: who it is, where the control plane is, admin on loopback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from ipaddress import ip_address
+from typing import Any
+
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from google.protobuf import json_format
+
+from sidemesh.envoy.protos import http2_upstream_options, seconds, socket_address
+from sidemesh.envoy.proxy import ProxyId
+
+XDS_CLUSTER = "xds-grpc"
+ADMIN_BIND_ADDRESS = "127.0.0.1"
+"""Envoy's admin can change and dump everything; it never leaves the host."""
+
+
+class XdsMode(StrEnum):
+    SOTW = "sotw"
+    DELTA = "delta"
+
+
+@dataclass(frozen=True)
+class BootstrapParams:
+    proxy: ProxyId
+    service: str
+    control_plane_host: str
+    control_plane_port: int
+    admin_port: int
+    xds_mode: XdsMode = XdsMode.DELTA
+
+
+def bootstrap(params: BootstrapParams) -> bootstrap_pb2.Bootstrap:
+    api_type = (
+        config_source_pb2.ApiConfigSource.DELTA_GRPC
+        if params.xds_mode is XdsMode.DELTA
+        else config_source_pb2.ApiConfigSource.GRPC
+    )
+    ads_source = config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(),
+        resource_api_version=config_source_pb2.ApiVersion.V3,
+    )
+    return bootstrap_pb2.Bootstrap(
+        node=base_pb2.Node(id=params.proxy.node_id, cluster=params.service),
+        admin=bootstrap_pb2.Admin(
+            address=socket_address(ADMIN_BIND_ADDRESS, params.admin_port),
+        ),
+        dynamic_resources=bootstrap_pb2.Bootstrap.DynamicResources(
+            ads_config=config_source_pb2.ApiConfigSource(
+                api_type=api_type,
+                transport_api_version=config_source_pb2.ApiVersion.V3,
+                set_node_on_first_message_only=True,
+                grpc_services=[
+                    grpc_service_pb2.GrpcService(
+                        envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=XDS_CLUSTER)
+                    )
+                ],
+            ),
+            cds_config=ads_source,
+            lds_config=ads_source,
+        ),
+        static_resources=bootstrap_pb2.Bootstrap.StaticResources(
+            clusters=[_xds_cluster(params.control_plane_host, params.control_plane_port)]
+        ),
+    )
+
+
+def _xds_cluster(host: str, port: int) -> cluster_pb2.Cluster:
+    try:
+        ip_address(host)
+        discovery = cluster_pb2.Cluster.STATIC
+    except ValueError:
+        discovery = cluster_pb2.Cluster.STRICT_DNS
+    cluster = cluster_pb2.Cluster(
+        name=XDS_CLUSTER,
+        type=discovery,
+        connect_timeout=seconds(1.0),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=XDS_CLUSTER,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[
+                        endpoint_components_pb2.LbEndpoint(
+                            endpoint=endpoint_components_pb2.Endpoint(
+                                address=socket_address(host, port)
+                            )
+                        )
+                    ]
+                )
+            ],
+        ),
+    )
+    for key, value in http2_upstream_options().items():
+        cluster.typed_extension_protocol_options[key].CopyFrom(value)
+    return cluster
+
+
+def to_json(message: bootstrap_pb2.Bootstrap) -> dict[str, Any]:
+    """The bootstrap as the JSON Envoy reads with ``-c``."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)

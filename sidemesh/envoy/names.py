@@ -1,0 +1,29 @@
+"""Envoy resource names. They appear in logs, metrics and ``sidemesh proxy-config``,
+so each says what it is: direction, port, subset, service."""
+
+from __future__ import annotations
+
+from sidemesh.model import ServiceKey
+
+OUTBOUND_ROUTE_CONFIG = "outbound-http"
+
+
+def outbound_cluster(key: ServiceKey, port: int, subset: str = "") -> str:
+    return f"outbound|{port}|{subset}|{key}"
+
+
+def inbound_cluster(key: ServiceKey, port: int) -> str:
+    return f"inbound|{port}|{key.name}"
+
+
+def inbound_listener(key: ServiceKey, port: int) -> str:
+    return f"inbound|{port}|{key.name}"
+
+
+def outbound_listener(port: int) -> str:
+    return f"outbound|{port}"
+
+
+def stat_prefix(name: str) -> str:
+    # Envoy stat names are dot-separated; '|' and '.' inside a name would split it.
+    return name.replace("|", "_").replace(".", "_")

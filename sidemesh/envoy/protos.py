@@ -1,0 +1,45 @@
+"""Small constructors shared by the builders, so each builder reads as Envoy config."""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import address_pb2, config_source_pb2, protocol_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
+
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def socket_address(address: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(
+        socket_address=address_pb2.SocketAddress(address=address, port_value=port)
+    )
+
+
+def ads_config_source() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(),
+        resource_api_version=config_source_pb2.ApiVersion.V3,
+    )
+
+
+def seconds(value: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(value * 1e9))
+    return d
+
+
+def packed(message: Message) -> any_pb2.Any:
+    body = any_pb2.Any()
+    body.Pack(message, deterministic=True)
+    return body
+
+
+def http2_upstream_options() -> dict[str, any_pb2.Any]:
+    """Cluster option: speak HTTP/2 to the upstream (gRPC, h2c apps, the control plane)."""
+    options = http_protocol_options_pb2.HttpProtocolOptions(
+        explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+            http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
+        )
+    )
+    return {HTTP_PROTOCOL_OPTIONS: packed(options)}

@@ -1,0 +1,96 @@
+"""Route configurations: the outbound one routes by Host/authority to each service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from google.protobuf import wrappers_pb2
+
+from sidemesh.envoy import names
+from sidemesh.envoy.protos import seconds
+from sidemesh.model import Service, ServiceKey, ServicePort
+
+HTTP_ROUTE_TIMEOUT_S = 15.0
+"""Envoy's own default for a unary request; streaming ports (http2, grpc) get none."""
+
+
+def default_port(service: Service) -> ServicePort | None:
+    """The port a Host without a port means: 80 if served, else the first HTTP port."""
+    http_ports = [p for p in service.ports if p.protocol.is_http]
+    for port in http_ports:
+        if port.port == 80:
+            return port
+    return http_ports[0] if http_ports else None
+
+
+def host_names(key: ServiceKey, port: ServicePort, *, default: bool, short: bool) -> list[str]:
+    """Every Host an app may use for this service port. ``short`` adds the bare name
+    (``reviews``), which only means this service inside its own namespace."""
+    bases = [f"{key.name}.{key.namespace}", f"{key.name}.{key.namespace}.svc"]
+    if short:
+        bases.insert(0, key.name)
+    domains = [f"{base}:{port.port}" for base in bases]
+    if default:
+        domains = bases + domains
+    return domains
+
+
+def virtual_hosts(
+    key: ServiceKey, service: Service, *, short: bool
+) -> list[route_components_pb2.VirtualHost]:
+    default = default_port(service)
+    out = []
+    for port in service.ports:
+        if not port.protocol.is_http:
+            continue
+        cluster = names.outbound_cluster(key, port.port)
+        timeout = 0.0 if port.protocol.needs_http2 else HTTP_ROUTE_TIMEOUT_S
+        out.append(
+            route_components_pb2.VirtualHost(
+                name=f"{key}:{port.port}",
+                domains=host_names(key, port, default=port is default, short=short),
+                routes=[
+                    route_components_pb2.Route(
+                        name="default",
+                        match=route_components_pb2.RouteMatch(prefix="/"),
+                        route=route_components_pb2.RouteAction(
+                            cluster=cluster, timeout=seconds(timeout)
+                        ),
+                    )
+                ],
+            )
+        )
+    return out
+
+
+def outbound_route_config(
+    hosts: Iterable[route_components_pb2.VirtualHost],
+) -> route_pb2.RouteConfiguration:
+    return route_pb2.RouteConfiguration(
+        name=names.OUTBOUND_ROUTE_CONFIG,
+        virtual_hosts=list(hosts),
+        # Clusters arrive over CDS; checking them here would reject a route pushed a
+        # moment before its cluster.
+        validate_clusters=wrappers_pb2.BoolValue(value=False),
+    )
+
+
+def inbound_route_config(name: str, cluster: str) -> route_pb2.RouteConfiguration:
+    return route_pb2.RouteConfiguration(
+        name=name,
+        virtual_hosts=[
+            route_components_pb2.VirtualHost(
+                name="inbound",
+                domains=["*"],
+                routes=[
+                    route_components_pb2.Route(
+                        name="default",
+                        match=route_components_pb2.RouteMatch(prefix="/"),
+                        # The caller's sidecar owns the request timeout.
+                        route=route_components_pb2.RouteAction(cluster=cluster, timeout=seconds(0)),
+                    )
+                ],
+            )
+        ],
+    )

@@ -1,0 +1,201 @@
+"""``Translator``: MeshState + proxy → ``ProxyResources``, reusing earlier work.
+
+The builders are pure. What this adds is memory: resources shared by every proxy
+(outbound clusters, endpoints, route configurations) are built once per service and
+kept while that service and its workloads are the very same objects (``MeshState``
+keeps unchanged objects across versions), so one endpoint change re-translates one
+service's endpoints and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from sidemesh.envoy import clusters, endpoints, listeners, names, routes
+from sidemesh.envoy.proxy import ProxyId
+from sidemesh.envoy.resources import ADS_ORDER, Resource, ResourceType
+from sidemesh.errors import TranslationError
+from sidemesh.model import MeshState, Service, ServiceKey, Workload
+
+ResourceMap = Mapping[str, Resource]
+
+
+@dataclass(frozen=True)
+class ProxyResources:
+    """Everything one proxy is sent, by type and name."""
+
+    by_type: Mapping[ResourceType, ResourceMap]
+
+    def __getitem__(self, rtype: ResourceType) -> ResourceMap:
+        return self.by_type.get(rtype, MappingProxyType({}))
+
+    def with_extra(self, *extra: Resource) -> ProxyResources:
+        """A copy with ``extra`` resources added or replacing same-named ones."""
+        merged = {t: dict(self[t]) for t in ADS_ORDER}
+        for res in extra:
+            merged[res.type][res.name] = res
+        return ProxyResources({t: MappingProxyType(m) for t, m in merged.items()})
+
+
+@dataclass
+class _ServiceEntry:
+    """Translation of one service, valid while ``service`` and ``workloads`` are the
+    same objects."""
+
+    service: Service
+    workloads: tuple[Workload, ...]
+    clusters: tuple[Resource, ...]
+    endpoints: tuple[Resource, ...]
+    vhosts_short: tuple[object, ...] = ()
+    vhosts_long: tuple[object, ...] = ()
+
+
+@dataclass
+class _Shared:
+    """Resources that are the same for every proxy of one mesh state."""
+
+    clusters: dict[str, Resource] = field(default_factory=dict)
+    endpoints: dict[str, Resource] = field(default_factory=dict)
+    routes_by_namespace: dict[str, Resource] = field(default_factory=dict)
+
+
+class Translator:
+    """Translates mesh states for many proxies. Not thread-safe; one per control plane."""
+
+    def __init__(self) -> None:
+        self._services: dict[ServiceKey, _ServiceEntry] = {}
+        self._state: MeshState | None = None
+        self._shared = _Shared()
+        self._locals: dict[tuple[str, str], tuple[Workload, Service, _Local]] = {}
+        self.services_translated = 0
+        """How many service translations were done (not reused): for tests and benches."""
+
+    def for_proxy(self, state: MeshState, proxy: ProxyId) -> ProxyResources:
+        """The resources for ``proxy``. Raises TranslationError if the state has no
+        such workload."""
+        workload = state.workload(proxy.workload, proxy.namespace)
+        if workload is None:
+            raise TranslationError(
+                f"proxy {proxy}: workload {proxy.workload!r} in namespace "
+                f"{proxy.namespace!r} is not in the mesh"
+            )
+        shared = self._shared_for(state)
+        local = self._local_resources(state, workload)
+        route = self._outbound_routes(state, proxy.namespace)
+        return ProxyResources(
+            {
+                ResourceType.CLUSTER: MappingProxyType({**shared.clusters, **local.clusters}),
+                ResourceType.ENDPOINT: MappingProxyType(shared.endpoints),
+                ResourceType.LISTENER: MappingProxyType(local.listeners),
+                ResourceType.ROUTE: MappingProxyType({route.name: route}),
+            }
+        )
+
+    def _shared_for(self, state: MeshState) -> _Shared:
+        if state is self._state:
+            return self._shared
+        live: dict[ServiceKey, _ServiceEntry] = {}
+        services_changed = set(state.services) != set(self._services)
+        for key, service in state.services.items():
+            workloads = state.workloads_of(key)
+            entry = self._services.get(key)
+            if entry is None or entry.service is not service:
+                entry = self._translate_service(key, service, workloads)
+                services_changed = True
+            elif not _same_objects(entry.workloads, workloads):
+                # Only endpoints depend on workloads: clusters and routes stay.
+                entry.workloads = workloads
+                entry.endpoints = _endpoint_resources(key, service, workloads)
+            live[key] = entry
+        shared = _Shared()
+        for entry in live.values():
+            for res in entry.clusters:
+                shared.clusters[res.name] = res
+            for res in entry.endpoints:
+                shared.endpoints[res.name] = res
+        if not services_changed:
+            shared.routes_by_namespace = self._shared.routes_by_namespace
+        self._services = live
+        self._state = state
+        self._shared = shared
+        return shared
+
+    def _translate_service(
+        self, key: ServiceKey, service: Service, workloads: tuple[Workload, ...]
+    ) -> _ServiceEntry:
+        self.services_translated += 1
+        return _ServiceEntry(
+            service=service,
+            workloads=workloads,
+            clusters=tuple(
+                Resource.of(ResourceType.CLUSTER, c.name, c)
+                for c in clusters.outbound_clusters(key, service)
+            ),
+            endpoints=_endpoint_resources(key, service, workloads),
+            vhosts_short=tuple(routes.virtual_hosts(key, service, short=True)),
+            vhosts_long=tuple(routes.virtual_hosts(key, service, short=False)),
+        )
+
+    def _outbound_routes(self, state: MeshState, namespace: str) -> Resource:
+        cached = self._shared.routes_by_namespace.get(namespace)
+        if cached is not None:
+            return cached
+        hosts: list[object] = []
+        for key, entry in sorted(self._services.items()):
+            hosts.extend(entry.vhosts_short if key.namespace == namespace else entry.vhosts_long)
+        config = routes.outbound_route_config(hosts)
+        resource = Resource.of(ResourceType.ROUTE, config.name, config)
+        self._shared.routes_by_namespace[namespace] = resource
+        return resource
+
+    def _local_resources(self, state: MeshState, workload: Workload) -> _Local:
+        key = ServiceKey(workload.service, workload.namespace or "")
+        service = state.services[key]
+        cache_key = (workload.name, key.namespace)
+        cached = self._locals.get(cache_key)
+        if cached is not None and cached[0] is workload and cached[1] is service:
+            return cached[2]
+        local = self._build_local(key, service, workload)
+        self._locals[cache_key] = (workload, service, local)
+        return local
+
+    def forget(self, proxy: ProxyId) -> None:
+        """Drop what was kept for a proxy that went away."""
+        self._locals.pop((proxy.workload, proxy.namespace), None)
+
+    def _build_local(self, key: ServiceKey, service: Service, workload: Workload) -> _Local:
+        ports = {p.port_name: p for p in service.ports}
+        local = _Local()
+        outbound = listeners.outbound_listener(workload.sidecar.outbound_port)
+        local.listeners[outbound.name] = Resource.of(ResourceType.LISTENER, outbound.name, outbound)
+        for wp in workload.ports:
+            port = ports[wp.name]
+            cluster = clusters.inbound_cluster(key, port, wp.app_port)
+            local.clusters[cluster.name] = Resource.of(ResourceType.CLUSTER, cluster.name, cluster)
+            name = names.inbound_listener(key, port.port)
+            listener = listeners.inbound_listener(
+                name, workload.address, wp.port, cluster.name, http=port.protocol.is_http
+            )
+            local.listeners[name] = Resource.of(ResourceType.LISTENER, name, listener)
+        return local
+
+
+@dataclass
+class _Local:
+    clusters: dict[str, Resource] = field(default_factory=dict)
+    listeners: dict[str, Resource] = field(default_factory=dict)
+
+
+def _same_objects(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+def _endpoint_resources(
+    key: ServiceKey, service: Service, workloads: tuple[Workload, ...]
+) -> tuple[Resource, ...]:
+    return tuple(
+        Resource.of(ResourceType.ENDPOINT, cla.cluster_name, cla)
+        for cla in endpoints.load_assignments(key, service, workloads)
+    )
