@@ -1,0 +1,50 @@
+"""Snapshots keyed by node id, and watches that wake a stream when its proxy's
+snapshot changes. This is the whole interface the ADS server depends on."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sidemesh.xds.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+Notify = Callable[[], None]
+
+
+class SnapshotCache:
+    def __init__(self) -> None:
+        self._snapshots: dict[str, Snapshot] = {}
+        self._watches: dict[str, set[Notify]] = {}
+
+    def get(self, node_id: str) -> Snapshot | None:
+        return self._snapshots.get(node_id)
+
+    def set(self, node_id: str, snapshot: Snapshot) -> None:
+        """Publish ``snapshot`` for ``node_id`` after checking it; raises
+        ``SnapshotInconsistent`` and keeps the previous one if it does not hold together."""
+        snapshot.check_consistency()
+        self._snapshots[node_id] = snapshot
+        for notify in list(self._watches.get(node_id, ())):
+            notify()
+
+    def clear(self, node_id: str) -> None:
+        self._snapshots.pop(node_id, None)
+
+    def watch(self, node_id: str, notify: Notify) -> Callable[[], None]:
+        """Call ``notify`` whenever ``node_id``'s snapshot is replaced. Returns a
+        function that cancels the watch."""
+        self._watches.setdefault(node_id, set()).add(notify)
+
+        def cancel() -> None:
+            watchers = self._watches.get(node_id)
+            if watchers is not None:
+                watchers.discard(notify)
+                if not watchers:
+                    del self._watches[node_id]
+
+        return cancel
+
+    def watched_nodes(self) -> list[str]:
+        return list(self._watches)

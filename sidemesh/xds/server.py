@@ -1,0 +1,323 @@
+"""The ADS server: one gRPC stream per Envoy, state-of-the-world or delta.
+
+Both variants follow the same loop: a stream waits for either a request from Envoy
+or a change of its proxy's snapshot, and answers with what the proxy lacks, type by
+type in ADS order. Nonces tie each request to the response it answers: a request
+with an old nonce is stale and ignored; one with the latest nonce is an ACK, or a
+NACK when it carries ``error_detail``. After a NACK the same content is not sent
+again: the proxy keeps its last good config until the content changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+from sidemesh.envoy import Resource, ResourceType
+from sidemesh.envoy.resources import ADS_ORDER
+from sidemesh.xds.cache import SnapshotCache
+from sidemesh.xds.snapshot import Snapshot, content_version
+from sidemesh.xds.status import XdsCallbacks
+
+log = logging.getLogger(__name__)
+
+WILDCARD = "*"
+ABSENT = ""
+"""Delta: the version we record for a name we told the proxy does not exist."""
+
+
+class _Changed:
+    """Queue item: this stream's snapshot was replaced."""
+
+
+class _Closed:
+    """Queue item: Envoy closed its side of the stream."""
+
+
+CHANGED = _Changed()
+CLOSED = _Closed()
+
+
+class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
+    """Serves snapshots from ``cache``; reports to ``callbacks``. ``on_connect`` and
+    ``on_disconnect`` let the owner build snapshots only for proxies that are there."""
+
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        callbacks: XdsCallbacks,
+        on_connect: Callable[[str], None] = lambda node: None,
+        on_disconnect: Callable[[str], None] = lambda node: None,
+    ) -> None:
+        self.cache = cache
+        self.callbacks = callbacks
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+
+    async def StreamAggregatedResources(  # gRPC method name
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        async for response in _SotwStream(self, context).run(request_iterator):
+            yield response
+
+    async def DeltaAggregatedResources(  # gRPC method name
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        async for response in _DeltaStream(self, context).run(request_iterator):
+            yield response
+
+
+@dataclass
+class _TypeState:
+    """One resource type on one stream."""
+
+    requested: bool = False
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    nonce: str = ""
+    sent_version: str = ""
+    # What the proxy has, by name: the version last sent (or reported on reconnect).
+    sent: dict[str, str] = field(default_factory=dict)
+    # The state version of the snapshot each nonce was cut from, for status.
+    versions_by_nonce: dict[str, str] = field(default_factory=dict)
+
+
+class _Stream:
+    mode = ""
+
+    def __init__(self, server: AdsServer, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        self.server = server
+        self.context = context
+        self.node_id = ""
+        self.types: dict[ResourceType, _TypeState] = {t: _TypeState() for t in ResourceType}
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._nonce = 0
+        self._cancel_watch: Callable[[], None] | None = None
+
+    async def run(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        reader = asyncio.create_task(self._read(requests))
+        try:
+            while True:
+                item = await self.queue.get()
+                if item is CLOSED:
+                    return
+                if item is CHANGED:
+                    while not self.queue.empty() and self.queue._queue[0] is CHANGED:  # type: ignore[attr-defined]
+                        self.queue.get_nowait()  # one push covers several changes
+                    responses = self._on_snapshot()
+                else:
+                    responses = await self._on_request(item)
+                for response in responses:
+                    yield response
+        finally:
+            reader.cancel()
+            if self._cancel_watch is not None:
+                self._cancel_watch()
+            if self.node_id:
+                self.server.callbacks.on_stream_closed(self.node_id)
+                self.server.on_disconnect(self.node_id)
+
+    async def _read(self, requests: AsyncIterator[Any]) -> None:
+        try:
+            async for request in requests:
+                self.queue.put_nowait(request)
+        except (asyncio.CancelledError, grpc.aio.AioRpcError):
+            pass
+        finally:
+            self.queue.put_nowait(CLOSED)
+
+    async def _on_request(self, request: Any) -> list[Any]:
+        if not self.node_id:
+            if not request.node.id:
+                await self.context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id"
+                )
+            self.node_id = request.node.id
+            self.server.callbacks.on_stream_open(self.node_id, self.mode)
+            self._cancel_watch = self.server.cache.watch(
+                self.node_id, lambda: self.queue.put_nowait(CHANGED)
+            )
+            self.server.on_connect(self.node_id)
+        rtype = ResourceType.from_url(request.type_url)
+        if rtype is None:
+            log.warning("%s asked for unknown type %s; ignored", self.node_id, request.type_url)
+            return []
+        state = self.types[rtype]
+        if request.response_nonce and request.response_nonce != state.nonce:
+            return []  # stale: answers a response that has been superseded
+        if request.response_nonce:
+            version = state.versions_by_nonce.pop(request.response_nonce, state.sent_version)
+            if request.HasField("error_detail"):
+                self.server.callbacks.on_nack(
+                    self.node_id, rtype, version, request.error_detail.message
+                )
+            else:
+                self.server.callbacks.on_ack(self.node_id, rtype, version)
+        self._subscribe(rtype, state, request)
+        snapshot = self.server.cache.get(self.node_id)
+        if snapshot is None:
+            return []
+        response = self._response(rtype, state, snapshot)
+        return [response] if response is not None else []
+
+    def _on_snapshot(self) -> list[Any]:
+        snapshot = self.server.cache.get(self.node_id)
+        if snapshot is None:
+            return []
+        out = []
+        for rtype in ADS_ORDER:
+            state = self.types[rtype]
+            if state.requested:
+                response = self._response(rtype, state, snapshot)
+                if response is not None:
+                    out.append(response)
+        return out
+
+    def _next_nonce(self) -> str:
+        self._nonce += 1
+        return str(self._nonce)
+
+    def _wanted(self, state: _TypeState, snapshot: Snapshot, rtype: ResourceType) -> list[Resource]:
+        resources = snapshot.resources[rtype]
+        if state.wildcard:
+            return list(resources.values())
+        return [resources[n] for n in sorted(state.names) if n in resources]
+
+    def _sent(
+        self,
+        rtype: ResourceType,
+        state: _TypeState,
+        snapshot: Snapshot,
+        version: str,
+        resources: list[Resource],
+    ) -> str:
+        nonce = self._next_nonce()
+        state.nonce = nonce
+        state.sent_version = version
+        state.versions_by_nonce[nonce] = version
+        self.server.callbacks.on_sent(
+            self.node_id, rtype, version, snapshot.state_version, len(resources)
+        )
+        if rtype is ResourceType.CLUSTER:
+            # A changed cluster warms again and waits for its endpoints: resend them.
+            endpoints = self.types[ResourceType.ENDPOINT].sent
+            for res in resources:
+                endpoints.pop(res.name, None)
+        return nonce
+
+    def _subscribe(self, rtype: ResourceType, state: _TypeState, request: Any) -> None:
+        raise NotImplementedError
+
+    def _response(self, rtype: ResourceType, state: _TypeState, snapshot: Snapshot) -> Any:
+        raise NotImplementedError
+
+
+class _SotwStream(_Stream):
+    """State of the world: each response holds every resource the proxy asked for."""
+
+    mode = "sotw"
+
+    def _subscribe(
+        self, rtype: ResourceType, state: _TypeState, request: discovery_pb2.DiscoveryRequest
+    ) -> None:
+        names = set(request.resource_names)
+        wildcard = rtype.is_wildcard and (not names or WILDCARD in names)
+        if wildcard != state.wildcard or names != state.names or not state.requested:
+            state.sent.clear()  # the subscription changed: answer it whole
+        state.requested = True
+        state.wildcard = wildcard
+        state.names = names
+
+    def _response(
+        self, rtype: ResourceType, state: _TypeState, snapshot: Snapshot
+    ) -> discovery_pb2.DiscoveryResponse | None:
+        resources = self._wanted(state, snapshot, rtype)
+        current = {r.name: r.version for r in resources}
+        if state.nonce and current == state.sent:
+            return None
+        version = content_version(resources)
+        state.sent = current
+        nonce = self._sent(rtype, state, snapshot, version, resources)
+        return discovery_pb2.DiscoveryResponse(
+            version_info=version,
+            resources=[r.body for r in resources],
+            type_url=rtype.url,
+            nonce=nonce,
+        )
+
+
+class _DeltaStream(_Stream):
+    """Delta: each response holds only what changed, and the names removed."""
+
+    mode = "delta"
+
+    def _subscribe(
+        self,
+        rtype: ResourceType,
+        state: _TypeState,
+        request: discovery_pb2.DeltaDiscoveryRequest,
+    ) -> None:
+        subscribe = set(request.resource_names_subscribe)
+        if not state.requested:
+            state.requested = True
+            # An empty first subscription to listeners or clusters means "all of them".
+            state.wildcard = rtype.is_wildcard and not subscribe
+            # After a reconnect Envoy says what it already has: don't send it again.
+            state.sent.update(request.initial_resource_versions)
+        if WILDCARD in subscribe:
+            state.wildcard = True
+            subscribe.discard(WILDCARD)
+        if WILDCARD in request.resource_names_unsubscribe:
+            state.wildcard = False
+        for name in subscribe - state.names:
+            state.sent.pop(name, None)  # a new subscription gets the resource
+        state.names |= subscribe
+        for name in request.resource_names_unsubscribe:
+            state.names.discard(name)
+            state.sent.pop(name, None)
+
+    def _response(
+        self, rtype: ResourceType, state: _TypeState, snapshot: Snapshot
+    ) -> discovery_pb2.DeltaDiscoveryResponse | None:
+        wanted = {r.name: r for r in self._wanted(state, snapshot, rtype)}
+        updated = [r for name, r in wanted.items() if state.sent.get(name) != r.version]
+        removed = [
+            name
+            for name, version in state.sent.items()
+            if name not in wanted and version != ABSENT and (state.wildcard or name in state.names)
+        ]
+        if not state.wildcard:
+            # Asked for by name but absent: say so once, or Envoy waits for it.
+            removed += [n for n in state.names - wanted.keys() if n not in state.sent]
+        first = not state.nonce
+        if not updated and not removed and not first:
+            return None
+        for res in updated:
+            state.sent[res.name] = res.version
+        for name in removed:
+            if name in state.names and not state.wildcard:
+                state.sent[name] = ABSENT
+            else:
+                state.sent.pop(name, None)
+        version = content_version(wanted.values())
+        nonce = self._sent(rtype, state, snapshot, version, updated)
+        return discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=version,
+            resources=[
+                discovery_pb2.Resource(name=r.name, version=r.version, resource=r.body)
+                for r in updated
+            ],
+            removed_resources=removed,
+            type_url=rtype.url,
+            nonce=nonce,
+        )

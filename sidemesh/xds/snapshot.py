@@ -1,0 +1,104 @@
+"""An immutable set of resources for one proxy, checked before it is published."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from sidemesh.envoy import ProxyResources, Resource, ResourceType
+from sidemesh.errors import SnapshotInconsistent
+
+Reference = tuple[ResourceType, str]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one proxy should have. ``state_version`` is the MeshState it came from."""
+
+    resources: ProxyResources
+    state_version: int
+    _type_versions: dict[ResourceType, str] = field(default_factory=dict, compare=False)
+
+    def type_version(self, rtype: ResourceType) -> str:
+        """A version for the whole type: changes when any resource of it does."""
+        cached = self._type_versions.get(rtype)
+        if cached is None:
+            cached = content_version(self.resources[rtype].values())
+            self._type_versions[rtype] = cached
+        return cached
+
+    def check_consistency(self) -> None:
+        """Raise ``SnapshotInconsistent`` naming every reference that points nowhere."""
+        missing = [
+            f"{res.type.short} {res.name!r} refers to {ref_type.short[:-1]} {ref_name!r}"
+            for rtype in ResourceType
+            for res in self.resources[rtype].values()
+            for ref_type, ref_name in references(res)
+            if ref_name not in self.resources[ref_type]
+        ]
+        if missing:
+            raise SnapshotInconsistent("; ".join(missing))
+
+
+def content_version(resources: Iterable[Resource]) -> str:
+    digest = hashlib.blake2b(digest_size=8)
+    for res in sorted(resources, key=lambda r: r.name):
+        digest.update(res.name.encode())
+        digest.update(res.version.encode())
+    return digest.hexdigest()
+
+
+# References of a resource depend only on its content, and a resource's version is a
+# hash of its content: remember them by version so shared resources are read once.
+_references_by_version: dict[tuple[ResourceType, str], tuple[Reference, ...]] = {}
+
+
+def references(res: Resource) -> tuple[Reference, ...]:
+    key = (res.type, res.version)
+    refs = _references_by_version.get(key)
+    if refs is None:
+        refs = tuple(_find_references(res))
+        if len(_references_by_version) > 100_000:
+            _references_by_version.clear()
+        _references_by_version[key] = refs
+    return refs
+
+
+def _find_references(res: Resource) -> Iterator[Reference]:
+    msg = res.message
+    if isinstance(msg, cluster_pb2.Cluster) and msg.type == cluster_pb2.Cluster.EDS:
+        yield ResourceType.ENDPOINT, msg.eds_cluster_config.service_name or msg.name
+    elif isinstance(msg, listener_pb2.Listener):
+        for chain in msg.filter_chains:
+            for flt in chain.filters:
+                if flt.typed_config.Is(hcm_pb2.HttpConnectionManager.DESCRIPTOR):
+                    hcm = hcm_pb2.HttpConnectionManager()
+                    flt.typed_config.Unpack(hcm)
+                    if hcm.HasField("rds"):
+                        yield ResourceType.ROUTE, hcm.rds.route_config_name
+                    else:
+                        yield from _route_clusters(hcm.route_config)
+                elif flt.typed_config.Is(tcp_proxy_pb2.TcpProxy.DESCRIPTOR):
+                    tcp = tcp_proxy_pb2.TcpProxy()
+                    flt.typed_config.Unpack(tcp)
+                    yield ResourceType.CLUSTER, tcp.cluster
+    elif isinstance(msg, route_pb2.RouteConfiguration):
+        yield from _route_clusters(msg)
+
+
+def _route_clusters(config: route_pb2.RouteConfiguration) -> Iterator[Reference]:
+    for vhost in config.virtual_hosts:
+        for route in vhost.routes:
+            if route.route.cluster:
+                yield ResourceType.CLUSTER, route.route.cluster
+            for weighted in route.route.weighted_clusters.clusters:
+                yield ResourceType.CLUSTER, weighted.name

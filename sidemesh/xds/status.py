@@ -1,0 +1,138 @@
+"""What each connected proxy has: per type, the version sent and the version ACKed,
+and every NACK with Envoy's own error. This is the one callbacks object the ADS
+server reports to; the API reads it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sidemesh.envoy import ResourceType
+
+log = logging.getLogger(__name__)
+
+
+class XdsCallbacks(Protocol):
+    """Hooks the ADS server calls; one object implements them all."""
+
+    def on_stream_open(self, node_id: str, mode: str) -> None: ...
+    def on_stream_closed(self, node_id: str) -> None: ...
+    def on_sent(
+        self, node_id: str, rtype: ResourceType, version: str, state_version: int, count: int
+    ) -> None: ...
+    def on_ack(self, node_id: str, rtype: ResourceType, version: str) -> None: ...
+    def on_nack(self, node_id: str, rtype: ResourceType, version: str, detail: str) -> None: ...
+
+
+@dataclass
+class Nack:
+    version: str
+    detail: str
+    at: float
+
+
+@dataclass
+class TypeStatus:
+    sent_version: str = ""
+    sent_state_version: int = 0
+    acked_version: str = ""
+    acked_state_version: int = 0
+    nacks: int = 0
+    last_nack: Nack | None = None
+    # state version behind each version sent and not yet answered
+    _pending: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sentVersion": self.sent_version,
+            "ackedVersion": self.acked_version,
+            "ackedStateVersion": self.acked_state_version,
+            "synced": self.sent_version == self.acked_version,
+            "nacks": self.nacks,
+            "lastNack": None
+            if self.last_nack is None
+            else {
+                "version": self.last_nack.version,
+                "error": self.last_nack.detail,
+                "at": self.last_nack.at,
+            },
+        }
+
+
+@dataclass
+class ProxyStatus:
+    node_id: str
+    mode: str
+    connected_at: float
+    connected: bool = True
+    types: dict[ResourceType, TypeStatus] = field(default_factory=dict)
+
+    def type(self, rtype: ResourceType) -> TypeStatus:
+        return self.types.setdefault(rtype, TypeStatus())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node_id,
+            "xdsMode": self.mode,
+            "connected": self.connected,
+            "connectedAt": self.connected_at,
+            "types": {t.short: s.to_json() for t, s in self.types.items()},
+        }
+
+
+class StatusBoard:
+    """``XdsCallbacks`` that keeps ``ProxyStatus`` per node and logs NACKs."""
+
+    def __init__(self) -> None:
+        self.proxies: dict[str, ProxyStatus] = {}
+        self.nacks_total = 0
+
+    def on_stream_open(self, node_id: str, mode: str) -> None:
+        self.proxies[node_id] = ProxyStatus(node_id=node_id, mode=mode, connected_at=time.time())
+        log.info("proxy connected", extra={"node": node_id, "xds_mode": mode})
+
+    def on_stream_closed(self, node_id: str) -> None:
+        status = self.proxies.get(node_id)
+        if status is not None:
+            status.connected = False
+        log.info("proxy disconnected", extra={"node": node_id})
+
+    def on_sent(
+        self, node_id: str, rtype: ResourceType, version: str, state_version: int, count: int
+    ) -> None:
+        ts = self._status(node_id).type(rtype)
+        ts.sent_version = version
+        ts.sent_state_version = state_version
+        ts._pending[version] = state_version
+
+    def on_ack(self, node_id: str, rtype: ResourceType, version: str) -> None:
+        ts = self._status(node_id).type(rtype)
+        ts.acked_version = version
+        ts.acked_state_version = ts._pending.pop(version, ts.acked_state_version)
+        ts._pending.clear()
+
+    def on_nack(self, node_id: str, rtype: ResourceType, version: str, detail: str) -> None:
+        ts = self._status(node_id).type(rtype)
+        ts.nacks += 1
+        ts.last_nack = Nack(version=version, detail=detail, at=time.time())
+        ts._pending.pop(version, None)
+        self.nacks_total += 1
+        log.error(
+            "proxy %s rejected %s version %s; it keeps its last good config: %s",
+            node_id,
+            rtype.short,
+            version,
+            detail,
+        )
+
+    def _status(self, node_id: str) -> ProxyStatus:
+        status = self.proxies.get(node_id)
+        if status is None:
+            status = ProxyStatus(node_id=node_id, mode="?", connected_at=time.time())
+            self.proxies[node_id] = status
+        return status
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [p.to_json() for p in sorted(self.proxies.values(), key=lambda p: p.node_id)]
