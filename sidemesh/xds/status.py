@@ -91,13 +91,13 @@ class StatusBoard:
 
     def on_stream_open(self, node_id: str, mode: str) -> None:
         self.proxies[node_id] = ProxyStatus(node_id=node_id, mode=mode, connected_at=time.time())
-        log.info("proxy connected", extra={"node": node_id, "xds_mode": mode})
+        log.info("proxy %s connected (%s xDS)", node_id, mode, extra={"node": node_id})
 
     def on_stream_closed(self, node_id: str) -> None:
         status = self.proxies.get(node_id)
         if status is not None:
             status.connected = False
-        log.info("proxy disconnected", extra={"node": node_id})
+        log.info("proxy %s disconnected", node_id, extra={"node": node_id})
 
     def on_sent(
         self, node_id: str, rtype: ResourceType, version: str, state_version: int, count: int

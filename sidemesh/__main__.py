@@ -1,0 +1,3 @@
+from sidemesh.cli.main import main
+
+main()

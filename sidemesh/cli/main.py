@@ -1,0 +1,124 @@
+"""``sidemesh``: run the control plane or a sidecar."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sidemesh.agent.sidecar import run_sidecar
+from sidemesh.cli.logs import LogFormat, setup_logging
+from sidemesh.controlplane import ControlPlane
+from sidemesh.envoy import ProxyId
+from sidemesh.envoy.bootstrap import BootstrapParams, XdsMode
+from sidemesh.errors import ConfigError, EnvoyNotFound
+from sidemesh.settings import ControlPlaneSettings
+
+EXIT_BAD_INPUT = 2
+
+app = typer.Typer(
+    help="sidemesh: a service mesh with a Python control plane and Envoy sidecars.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+LogFormatOption = Annotated[
+    LogFormat, typer.Option("--log-format", envvar="SIDEMESH_LOG_FORMAT", help="text or json")
+]
+LogLevelOption = Annotated[
+    str,
+    typer.Option("--log-level", envvar="SIDEMESH_LOG_LEVEL", help="debug, info, warning, error"),
+]
+
+
+@app.command()
+def controlplane(
+    config: Annotated[
+        Path,
+        typer.Option("--config", "-f", envvar="SIDEMESH_CONFIG", help="The mesh.yaml to serve"),
+    ],
+    xds_host: Annotated[
+        str, typer.Option(envvar="SIDEMESH_XDS_HOST", help="Address for ADS (gRPC)")
+    ] = "127.0.0.1",
+    xds_port: Annotated[
+        int, typer.Option(envvar="SIDEMESH_XDS_PORT", help="ADS port (0: any free port)")
+    ] = 15010,
+    api_host: Annotated[
+        str, typer.Option(envvar="SIDEMESH_API_HOST", help="Address for the HTTP API")
+    ] = "127.0.0.1",
+    api_port: Annotated[
+        int, typer.Option(envvar="SIDEMESH_API_PORT", help="HTTP API port (0: any free port)")
+    ] = 15014,
+    log_format: LogFormatOption = LogFormat.TEXT,
+    log_level: LogLevelOption = "info",
+) -> None:
+    """Serve mesh.yaml to sidecars over xDS; reload it when it changes."""
+    setup_logging(log_format, log_level)
+    settings = ControlPlaneSettings(
+        config=config, xds_host=xds_host, xds_port=xds_port, api_host=api_host, api_port=api_port
+    )
+    try:
+        asyncio.run(ControlPlane(settings).run())
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+    except OSError as exc:
+        typer.echo(f"sidemesh controlplane: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def sidecar(
+    workload: Annotated[
+        str, typer.Option("--workload", "-w", help="The workload this sidecar serves")
+    ],
+    control_plane: Annotated[
+        str,
+        typer.Option(
+            "--control-plane", envvar="SIDEMESH_CONTROL_PLANE", help="ADS address, HOST:PORT"
+        ),
+    ] = "127.0.0.1:15010",
+    namespace: Annotated[str, typer.Option(help="The workload's namespace")] = "default",
+    service: Annotated[
+        str | None, typer.Option(help="The workload's service (names Envoy's cluster)")
+    ] = None,
+    admin_port: Annotated[int, typer.Option(help="Envoy admin port, on 127.0.0.1 only")] = 15000,
+    xds_mode: Annotated[XdsMode, typer.Option(help="delta or sotw")] = XdsMode.DELTA,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Where to write the bootstrap (default: a temp dir)")
+    ] = None,
+    log_format: LogFormatOption = LogFormat.TEXT,
+    log_level: LogLevelOption = "info",
+) -> None:
+    """Run Envoy as WORKLOAD's sidecar, fed by the control plane."""
+    setup_logging(log_format, log_level)
+    host, sep, port = control_plane.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        typer.echo(f"--control-plane: {control_plane!r} is not HOST:PORT", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    params = BootstrapParams(
+        proxy=ProxyId(workload, namespace),
+        service=service or workload,
+        control_plane_host=host,
+        control_plane_port=int(port),
+        admin_port=admin_port,
+        xds_mode=xds_mode,
+    )
+    try:
+        code = run_sidecar(params, workdir, log_level)
+    except EnvoyNotFound as exc:
+        typer.echo(f"sidemesh sidecar: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app(prog_name="sidemesh")
+
+
+if __name__ == "__main__":
+    main()
