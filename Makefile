@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check sidemesh tests
-	$(BIN)/ruff format --check sidemesh tests
+	$(BIN)/ruff check sidemesh tests examples
+	$(BIN)/ruff format --check sidemesh tests examples
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)

@@ -12,7 +12,7 @@ def main() -> None:
     name, port = sys.argv[1], int(sys.argv[2])
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             body = json.dumps(
                 {"workload": name, "path": self.path, "host": self.headers.get("Host")}
             ).encode()

@@ -5,14 +5,37 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from google.protobuf import wrappers_pb2
 
 from sidemesh.envoy import names
-from sidemesh.envoy.protos import seconds
+from sidemesh.envoy.protos import packed, seconds
 from sidemesh.model import Service, ServiceKey, ServicePort
 
 HTTP_ROUTE_TIMEOUT_S = 15.0
 """Envoy's own default for a unary request; streaming ports (http2, grpc) get none."""
+
+
+DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,reset-before-request"
+"""Failures where the request never reached the app, so a retry cannot repeat its
+effect: what a mesh retries unless told otherwise."""
+DEFAULT_RETRIES = 2
+PREVIOUS_HOSTS_PREDICATE = "envoy.retry_host_predicates.previous_hosts"
+
+
+def default_retry_policy() -> route_components_pb2.RetryPolicy:
+    """Retry a request that never reached an app, on another workload if there is one."""
+    return route_components_pb2.RetryPolicy(
+        retry_on=DEFAULT_RETRY_ON,
+        num_retries=wrappers_pb2.UInt32Value(value=DEFAULT_RETRIES),
+        retry_host_predicate=[
+            route_components_pb2.RetryPolicy.RetryHostPredicate(
+                name=PREVIOUS_HOSTS_PREDICATE,
+                typed_config=packed(previous_hosts_pb2.PreviousHostsPredicate()),
+            )
+        ],
+        host_selection_retry_max_attempts=3,
+    )
 
 
 def default_port(service: Service) -> ServicePort | None:
@@ -55,7 +78,9 @@ def virtual_hosts(
                         name="default",
                         match=route_components_pb2.RouteMatch(prefix="/"),
                         route=route_components_pb2.RouteAction(
-                            cluster=cluster, timeout=seconds(timeout)
+                            cluster=cluster,
+                            timeout=seconds(timeout),
+                            retry_policy=default_retry_policy(),
                         ),
                     )
                 ],

@@ -168,6 +168,7 @@ class _Stream:
         if snapshot is None:
             return []
         response = self._response(rtype, state, snapshot)
+        self.server.callbacks.on_snapshot(self.node_id, snapshot.state_version)
         return [response] if response is not None else []
 
     def _on_snapshot(self) -> list[Any]:
@@ -181,6 +182,7 @@ class _Stream:
                 response = self._response(rtype, state, snapshot)
                 if response is not None:
                     out.append(response)
+        self.server.callbacks.on_snapshot(self.node_id, snapshot.state_version)
         return out
 
     def _next_nonce(self) -> str:

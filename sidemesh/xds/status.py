@@ -19,6 +19,7 @@ class XdsCallbacks(Protocol):
 
     def on_stream_open(self, node_id: str, mode: str) -> None: ...
     def on_stream_closed(self, node_id: str) -> None: ...
+    def on_snapshot(self, node_id: str, state_version: int) -> None: ...
     def on_sent(
         self, node_id: str, rtype: ResourceType, version: str, state_version: int, count: int
     ) -> None: ...
@@ -67,7 +68,16 @@ class ProxyStatus:
     mode: str
     connected_at: float
     connected: bool = True
+    state_version: int = 0
+    """The mesh version of the newest snapshot the stream has answered from."""
     types: dict[ResourceType, TypeStatus] = field(default_factory=dict)
+
+    @property
+    def synced(self) -> bool:
+        """The proxy has ACKed everything sent from its newest snapshot."""
+        return bool(self.types) and all(
+            t.sent_version == t.acked_version for t in self.types.values()
+        )
 
     def type(self, rtype: ResourceType) -> TypeStatus:
         return self.types.setdefault(rtype, TypeStatus())
@@ -78,6 +88,8 @@ class ProxyStatus:
             "xdsMode": self.mode,
             "connected": self.connected,
             "connectedAt": self.connected_at,
+            "stateVersion": self.state_version,
+            "synced": self.synced,
             "types": {t.short: s.to_json() for t, s in self.types.items()},
         }
 
@@ -98,6 +110,10 @@ class StatusBoard:
         if status is not None:
             status.connected = False
         log.info("proxy %s disconnected", node_id, extra={"node": node_id})
+
+    def on_snapshot(self, node_id: str, state_version: int) -> None:
+        status = self._status(node_id)
+        status.state_version = max(status.state_version, state_version)
 
     def on_sent(
         self, node_id: str, rtype: ResourceType, version: str, state_version: int, count: int

@@ -1,0 +1,33 @@
+"""End-to-end fixtures: a mesh with real Envoy sidecars on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.harness import Mesh
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(params=["sotw", "delta"])
+def xds_mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def mesh(tmp_path: Path, xds_mode: str) -> Iterator[Mesh]:
+    """Workloads a-1 (service a) and b-1 (service b); control plane not yet started."""
+    m = Mesh(tmp_path, xds_mode)
+    m.add("a-1", "a")
+    m.add("b-1", "b", version="v1")
+    try:
+        yield m
+    finally:
+        m.close()

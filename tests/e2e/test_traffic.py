@@ -1,0 +1,65 @@
+"""Requests through two real sidecars; endpoints following mesh.yaml edits."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from tests.helpers.harness import Mesh
+from tests.helpers.net import listening_addresses
+
+
+def _start(mesh: Mesh) -> None:
+    mesh.start_control_plane()
+    for name in list(mesh.workloads):
+        mesh.start_workload(name)
+    mesh.wait_synced()
+
+
+def test_request_reaches_b_through_both_sidecars(mesh: Mesh) -> None:
+    _start(mesh)
+    response = mesh.wait_for_route("a-1", "b")
+    assert response.json()["workload"] == "b-1"
+    assert response.headers["server"] == "envoy"
+    for host in ("b", "b.default", "b:9080", "b.default.svc:9080"):
+        reply = mesh.request("a-1", host, "/ratings/7")
+        assert reply.status_code == 200, host
+        assert reply.json() == {"workload": "b-1", "host": host, "path": "/ratings/7"}
+    # An unknown host is not routed anywhere.
+    assert mesh.request("a-1", "nosuch").status_code == 404
+
+
+def test_endpoints_follow_mesh_yaml(mesh: Mesh) -> None:
+    _start(mesh)
+    mesh.wait_for_route("a-1", "b")
+
+    mesh.add("b-2", "b", version="v2")
+    mesh.start_app("b-2")
+    mesh.start_sidecar("b-2")
+    written = time.monotonic()
+    mesh.write()
+    seen: Counter[str] = Counter()
+    while seen["b-2"] == 0:
+        assert time.monotonic() - written < 10, f"b-2 never answered: {seen}"
+        reply = mesh.request("a-1", "b")
+        assert reply.status_code == 200, reply.text
+        seen[reply.json()["workload"]] += 1
+    converged_s = time.monotonic() - written
+    print(f"second b workload reached {converged_s:.3f}s after the edit")
+    answers = Counter(mesh.request("a-1", "b").json()["workload"] for _ in range(20))
+    assert set(answers) == {"b-1", "b-2"}, answers
+
+    del mesh.workloads["b-2"]
+    mesh.write()
+    mesh.wait_synced(["a-1"])
+    answers = Counter(mesh.request("a-1", "b").json()["workload"] for _ in range(30))
+    assert answers == {"b-1": 30}
+    # b-2 and its sidecar still run: the traffic stopped because the mesh said so.
+    assert mesh.sidecars["b-2"].poll() is None
+
+
+def test_envoy_admin_listens_on_loopback_only(mesh: Mesh) -> None:
+    _start(mesh)
+    for spec in mesh.workloads.values():
+        assert listening_addresses(spec.admin_port) == {"127.0.0.1"}
+        assert listening_addresses(spec.outbound_port) == {"127.0.0.1"}

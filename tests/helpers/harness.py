@@ -1,0 +1,245 @@
+"""A whole mesh on 127.0.0.1 for end-to-end tests: a real control plane (in a thread
+of the test process, so a test can hook into it), real Envoy sidecars started with
+``sidemesh sidecar``, and small HTTP backends."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import httpx
+import yaml
+
+from sidemesh.controlplane import ControlPlane
+from sidemesh.settings import ControlPlaneSettings
+from sidemesh.xds.publisher import ResourceHook
+from tests.helpers.net import backend, free_port
+
+T = TypeVar("T")
+
+
+class ControlPlaneThread:
+    """A ``ControlPlane`` running in its own event loop on a background thread."""
+
+    def __init__(self, settings: ControlPlaneSettings, hook: ResourceHook | None = None) -> None:
+        self.control_plane = ControlPlane(settings, hook)
+        self.loop = asyncio.new_event_loop()
+        self._started: Future[None] = Future()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="control-plane", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.result(timeout=30)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            await self.control_plane.start()
+        except BaseException as exc:
+            self._started.set_exception(exc)
+            return
+        self._started.set_result(None)
+        await self._stop.wait()
+        await self.control_plane.stop()
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the control plane's loop and return its result."""
+
+        async def wrapper() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(timeout=30)
+
+    def stop(self) -> None:
+        if self._stop is not None and self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(timeout=30)
+
+
+@dataclass
+class WorkloadSpec:
+    name: str
+    service: str
+    port: int = field(default_factory=free_port)
+    app_port: int = field(default_factory=free_port)
+    outbound_port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_yaml(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "service": self.service,
+            "labels": self.labels,
+            "port": self.port,
+            "appPort": self.app_port,
+            "sidecar": {"outboundPort": self.outbound_port, "adminPort": self.admin_port},
+        }
+
+
+class Mesh:
+    """Services ``a`` (port 8080) and ``b`` (port 9080) and whatever workloads a test adds."""
+
+    SERVICES: ClassVar[dict[str, int]] = {"a": 8080, "b": 9080}
+
+    def __init__(self, tmp_path: Path, xds_mode: str = "delta") -> None:
+        self.tmp_path = tmp_path
+        self.path = tmp_path / "mesh.yaml"
+        self.xds_mode = xds_mode
+        self.workloads: dict[str, WorkloadSpec] = {}
+        self.sidecars: dict[str, subprocess.Popen[bytes]] = {}
+        self.control_plane: ControlPlaneThread | None = None
+        self._stack = ExitStack()
+        self.version = 0
+
+    # --- mesh.yaml -------------------------------------------------------
+    def add(self, name: str, service: str, **labels: str) -> WorkloadSpec:
+        spec = WorkloadSpec(name=name, service=service, labels=labels)
+        self.workloads[name] = spec
+        return spec
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "mesh": {"trustDomain": "test.local"},
+            "services": [{"name": n, "ports": [{"port": p}]} for n, p in self.SERVICES.items()],
+            "workloads": [w.to_yaml() for w in self.workloads.values()],
+        }
+
+    def write(self, text: str | None = None) -> None:
+        """Replace mesh.yaml atomically, as an editor that saves by rename does."""
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(text if text is not None else yaml.safe_dump(self.document()))
+        os.replace(tmp, self.path)
+
+    # --- processes -----------------------------------------------------------
+    def start_control_plane(self, hook: ResourceHook | None = None) -> ControlPlaneThread:
+        self.write()
+        settings = ControlPlaneSettings(
+            config=self.path, xds_port=0, api_port=0, poll_interval_s=0.05
+        )
+        self.control_plane = ControlPlaneThread(settings, hook)
+        self.control_plane.start()
+        self._stack.callback(self.control_plane.stop)
+        return self.control_plane
+
+    @property
+    def api_url(self) -> str:
+        assert self.control_plane is not None
+        return f"http://127.0.0.1:{self.control_plane.control_plane.api_port}"
+
+    def start_app(self, name: str) -> None:
+        spec = self.workloads[name]
+        self._stack.enter_context(backend(name, spec.app_port))
+
+    def start_sidecar(self, name: str) -> subprocess.Popen[bytes]:
+        assert self.control_plane is not None
+        spec = self.workloads[name]
+        log = open(self.tmp_path / f"{name}.sidecar.log", "wb")  # noqa: SIM115
+        self._stack.callback(log.close)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sidemesh",
+                "sidecar",
+                "--workload",
+                name,
+                "--service",
+                spec.service,
+                "--control-plane",
+                f"127.0.0.1:{self.control_plane.control_plane.xds_port}",
+                "--admin-port",
+                str(spec.admin_port),
+                "--xds-mode",
+                self.xds_mode,
+                "--workdir",
+                str(self.tmp_path / name),
+                "--log-level",
+                "warning",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.sidecars[name] = process
+        self._stack.callback(self._stop_process, process)
+        return process
+
+    def start_workload(self, name: str) -> None:
+        self.start_app(name)
+        self.start_sidecar(name)
+
+    @staticmethod
+    def _stop_process(process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def close(self) -> None:
+        self._stack.close()
+
+    # --- observing ------------------------------------------------------------
+    def api(self, path: str) -> Any:
+        return httpx.get(self.api_url + path, timeout=5).json()
+
+    def proxies(self) -> dict[str, Any]:
+        return {p["node"]: p for p in self.api("/v1/proxies")["proxies"]}
+
+    def wait_synced(self, names: list[str] | None = None, timeout: float = 20) -> None:
+        """Until the named sidecars (default: all started) have ACKed everything of the
+        current mesh version."""
+        wanted = [f"sidecar~{n}~default" for n in (names or list(self.sidecars))]
+        deadline = time.monotonic() + timeout
+        while True:
+            version = self.api("/v1/state")["version"]
+            proxies = self.proxies()
+            if all(
+                n in proxies
+                and proxies[n]["connected"]
+                and proxies[n]["synced"]
+                and proxies[n]["stateVersion"] >= version
+                and set(proxies[n]["types"]) == {"clusters", "endpoints", "listeners", "routes"}
+                for n in wanted
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"sidecars not in sync with mesh version {version}: {proxies}")
+            time.sleep(0.05)
+
+    def request(self, via: str, host: str, path: str = "/", timeout: float = 5) -> httpx.Response:
+        """An HTTP request from workload ``via``'s app, sent to its sidecar's outbound listener."""
+        port = self.workloads[via].outbound_port
+        return httpx.get(f"http://127.0.0.1:{port}{path}", headers={"Host": host}, timeout=timeout)
+
+    def wait_for_route(self, via: str, host: str, timeout: float = 20) -> httpx.Response:
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            try:
+                response = self.request(via, host)
+                if response.status_code == 200:
+                    return response
+                last = response
+            except httpx.HTTPError as exc:
+                last = exc
+            time.sleep(0.05)
+        raise AssertionError(f"no 200 from {host} via {via} within {timeout}s; last: {last!r}")
