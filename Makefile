@@ -28,7 +28,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 demo: $(STAMP)
-	$(BIN)/sidemesh controlplane --config examples/two-services/mesh.yaml
+	$(BIN)/python examples/two-services/demo.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

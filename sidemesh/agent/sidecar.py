@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import signal
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from types import FrameType
@@ -53,7 +55,7 @@ def run_sidecar(
         params.control_plane_host,
         params.control_plane_port,
     )
-    child = subprocess.Popen(command)
+    child = subprocess.Popen(command, preexec_fn=_envoy_child_setup)
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         if child.poll() is None:
@@ -67,5 +69,17 @@ def run_sidecar(
             signal.signal(sig, handler)
     return 128 - code if code < 0 else code
 
+
+def _envoy_child_setup() -> None:
+    """In the forked child, before exec: Envoy gets a clean signal mask, and the
+    kernel sends it SIGTERM if this agent dies, even by SIGKILL, so no Envoy is
+    ever left running without its agent."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 __all__ = ["envoy_command", "run_sidecar", "write_bootstrap"]

@@ -1,0 +1,55 @@
+"""The HTTP API, served by a real uvicorn inside a real control plane."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sidemesh.settings import ControlPlaneSettings
+from tests.conftest import MULTI_SERVICE_MESH
+from tests.helpers.harness import ControlPlaneThread
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[str]:
+    path = tmp_path / "mesh.yaml"
+    path.write_text(MULTI_SERVICE_MESH)
+    cp = ControlPlaneThread(ControlPlaneSettings(config=path, xds_port=0, api_port=0))
+    cp.start()
+    try:
+        yield f"http://127.0.0.1:{cp.control_plane.api_port}"
+    finally:
+        cp.stop()
+
+
+def test_healthz(api: str) -> None:
+    assert httpx.get(f"{api}/healthz").json() == {"status": "ok", "meshVersion": 1}
+
+
+def test_state_lists_services_workloads_and_identities(api: str) -> None:
+    state = httpx.get(f"{api}/v1/state").json()
+    assert state["version"] == 1
+    assert {(s["name"], s["namespace"]) for s in state["services"]} >= {
+        ("reviews", "default"),
+        ("reviews", "other"),
+    }
+    v1 = next(w for w in state["workloads"] if w["name"] == "reviews-v1")
+    assert v1["identity"] == "spiffe://example.org/ns/default/sa/reviews"
+    assert v1["ports"][0] == {"name": "http", "port": 21011, "appPort": 21012}
+    assert state["source"]["rejectedEdits"] == 0
+
+
+def test_proxies_empty_before_any_sidecar(api: str) -> None:
+    assert httpx.get(f"{api}/v1/proxies").json() == {"meshVersion": 1, "proxies": []}
+
+
+def test_openapi_documents_the_routes(api: str) -> None:
+    paths = httpx.get(f"{api}/openapi.json").json()["paths"]
+    assert {"/healthz", "/v1/state", "/v1/proxies"} <= set(paths)
+
+
+def test_unknown_route_is_404(api: str) -> None:
+    assert httpx.get(f"{api}/v1/nothing").status_code == 404
