@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from sidemesh.sources import FileSource
 from sidemesh.xds import Publisher, StatusBoard
+from sidemesh.xds.metrics import XdsCollector
 
 
 @dataclass(frozen=True)
@@ -49,4 +55,35 @@ def create_app(view: ApiView) -> FastAPI:
     def proxies() -> dict[str, Any]:
         return {"meshVersion": view.publisher.state.version, "proxies": view.status.to_json()}
 
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(XdsCollector(view.status))
+    registry.register(_MeshCollector(view))
+
+    @app.get("/metrics", summary="Prometheus metrics of the control plane")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     return app
+
+
+class _MeshCollector(Collector):
+    def __init__(self, view: ApiView) -> None:
+        self.view = view
+
+    def collect(self) -> Iterator[Metric]:
+        state = self.view.publisher.state
+        version = GaugeMetricFamily("sidemesh_mesh_version", "Version of the mesh state served")
+        version.add_metric([], state.version)
+        yield version
+        services = GaugeMetricFamily("sidemesh_services", "Services in the mesh")
+        services.add_metric([], len(state.services))
+        yield services
+        workloads = GaugeMetricFamily("sidemesh_workloads", "Workloads in the mesh")
+        workloads.add_metric([], len(state.workloads))
+        yield workloads
+        if self.view.source is not None:
+            rejected = CounterMetricFamily(
+                "sidemesh_config_rejected", "Edits of mesh.yaml refused as invalid"
+            )
+            rejected.add_metric([], self.view.source.rejected)
+            yield rejected

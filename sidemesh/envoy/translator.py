@@ -9,6 +9,7 @@ service's endpoints and nothing else.
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -86,7 +87,8 @@ class Translator:
         route = self._outbound_routes(state, proxy.namespace)
         return ProxyResources(
             {
-                ResourceType.CLUSTER: MappingProxyType({**shared.clusters, **local.clusters}),
+                # A view, not a copy: the shared clusters are not copied per proxy.
+                ResourceType.CLUSTER: ChainMap(local.clusters, shared.clusters),
                 ResourceType.ENDPOINT: MappingProxyType(shared.endpoints),
                 ResourceType.LISTENER: MappingProxyType(local.listeners),
                 ResourceType.ROUTE: MappingProxyType({route.name: route}),

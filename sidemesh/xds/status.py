@@ -41,6 +41,7 @@ class TypeStatus:
     acked_version: str = ""
     acked_state_version: int = 0
     nacks: int = 0
+    pushes: int = 0
     last_nack: Nack | None = None
     # state version behind each version sent and not yet answered
     _pending: dict[str, int] = field(default_factory=dict, repr=False)
@@ -52,6 +53,7 @@ class TypeStatus:
             "ackedStateVersion": self.acked_state_version,
             "synced": self.sent_version == self.acked_version,
             "nacks": self.nacks,
+            "pushes": self.pushes,
             "lastNack": None
             if self.last_nack is None
             else {
@@ -100,12 +102,20 @@ class StatusBoard:
     def __init__(self) -> None:
         self.proxies: dict[str, ProxyStatus] = {}
         self.nacks_total = 0
+        # A reconnecting Envoy may open its new stream before the old one is closed.
+        self._open_streams: dict[str, int] = {}
 
     def on_stream_open(self, node_id: str, mode: str) -> None:
+        self._open_streams[node_id] = self._open_streams.get(node_id, 0) + 1
         self.proxies[node_id] = ProxyStatus(node_id=node_id, mode=mode, connected_at=time.time())
         log.info("proxy %s connected (%s xDS)", node_id, mode, extra={"node": node_id})
 
     def on_stream_closed(self, node_id: str) -> None:
+        remaining = self._open_streams.get(node_id, 1) - 1
+        if remaining > 0:
+            self._open_streams[node_id] = remaining
+            return
+        self._open_streams.pop(node_id, None)
         status = self.proxies.get(node_id)
         if status is not None:
             status.connected = False
@@ -121,6 +131,7 @@ class StatusBoard:
         ts = self._status(node_id).type(rtype)
         ts.sent_version = version
         ts.sent_state_version = state_version
+        ts.pushes += 1
         ts._pending[version] = state_version
 
     def on_ack(self, node_id: str, rtype: ResourceType, version: str) -> None:

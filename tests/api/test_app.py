@@ -53,3 +53,14 @@ def test_openapi_documents_the_routes(api: str) -> None:
 
 def test_unknown_route_is_404(api: str) -> None:
     assert httpx.get(f"{api}/v1/nothing").status_code == 404
+
+
+def test_prometheus_metrics(api: str) -> None:
+    reply = httpx.get(f"{api}/metrics")
+    assert reply.headers["content-type"].startswith("text/plain")
+    text = reply.text
+    assert "sidemesh_mesh_version 1.0" in text
+    assert "sidemesh_services 6.0" in text
+    assert "sidemesh_workloads 7.0" in text
+    assert "sidemesh_config_rejected_total 0.0" in text
+    assert "sidemesh_xds_unsynced_proxies 0.0" in text

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import httpx
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from google.protobuf import duration_pb2
@@ -67,6 +68,9 @@ def test_nack_is_reported_and_traffic_keeps_flowing(mesh: Mesh) -> None:
     assert "Expected positive duration" in clusters["lastNack"]["error"]
     assert clusters["ackedVersion"] != clusters["sentVersion"]
     assert mesh.proxies()[node]["synced"] is False
+    metrics = httpx.get(mesh.api_url + "/metrics").text
+    assert 'sidemesh_xds_nacks_total{type="clusters"}' in metrics
+    assert 'sidemesh_xds_nacks_total{type="clusters"} 0.0' not in metrics
     _all_answer_b1(mesh)
 
     broken["on"] = False
