@@ -1,0 +1,12 @@
+"""Identity: the mesh's certificate authority and SPIFFE workload certificates.
+
+Owns: the root and intermediate CA (made once, persisted 0600, or loaded from the
+operator's files), SPIFFE IDs, CSR checks (pure functions), signing, bootstrap
+tokens that prove which workload is asking, and the trust bundle.
+Must not: ever hold a workload's private key (workloads send CSRs), or log a token.
+"""
+
+from sidemesh.identity.ca import CertificateAuthority, IssuedCertificate
+from sidemesh.identity.spiffe import SpiffeId
+
+__all__ = ["CertificateAuthority", "IssuedCertificate", "SpiffeId"]

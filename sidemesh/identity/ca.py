@@ -1,0 +1,243 @@
+"""The mesh's certificate authority: a root (kept for the life of the state
+directory) and an intermediate that signs short-lived workload certificates."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from sidemesh.errors import SidemeshError
+from sidemesh.identity.csr import check_csr
+from sidemesh.identity.spiffe import SpiffeId
+
+log = logging.getLogger(__name__)
+
+ROOT_LIFETIME = dt.timedelta(days=3650)
+INTERMEDIATE_LIFETIME = dt.timedelta(days=365)
+CLOCK_SKEW = dt.timedelta(minutes=1)
+"""Certificates start a little in the past so a peer whose clock lags accepts them."""
+
+ROOT_CERT, ROOT_KEY = "root-cert.pem", "root-key.pem"
+CA_CERT, CA_KEY = "ca-cert.pem", "ca-key.pem"
+
+
+class CaError(SidemeshError):
+    """The CA cannot be loaded or created."""
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    identity: SpiffeId
+    serial: int
+    not_before: dt.datetime
+    not_after: dt.datetime
+    chain_pem: bytes
+    """Leaf then intermediate: what a workload presents."""
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` readable by its owner only (0600), from the first byte on."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o600)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _name(common_name: str, trust_domain: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _ca_certificate(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    signing_key: ec.EllipticCurvePrivateKey,
+    lifetime: dt.timedelta,
+    path_length: int,
+) -> x509.Certificate:
+    now = _now()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + lifetime)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .sign(signing_key, hashes.SHA256())
+    )
+
+
+class CertificateAuthority:
+    """Signs workload certificates with the intermediate; trust is anchored in the root."""
+
+    def __init__(
+        self,
+        trust_domain: str,
+        root: x509.Certificate,
+        intermediate: x509.Certificate,
+        intermediate_key: ec.EllipticCurvePrivateKey,
+    ) -> None:
+        self.trust_domain = trust_domain
+        self.root = root
+        self.intermediate = intermediate
+        self._key = intermediate_key
+
+    # --- creation and loading -----------------------------------------------
+    @classmethod
+    def load_or_create(cls, state_dir: Path, trust_domain: str) -> CertificateAuthority:
+        """The CA kept in ``state_dir``; made there (root and intermediate) on first start.
+        The root stays the same across restarts: deleting the directory is the only way
+        to get a new one."""
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if (state_dir / ROOT_CERT).exists():
+            return cls.load(state_dir, trust_domain)
+        root_key = ec.generate_private_key(ec.SECP256R1())
+        root_name = _name(f"sidemesh root CA ({trust_domain})", trust_domain)
+        root = _ca_certificate(
+            root_name, root_name, root_key.public_key(), root_key, ROOT_LIFETIME, 1
+        )
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        intermediate = _ca_certificate(
+            _name(f"sidemesh intermediate CA ({trust_domain})", trust_domain),
+            root_name,
+            ca_key.public_key(),
+            root_key,
+            INTERMEDIATE_LIFETIME,
+            0,
+        )
+        write_private(state_dir / ROOT_KEY, _key_pem(root_key))
+        write_private(state_dir / CA_KEY, _key_pem(ca_key))
+        (state_dir / ROOT_CERT).write_bytes(root.public_bytes(serialization.Encoding.PEM))
+        (state_dir / CA_CERT).write_bytes(intermediate.public_bytes(serialization.Encoding.PEM))
+        log.info("created a new mesh root CA in %s (serial %x)", state_dir, root.serial_number)
+        return cls(trust_domain, root, intermediate, ca_key)
+
+    @classmethod
+    def load(
+        cls,
+        directory: Path,
+        trust_domain: str,
+    ) -> CertificateAuthority:
+        """Load root-cert.pem, ca-cert.pem and ca-key.pem (the operator's own CA may be
+        put there). The intermediate must be signed by the root."""
+        try:
+            root = x509.load_pem_x509_certificate((directory / ROOT_CERT).read_bytes())
+            intermediate = x509.load_pem_x509_certificate((directory / CA_CERT).read_bytes())
+            key = serialization.load_pem_private_key((directory / CA_KEY).read_bytes(), None)
+        except (OSError, ValueError) as exc:
+            raise CaError(f"cannot load the CA from {directory}: {exc}") from exc
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise CaError(f"{directory / CA_KEY}: the CA key must be an EC key")
+        try:
+            intermediate.verify_directly_issued_by(root)
+        except (ValueError, TypeError, Exception) as exc:
+            raise CaError(
+                f"{directory / CA_CERT} is not signed by {directory / ROOT_CERT}"
+            ) from exc
+        return cls(trust_domain, root, intermediate, key)
+
+    # --- what peers need ------------------------------------------------------
+    @property
+    def trust_bundle_pem(self) -> bytes:
+        return self.root.public_bytes(serialization.Encoding.PEM)
+
+    # --- signing -------------------------------------------------------------
+    def sign(
+        self,
+        csr_pem: bytes,
+        identity: SpiffeId,
+        lifetime: dt.timedelta,
+        dns_names: tuple[str, ...] = (),
+    ) -> IssuedCertificate:
+        """Sign a workload's CSR for ``identity`` (which the caller proved). Raises
+        ``CsrRejected`` if the CSR is malformed or asks for another identity."""
+        csr = check_csr(csr_pem, identity)
+        now = _now()
+        not_after = min(now + lifetime, self.intermediate.not_valid_after_utc)
+        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity.uri)]
+        sans += [x509.DNSName(name) for name in dns_names]
+        serial = x509.random_serial_number()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(
+                x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, identity.trust_domain)])
+            )
+            .issuer_name(self.intermediate.subject)
+            .public_key(csr.public_key())
+            .serial_number(serial)
+            .not_valid_before(now - CLOCK_SKEW)
+            .not_valid_after(not_after)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=True)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=True,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                critical=False,
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        chain = cert.public_bytes(serialization.Encoding.PEM) + self.intermediate.public_bytes(
+            serialization.Encoding.PEM
+        )
+        return IssuedCertificate(identity, serial, now - CLOCK_SKEW, not_after, chain)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )

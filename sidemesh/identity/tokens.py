@@ -1,0 +1,73 @@
+"""Bootstrap tokens: how a workload proves which workload it is when it asks for a
+certificate in local mode. The control plane makes one per workload and hands it to
+whoever starts that workload; Envoy never sees it.
+
+``TokenValidator`` is the seam for other proofs (a Kubernetes service-account token
+reviewed by the API server) later."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from sidemesh.errors import SidemeshError
+from sidemesh.identity.ca import write_private
+
+log = logging.getLogger(__name__)
+
+
+class InvalidToken(SidemeshError):
+    """The token is missing, unknown or malformed."""
+
+
+@dataclass(frozen=True)
+class WorkloadRef:
+    name: str
+    namespace: str
+
+    def __str__(self) -> str:
+        return f"{self.name}.{self.namespace}"
+
+
+class TokenValidator(Protocol):
+    def validate(self, token: str) -> WorkloadRef:
+        """The workload the token belongs to; raises ``InvalidToken``."""
+        ...
+
+
+class BootstrapTokens:
+    """One random token per workload, kept as 0600 files under ``directory`` so a
+    restarted control plane still knows them."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._tokens: dict[WorkloadRef, bytes] = {}
+        for path in directory.glob("*.token"):
+            name, namespace, _ = path.name.rsplit(".", 2)
+            self._tokens[WorkloadRef(name, namespace)] = path.read_bytes().strip()
+
+    def path_for(self, workload: WorkloadRef) -> Path:
+        return self.directory / f"{workload.name}.{workload.namespace}.token"
+
+    def ensure(self, workload: WorkloadRef) -> Path:
+        """The token file of ``workload``, made if it does not exist yet."""
+        path = self.path_for(workload)
+        if workload not in self._tokens or not path.exists():
+            token = secrets.token_urlsafe(32).encode()
+            write_private(path, token)
+            self._tokens[workload] = token
+        return path
+
+    def validate(self, token: str) -> WorkloadRef:
+        if not token:
+            raise InvalidToken("no bootstrap token")
+        offered = token.encode()
+        for workload, known in self._tokens.items():
+            if hmac.compare_digest(known, offered):
+                return workload
+        raise InvalidToken("unknown bootstrap token")
