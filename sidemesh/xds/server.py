@@ -88,12 +88,14 @@ class _TypeState:
     sent_version: str = ""
     # What the proxy has, by name: the version last sent (or reported on reconnect).
     sent: dict[str, str] = field(default_factory=dict)
-    # The state version of the snapshot each nonce was cut from, for status.
-    versions_by_nonce: dict[str, str] = field(default_factory=dict)
 
 
 class _Stream:
     mode = ""
+    honors_stale_subscriptions = False
+    """Delta requests carry subscription changes once only, so even one answering a
+    superseded response must be applied; a SotW request restates its whole
+    subscription, so a stale one can be dropped."""
 
     def __init__(self, server: AdsServer, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         self.server = server
@@ -153,16 +155,16 @@ class _Stream:
             log.warning("%s asked for unknown type %s; ignored", self.node_id, request.type_url)
             return []
         state = self.types[rtype]
-        if request.response_nonce and request.response_nonce != state.nonce:
-            return []  # stale: answers a response that has been superseded
-        if request.response_nonce:
-            version = state.versions_by_nonce.pop(request.response_nonce, state.sent_version)
+        stale = bool(request.response_nonce) and request.response_nonce != state.nonce
+        if stale and not self.honors_stale_subscriptions:
+            return []  # answers a superseded response; the next request repeats it whole
+        if request.response_nonce and not stale:
             if request.HasField("error_detail"):
                 self.server.callbacks.on_nack(
-                    self.node_id, rtype, version, request.error_detail.message
+                    self.node_id, rtype, state.sent_version, request.error_detail.message
                 )
             else:
-                self.server.callbacks.on_ack(self.node_id, rtype, version)
+                self.server.callbacks.on_ack(self.node_id, rtype, state.sent_version)
         self._subscribe(rtype, state, request)
         snapshot = self.server.cache.get(self.node_id)
         if snapshot is None:
@@ -206,7 +208,6 @@ class _Stream:
         nonce = self._next_nonce()
         state.nonce = nonce
         state.sent_version = version
-        state.versions_by_nonce[nonce] = version
         self.server.callbacks.on_sent(
             self.node_id, rtype, version, snapshot.state_version, len(resources)
         )
@@ -262,6 +263,7 @@ class _DeltaStream(_Stream):
     """Delta: each response holds only what changed, and the names removed."""
 
     mode = "delta"
+    honors_stale_subscriptions = True
 
     def _subscribe(
         self,
@@ -270,12 +272,11 @@ class _DeltaStream(_Stream):
         request: discovery_pb2.DeltaDiscoveryRequest,
     ) -> None:
         subscribe = set(request.resource_names_subscribe)
-        if not state.requested:
+        first = not state.requested
+        if first:
             state.requested = True
             # An empty first subscription to listeners or clusters means "all of them".
             state.wildcard = rtype.is_wildcard and not subscribe
-            # After a reconnect Envoy says what it already has: don't send it again.
-            state.sent.update(request.initial_resource_versions)
         if WILDCARD in subscribe:
             state.wildcard = True
             subscribe.discard(WILDCARD)
@@ -287,6 +288,9 @@ class _DeltaStream(_Stream):
         for name in request.resource_names_unsubscribe:
             state.names.discard(name)
             state.sent.pop(name, None)
+        if first:
+            # After a reconnect Envoy says what it already has: don't send it again.
+            state.sent.update(request.initial_resource_versions)
 
     def _response(
         self, rtype: ResourceType, state: _TypeState, snapshot: Snapshot

@@ -572,11 +572,6 @@ async def test_delta_stale_nonce_is_ignored(plane: Plane) -> None:
     await envoy.expect_nothing()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server.py drops a delta request with a stale nonce whole, subscription "
-    "changes included; the xDS spec says delta servers must honor them",
-)
 async def test_delta_subscription_on_a_stale_nonce_is_honored(plane: Plane) -> None:
     envoy = plane.envoy(delta=True)
     await envoy.delta_request(EDS, [RATINGS])
@@ -666,11 +661,6 @@ async def test_delta_reconnect_with_current_cluster_versions_gets_nothing_new(
     assert [n for response in got for n in response.removed_resources] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server.py _DeltaStream._subscribe drops initial_resource_versions of every "
-    "name subscribed in the same first request, so all of them are sent again",
-)
 async def test_delta_reconnect_with_current_endpoint_versions_gets_nothing_new(
     plane: Plane,
 ) -> None:
