@@ -5,6 +5,7 @@ import time."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import socket
 from contextlib import suppress
@@ -14,12 +15,22 @@ import uvicorn
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from sidemesh.api import ApiView, create_app
+from sidemesh.api.certificates import create_signing_app
+from sidemesh.identity import CertificateAuthority, SpiffeId
+from sidemesh.identity.ca import serving_certificate, write_private
+from sidemesh.identity.service import SigningService
+from sidemesh.identity.tokens import BootstrapTokens, WorkloadRef
+from sidemesh.model import MeshState
 from sidemesh.settings import ControlPlaneSettings
 from sidemesh.sources import FileSource
 from sidemesh.xds import AdsServer, Publisher, SnapshotCache, StatusBoard
 from sidemesh.xds.publisher import ResourceHook
 
 log = logging.getLogger(__name__)
+
+CONTROL_PLANE_NAMESPACE = "sidemesh-system"
+CONTROL_PLANE_ACCOUNT = "controlplane"
+SERVING_CERT_LIFETIME = dt.timedelta(days=30)
 
 
 class ControlPlane:
@@ -28,7 +39,10 @@ class ControlPlane:
         self.cache = SnapshotCache()
         self.status = StatusBoard()
         self.publisher = Publisher(self.cache, hook=hook)
-        self.source = FileSource(settings.config, self.publisher.update_state)
+        self.tokens = BootstrapTokens(settings.state_dir / "tokens")
+        self.source = FileSource(settings.config, self._on_state)
+        self.ca: CertificateAuthority | None = None
+        self.signing: SigningService | None = None
         self.ads = AdsServer(
             self.cache,
             self.status,
@@ -39,13 +53,32 @@ class ControlPlane:
         self.api_port = 0
         self._grpc: grpc.aio.Server | None = None
         self._api: uvicorn.Server | None = None
+        self._ca_server: uvicorn.Server | None = None
+        self._ca_task: asyncio.Task[None] | None = None
+        self.ca_port = 0
         self._api_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
 
+    def _on_state(self, state: MeshState) -> None:
+        # Every workload has a token ready before anyone starts it.
+        for workload in state.workloads.values():
+            self.tokens.ensure(WorkloadRef(workload.name, workload.namespace or ""))
+        self.publisher.update_state(state)
+
+    def _identity_of(self, ref: WorkloadRef) -> SpiffeId | None:
+        state = self.publisher.state
+        workload = state.workload(ref.name, ref.namespace)
+        return SpiffeId.parse(state.spiffe_id(workload)) if workload is not None else None
+
     async def start(self) -> None:
-        """Load mesh.yaml (raises ``ConfigError`` if bad), then serve ADS and the API."""
+        """Load mesh.yaml (raises ``ConfigError`` if bad), then serve ADS, the CA and the API."""
         state = self.source.load_initial()
         s = self.settings
+        self.ca = CertificateAuthority.load_or_create(s.state_dir / "ca", state.mesh.trust_domain)
+        self.signing = SigningService(
+            self.ca, self.tokens, self._identity_of, dt.timedelta(seconds=s.cert_lifetime_s)
+        )
+        await self._start_ca()
         self._grpc = grpc.aio.server()
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, self._grpc)
         self.xds_port = self._grpc.add_insecure_port(f"{s.xds_host}:{s.xds_port}")
@@ -53,27 +86,58 @@ class ControlPlane:
             raise OSError(f"cannot listen for xDS on {s.xds_host}:{s.xds_port}")
         await self._grpc.start()
 
-        api_socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        api_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        api_socket.bind((s.api_host, s.api_port))
+        api_socket = _bound_socket(s.api_host, s.api_port)
         self.api_port = api_socket.getsockname()[1]
-        app = create_app(ApiView(self.publisher, self.status, self.source))
+        app = create_app(ApiView(self.publisher, self.status, self.source, self.signing))
         self._api = uvicorn.Server(
             uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         )
         self._api_task = asyncio.create_task(self._api.serve(sockets=[api_socket]))
         self._watch_task = asyncio.create_task(self.source.watch(s.poll_interval_s))
         log.info(
-            "control plane serving mesh version %d from %s: xDS on %s:%d, API on http://%s:%d",
+            "control plane serving mesh version %d from %s: xDS on %s:%d, "
+            "API on http://%s:%d, CA on https://%s:%d (root %s)",
             state.version,
             s.config,
             s.xds_host,
             self.xds_port,
             s.api_host,
             self.api_port,
+            s.api_host,
+            self.ca_port,
+            s.state_dir / "ca" / "root-cert.pem",
         )
 
+    async def _start_ca(self) -> None:
+        """The signing endpoint, over TLS with a certificate from the mesh's own CA."""
+        assert self.ca is not None and self.signing is not None
+        s = self.settings
+        serving_dir = s.state_dir / "serving"
+        serving_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        identity = SpiffeId(self.ca.trust_domain, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_ACCOUNT)
+        chain, key = serving_certificate(
+            self.ca, identity, (s.api_host, "localhost"), SERVING_CERT_LIFETIME
+        )
+        (serving_dir / "cert.pem").write_bytes(chain)
+        write_private(serving_dir / "key.pem", key)
+        ca_socket = _bound_socket(s.api_host, s.ca_port)
+        self.ca_port = ca_socket.getsockname()[1]
+        self._ca_server = uvicorn.Server(
+            uvicorn.Config(
+                create_signing_app(self.signing),
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                ssl_certfile=str(serving_dir / "cert.pem"),
+                ssl_keyfile=str(serving_dir / "key.pem"),
+            )
+        )
+        self._ca_task = asyncio.create_task(self._ca_server.serve(sockets=[ca_socket]))
+
     async def stop(self) -> None:
+        if self._ca_server is not None and self._ca_task is not None:
+            self._ca_server.should_exit = True
+            await self._ca_task
         if self._watch_task is not None:
             self._watch_task.cancel()
             with suppress(asyncio.CancelledError):
@@ -91,3 +155,10 @@ class ControlPlane:
             await asyncio.Event().wait()
         finally:
             await self.stop()
+
+
+def _bound_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock

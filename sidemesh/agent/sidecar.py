@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-import ctypes
+import asyncio
+import contextlib
+import datetime as dt
 import json
 import logging
+import os
+import random
+import shutil
 import signal
-import subprocess
-import sys
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
+from sidemesh.agent.certificates import (
+    CertificateRequestFailed,
+    WorkloadCertificate,
+    request_certificate,
+)
 from sidemesh.agent.envoy_binary import find_envoy
+from sidemesh.agent.sds import SdsServer
 from sidemesh.envoy.bootstrap import BootstrapParams, bootstrap, to_json
 
 log = logging.getLogger(__name__)
@@ -28,7 +36,7 @@ def write_bootstrap(params: BootstrapParams, directory: Path) -> Path:
 
 
 def envoy_command(bootstrap_path: Path, log_level: str = "info") -> list[str]:
-    return [
+    command = [
         str(find_envoy()),
         "-c",
         str(bootstrap_path),
@@ -38,48 +46,145 @@ def envoy_command(bootstrap_path: Path, log_level: str = "info") -> list[str]:
         # would make the second one fail to start.
         "--disable-hot-restart",
     ]
+    # The kernel sends Envoy SIGTERM if the agent dies, even by SIGKILL, so no Envoy is
+    # left running without its agent. setpriv (util-linux) sets that and execs Envoy;
+    # doing it in a preexec_fn would fork a process that runs gRPC threads.
+    setpriv = shutil.which("setpriv")
+    if setpriv is not None:
+        command = [setpriv, "--pdeathsig", "TERM", "--", *command]
+    return command
+
+
+@dataclass(frozen=True)
+class IdentityParams:
+    """How the agent gets its certificate."""
+
+    ca_url: str
+    """The control plane's signing endpoint, https://HOST:PORT."""
+    token_file: Path
+    """The workload's bootstrap token (read by the agent only; Envoy never sees it)."""
+    ca_bundle: Path
+    """The mesh's root certificate, to check the CA's own certificate."""
+
+
+class Agent:
+    """Gets the workload certificate, serves it to Envoy over SDS, renews it at 50-80%
+    of its lifetime, and supervises Envoy. Exits with Envoy's status."""
+
+    def __init__(
+        self,
+        params: BootstrapParams,
+        identity: IdentityParams,
+        workdir: Path,
+        log_level: str = "info",
+    ) -> None:
+        self.params = params
+        self.identity = identity
+        self.workdir = workdir
+        self.log_level = log_level
+        self.sds = SdsServer()
+        self.certificate: WorkloadCertificate | None = None
+        self.rotations = 0
+
+    async def run(self) -> int:
+        token = self.identity.token_file.read_text().strip()
+        self.certificate = await self._obtain(token, deadline=None)
+        self.sds.update(self.certificate)
+        await self.sds.start(self.params.sds_socket)
+        path = write_bootstrap(self.params, self.workdir)
+        envoy = await asyncio.create_subprocess_exec(
+            *envoy_command(path, self.log_level),
+            env=_envoy_environment(),
+        )
+        log.info(
+            "Envoy started for %s (pid %d): admin http://127.0.0.1:%d, control plane %s:%d",
+            self.params.proxy,
+            envoy.pid,
+            self.params.admin_port,
+            self.params.control_plane_host,
+            self.params.control_plane_port,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in FORWARDED_SIGNALS:
+            loop.add_signal_handler(sig, _forward, envoy, sig)
+        renewer = asyncio.create_task(self._renew_forever(token))
+        try:
+            code = await envoy.wait()
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            for sig in FORWARDED_SIGNALS:
+                loop.remove_signal_handler(sig)
+            await self.sds.stop()
+        log.info("Envoy for %s exited with status %d", self.params.proxy, code)
+        return 128 - code if code < 0 else code
+
+    async def _obtain(self, token: str, deadline: dt.datetime | None) -> WorkloadCertificate:
+        """Ask until the CA answers; give up on a refusal, or at ``deadline``."""
+        delay = 0.2
+        while True:
+            try:
+                return await request_certificate(
+                    self.identity.ca_url, token, self.identity.ca_bundle
+                )
+            except CertificateRequestFailed as exc:
+                now = dt.datetime.now(dt.UTC)
+                if not exc.retryable or (deadline is not None and now >= deadline):
+                    raise
+                log.warning("%s; trying again in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _renew_forever(self, token: str) -> None:
+        while True:
+            assert self.certificate is not None
+            cert = self.certificate
+            # Renew somewhere in 50-80% of the lifetime: early enough to survive a
+            # CA outage, spread out so many workloads don't ask at once.
+            at = cert.not_before + cert.lifetime * random.uniform(0.5, 0.8)
+            wait = (at - dt.datetime.now(dt.UTC)).total_seconds()
+            await asyncio.sleep(max(wait, 0.0))
+            try:
+                renewed = await self._obtain(token, deadline=cert.not_after)
+            except CertificateRequestFailed as exc:
+                log.error(
+                    "could not renew the certificate of %s (expires %s): %s",
+                    self.params.proxy,
+                    cert.not_after.isoformat(timespec="seconds"),
+                    exc,
+                )
+                await asyncio.sleep(1.0)
+                continue
+            self.certificate = renewed
+            self.sds.update(renewed)
+            self.rotations += 1
+            log.info(
+                "rotated certificate of %s (rotation %d): serial %s, expires %s",
+                self.params.proxy,
+                self.rotations,
+                renewed.serial,
+                renewed.not_after.isoformat(timespec="seconds"),
+                extra={"rotation": self.rotations, "serial": renewed.serial},
+            )
 
 
 def run_sidecar(
-    params: BootstrapParams, workdir: Path | None = None, log_level: str = "info"
+    params: BootstrapParams, identity: IdentityParams, workdir: Path, log_level: str = "info"
 ) -> int:
-    """Run Envoy in the foreground until it exits; returns the status to exit with
-    (Envoy's own, or 128 + the signal that ended it)."""
-    directory = workdir or Path(tempfile.mkdtemp(prefix="sidemesh-sidecar-"))
-    path = write_bootstrap(params, directory)
-    command = envoy_command(path, log_level)
-    log.info(
-        "starting Envoy for %s: admin http://127.0.0.1:%d, control plane %s:%d",
-        params.proxy,
-        params.admin_port,
-        params.control_plane_host,
-        params.control_plane_port,
-    )
-    child = subprocess.Popen(command, preexec_fn=_envoy_child_setup)
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        if child.poll() is None:
-            child.send_signal(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
-    try:
-        code = child.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 128 - code if code < 0 else code
+    """Run the agent and its Envoy in the foreground; the status to exit with."""
+    return asyncio.run(Agent(params, identity, workdir, log_level).run())
 
 
-def _envoy_child_setup() -> None:
-    """In the forked child, before exec: Envoy gets a clean signal mask, and the
-    kernel sends it SIGTERM if this agent dies, even by SIGKILL, so no Envoy is
-    ever left running without its agent."""
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    if sys.platform == "linux":
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _forward(process: asyncio.subprocess.Process, sig: int) -> None:
+    if process.returncode is None:
+        process.send_signal(sig)
 
 
-PR_SET_PDEATHSIG = 1
+def _envoy_environment() -> dict[str, str]:
+    """The agent's environment minus sidemesh's own settings: Envoy needs none of
+    them, and one may carry a secret."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SIDEMESH_")}
 
-__all__ = ["envoy_command", "run_sidecar", "write_bootstrap"]
+
+__all__ = ["Agent", "IdentityParams", "envoy_command", "run_sidecar", "write_bootstrap"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from sidemesh.envoy import ProxyId
+from sidemesh.identity.service import SigningService
+from sidemesh.identity.tokens import WorkloadRef
 from sidemesh.sources import FileSource
 from sidemesh.xds import Publisher, StatusBoard
 from sidemesh.xds.metrics import XdsCollector
@@ -24,6 +28,7 @@ class ApiView:
     publisher: Publisher
     status: StatusBoard
     source: FileSource | None = None
+    signing: SigningService | None = None
 
 
 def create_app(view: ApiView) -> FastAPI:
@@ -53,7 +58,10 @@ def create_app(view: ApiView) -> FastAPI:
         summary="Connected proxies: xDS mode, sent and ACKed version per type, last NACK",
     )
     def proxies() -> dict[str, Any]:
-        return {"meshVersion": view.publisher.state.version, "proxies": view.status.to_json()}
+        listed = view.status.to_json()
+        for proxy in listed:
+            proxy["certificate"] = _certificate_json(view, proxy["node"])
+        return {"meshVersion": view.publisher.state.version, "proxies": listed}
 
     registry = CollectorRegistry(auto_describe=True)
     registry.register(XdsCollector(view.status))
@@ -64,6 +72,28 @@ def create_app(view: ApiView) -> FastAPI:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _certificate_json(view: ApiView, node_id: str) -> dict[str, Any] | None:
+    if view.signing is None:
+        return None
+    try:
+        proxy = ProxyId.parse(node_id)
+    except ValueError:
+        return None
+    issued = view.signing.issued.get(WorkloadRef(proxy.workload, proxy.namespace))
+    if issued is None:
+        return None
+    return {
+        "identity": issued.identity.uri,
+        "serial": f"{issued.serial:x}",
+        "notAfter": issued.not_after.isoformat(),
+        "expiresInSeconds": round((issued.not_after - _now()).total_seconds(), 1),
+    }
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 class _MeshCollector(Collector):
@@ -87,3 +117,30 @@ class _MeshCollector(Collector):
             )
             rejected.add_metric([], self.view.source.rejected)
             yield rejected
+        signing = self.view.signing
+        if signing is not None:
+            issued = CounterMetricFamily(
+                "sidemesh_certificates_issued", "Workload certificates signed"
+            )
+            issued.add_metric([], signing.issued_total)
+            yield issued
+            refused = CounterMetricFamily(
+                "sidemesh_certificates_refused",
+                "Certificate requests refused, by reason (token, workload, csr)",
+                labels=["reason"],
+            )
+            for reason in ("token", "workload", "csr"):
+                refused.add_metric([reason], signing.refused[reason])
+            yield refused
+            expiry = GaugeMetricFamily(
+                "sidemesh_certificate_expiry_seconds",
+                "Seconds until each workload's newest certificate expires",
+                labels=["workload", "namespace", "identity"],
+            )
+            now = _now()
+            for ref, cert in sorted(signing.issued.items(), key=lambda kv: str(kv[0])):
+                expiry.add_metric(
+                    [ref.name, ref.namespace, cert.identity.uri],
+                    (cert.not_after - now).total_seconds(),
+                )
+            yield expiry

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from sidemesh.agent.sidecar import run_sidecar
+from sidemesh.agent.certificates import CertificateRequestFailed
+from sidemesh.agent.sidecar import IdentityParams, run_sidecar
 from sidemesh.cli.logs import LogFormat, setup_logging
 from sidemesh.controlplane import ControlPlane
 from sidemesh.envoy import ProxyId
 from sidemesh.envoy.bootstrap import BootstrapParams, XdsMode
 from sidemesh.errors import ConfigError, EnvoyNotFound
-from sidemesh.settings import ControlPlaneSettings
+from sidemesh.settings import DEFAULT_CA_PORT, DEFAULT_STATE_DIR, ControlPlaneSettings
 
 EXIT_BAD_INPUT = 2
 
@@ -51,13 +54,36 @@ def controlplane(
     api_port: Annotated[
         int, typer.Option(envvar="SIDEMESH_API_PORT", help="HTTP API port (0: any free port)")
     ] = 15014,
+    ca_port: Annotated[
+        int, typer.Option(envvar="SIDEMESH_CA_PORT", help="Certificate signing port, HTTPS")
+    ] = DEFAULT_CA_PORT,
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            envvar="SIDEMESH_STATE_DIR",
+            help="Where the CA and bootstrap tokens are kept (delete it for a new root CA)",
+        ),
+    ] = DEFAULT_STATE_DIR,
+    cert_lifetime: Annotated[
+        float,
+        typer.Option(
+            envvar="SIDEMESH_CERT_LIFETIME", help="Workload certificate lifetime, seconds"
+        ),
+    ] = 3600.0,
     log_format: LogFormatOption = LogFormat.TEXT,
     log_level: LogLevelOption = "info",
 ) -> None:
     """Serve mesh.yaml to sidecars over xDS; reload it when it changes."""
     setup_logging(log_format, log_level)
     settings = ControlPlaneSettings(
-        config=config, xds_host=xds_host, xds_port=xds_port, api_host=api_host, api_port=api_port
+        config=config,
+        xds_host=xds_host,
+        xds_port=xds_port,
+        api_host=api_host,
+        api_port=api_port,
+        ca_port=ca_port,
+        state_dir=state_dir,
+        cert_lifetime_s=cert_lifetime,
     )
     try:
         asyncio.run(ControlPlane(settings).run())
@@ -88,6 +114,26 @@ def sidecar(
     ] = None,
     admin_port: Annotated[int, typer.Option(help="Envoy admin port, on 127.0.0.1 only")] = 15000,
     xds_mode: Annotated[XdsMode, typer.Option(help="delta or sotw")] = XdsMode.DELTA,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="SIDEMESH_TOKEN_FILE",
+            help="The workload's bootstrap token "
+            "(default: <state-dir>/tokens/<workload>.<namespace>.token)",
+        ),
+    ] = None,
+    ca_address: Annotated[
+        str | None,
+        typer.Option(help="The control plane's CA, HOST:PORT (default: its host, port 15012)"),
+    ] = None,
+    ca_bundle: Annotated[
+        Path | None,
+        typer.Option(help="The mesh root certificate (default: <state-dir>/ca/root-cert.pem)"),
+    ] = None,
+    state_dir: Annotated[
+        Path,
+        typer.Option(envvar="SIDEMESH_STATE_DIR", help="The control plane's state directory"),
+    ] = DEFAULT_STATE_DIR,
     workdir: Annotated[
         Path | None, typer.Option(help="Where to write the bootstrap (default: a temp dir)")
     ] = None,
@@ -100,19 +146,36 @@ def sidecar(
     if not sep or not port.isdigit() or not host:
         typer.echo(f"--control-plane: {control_plane!r} is not HOST:PORT", err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
+    # A short private directory: Unix socket paths are limited to about 100 bytes.
+    socket_dir = Path(tempfile.mkdtemp(prefix="sidemesh-"))
     params = BootstrapParams(
         proxy=ProxyId(workload, namespace),
         service=service or workload,
         control_plane_host=host,
         control_plane_port=int(port),
         admin_port=admin_port,
+        sds_socket=str(socket_dir / "sds.sock"),
         xds_mode=xds_mode,
     )
+    identity = IdentityParams(
+        ca_url=f"https://{ca_address or f'{host}:{DEFAULT_CA_PORT}'}",
+        token_file=token_file or state_dir / "tokens" / f"{workload}.{namespace}.token",
+        ca_bundle=ca_bundle or state_dir / "ca" / "root-cert.pem",
+    )
+    for flag, path in (("--token-file", identity.token_file), ("--ca-bundle", identity.ca_bundle)):
+        if not path.is_file():
+            typer.echo(f"{flag}: {path} does not exist (is the control plane running?)", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT)
     try:
-        code = run_sidecar(params, workdir, log_level)
+        code = run_sidecar(params, identity, workdir or socket_dir, log_level)
     except EnvoyNotFound as exc:
         typer.echo(f"sidemesh sidecar: {exc}", err=True)
         raise typer.Exit(1) from exc
+    except CertificateRequestFailed as exc:
+        typer.echo(f"sidemesh sidecar: no certificate for {workload}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
     raise typer.Exit(code)
 
 

@@ -9,12 +9,13 @@ from typing import Any
 
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, grpc_service_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import json_format
 
 from sidemesh.envoy.protos import http2_upstream_options, seconds, socket_address
 from sidemesh.envoy.proxy import ProxyId
+from sidemesh.envoy.tls import SDS_CLUSTER
 
 XDS_CLUSTER = "xds-grpc"
 ADMIN_BIND_ADDRESS = "127.0.0.1"
@@ -33,6 +34,8 @@ class BootstrapParams:
     control_plane_host: str
     control_plane_port: int
     admin_port: int
+    sds_socket: str
+    """Unix socket of the agent's SDS server: certificates come from there."""
     xds_mode: XdsMode = XdsMode.DELTA
 
 
@@ -66,7 +69,10 @@ def bootstrap(params: BootstrapParams) -> bootstrap_pb2.Bootstrap:
             lds_config=ads_source,
         ),
         static_resources=bootstrap_pb2.Bootstrap.StaticResources(
-            clusters=[_xds_cluster(params.control_plane_host, params.control_plane_port)]
+            clusters=[
+                _xds_cluster(params.control_plane_host, params.control_plane_port),
+                sds_cluster(params.sds_socket),
+            ]
         ),
     )
 
@@ -89,6 +95,32 @@ def _xds_cluster(host: str, port: int) -> cluster_pb2.Cluster:
                         endpoint_components_pb2.LbEndpoint(
                             endpoint=endpoint_components_pb2.Endpoint(
                                 address=socket_address(host, port)
+                            )
+                        )
+                    ]
+                )
+            ],
+        ),
+    )
+    for key, value in http2_upstream_options().items():
+        cluster.typed_extension_protocol_options[key].CopyFrom(value)
+    return cluster
+
+
+def sds_cluster(socket_path: str) -> cluster_pb2.Cluster:
+    """The local agent's SDS server, on a Unix socket only this user can open."""
+    cluster = cluster_pb2.Cluster(
+        name=SDS_CLUSTER,
+        type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=seconds(1.0),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=SDS_CLUSTER,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[
+                        endpoint_components_pb2.LbEndpoint(
+                            endpoint=endpoint_components_pb2.Endpoint(
+                                address=address_pb2.Address(pipe=address_pb2.Pipe(path=socket_path))
                             )
                         )
                     ]

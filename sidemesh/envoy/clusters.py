@@ -8,17 +8,24 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
 from sidemesh.envoy import names
 from sidemesh.envoy.protos import ads_config_source, http2_upstream_options, seconds, socket_address
-from sidemesh.model import Service, ServiceKey, ServicePort
+from sidemesh.envoy.tls import upstream_mtls
+from sidemesh.model import MtlsMode, Service, ServiceKey, ServicePort
 
 CONNECT_TIMEOUT_S = 1.0
 LOCAL_APP_ADDRESS = "127.0.0.1"
 
 
-def outbound_clusters(key: ServiceKey, service: Service) -> list[cluster_pb2.Cluster]:
-    return [outbound_cluster(key, port) for port in service.ports]
+def outbound_clusters(
+    key: ServiceKey, service: Service, mtls: MtlsMode, identities: tuple[str, ...]
+) -> list[cluster_pb2.Cluster]:
+    return [outbound_cluster(key, port, mtls, identities) for port in service.ports]
 
 
-def outbound_cluster(key: ServiceKey, port: ServicePort) -> cluster_pb2.Cluster:
+def outbound_cluster(
+    key: ServiceKey, port: ServicePort, mtls: MtlsMode, identities: tuple[str, ...]
+) -> cluster_pb2.Cluster:
+    """``identities``: the SPIFFE IDs allowed to answer for the service. A service in
+    DISABLE mode is called in plaintext; PERMISSIVE and STRICT ones over mTLS."""
     name = names.outbound_cluster(key, port.port)
     cluster = cluster_pb2.Cluster(
         name=name,
@@ -29,6 +36,10 @@ def outbound_cluster(key: ServiceKey, port: ServicePort) -> cluster_pb2.Cluster:
         connect_timeout=seconds(CONNECT_TIMEOUT_S),
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
     )
+    if mtls is not MtlsMode.DISABLE:
+        cluster.transport_socket.CopyFrom(
+            upstream_mtls(identities, sni=name, http2=port.protocol.needs_http2)
+        )
     if port.protocol.needs_http2:
         for k, v in http2_upstream_options().items():
             cluster.typed_extension_protocol_options[k].CopyFrom(v)

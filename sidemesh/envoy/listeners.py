@@ -7,6 +7,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -15,6 +16,8 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from sidemesh.envoy import names
 from sidemesh.envoy.protos import ads_config_source, packed, socket_address
 from sidemesh.envoy.routes import inbound_route_config
+from sidemesh.envoy.tls import TLS_INSPECTOR, downstream_mtls
+from sidemesh.model import MtlsMode
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
@@ -28,10 +31,21 @@ def _http_connection_manager(
     *,
     rds_name: str | None = None,
     route_config: route_pb2.RouteConfiguration | None = None,
+    inbound: bool = False,
 ) -> listener_components_pb2.Filter:
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        # Outbound: drop any x-forwarded-client-cert the app sent. Inbound: replace it
+        # with the peer's verified SPIFFE ID, so the app can trust what it reads.
+        forward_client_cert_details=(
+            hcm_pb2.HttpConnectionManager.SANITIZE_SET
+            if inbound
+            else hcm_pb2.HttpConnectionManager.SANITIZE
+        ),
+        set_current_client_cert_details=(
+            hcm_pb2.HttpConnectionManager.SetCurrentClientCertDetails(uri=True) if inbound else None
+        ),
         http_filters=[
             hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router()))
         ],
@@ -62,11 +76,20 @@ def outbound_listener(port: int) -> listener_pb2.Listener:
 
 
 def inbound_listener(
-    name: str, address: str, port: int, cluster: str, *, http: bool
+    name: str,
+    address: str,
+    port: int,
+    cluster: str,
+    *,
+    http: bool,
+    mtls: MtlsMode,
+    trust_domain: str,
 ) -> listener_pb2.Listener:
+    """STRICT: one mTLS filter chain. PERMISSIVE: a TLS inspector picks the mTLS chain
+    for TLS connections and a plaintext one for the rest. DISABLE: plaintext only."""
     if http:
         network_filter = _http_connection_manager(
-            names.stat_prefix(name), route_config=inbound_route_config(name, cluster)
+            names.stat_prefix(name), route_config=inbound_route_config(name, cluster), inbound=True
         )
     else:
         network_filter = listener_components_pb2.Filter(
@@ -75,9 +98,30 @@ def inbound_listener(
                 tcp_proxy_pb2.TcpProxy(stat_prefix=names.stat_prefix(name), cluster=cluster)
             ),
         )
-    return listener_pb2.Listener(
+    mtls_chain = listener_components_pb2.FilterChain(
+        name="mtls",
+        filters=[network_filter],
+        transport_socket=downstream_mtls(trust_domain),
+    )
+    plaintext_chain = listener_components_pb2.FilterChain(
+        name="plaintext", filters=[network_filter]
+    )
+    listener = listener_pb2.Listener(
         name=name,
         address=socket_address(address, port),
         traffic_direction=base_pb2.INBOUND,
-        filter_chains=[listener_components_pb2.FilterChain(filters=[network_filter])],
     )
+    if mtls is MtlsMode.STRICT:
+        listener.filter_chains.append(mtls_chain)
+    elif mtls is MtlsMode.DISABLE:
+        listener.filter_chains.append(plaintext_chain)
+    else:
+        listener.listener_filters.append(
+            listener_components_pb2.ListenerFilter(
+                name=TLS_INSPECTOR, typed_config=packed(tls_inspector_pb2.TlsInspector())
+            )
+        )
+        mtls_chain.filter_chain_match.transport_protocol = "tls"
+        plaintext_chain.filter_chain_match.transport_protocol = "raw_buffer"
+        listener.filter_chains.extend([mtls_chain, plaintext_chain])
+    return listener

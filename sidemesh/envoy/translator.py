@@ -18,7 +18,7 @@ from sidemesh.envoy import clusters, endpoints, listeners, names, routes
 from sidemesh.envoy.proxy import ProxyId
 from sidemesh.envoy.resources import ADS_ORDER, Resource, ResourceType
 from sidemesh.errors import TranslationError
-from sidemesh.model import MeshState, Service, ServiceKey, Workload
+from sidemesh.model import MeshConfig, MeshState, MtlsMode, Service, ServiceKey, Workload
 
 ResourceMap = Mapping[str, Resource]
 
@@ -47,6 +47,8 @@ class _ServiceEntry:
 
     service: Service
     workloads: tuple[Workload, ...]
+    identities: tuple[str, ...]
+    mtls: MtlsMode
     clusters: tuple[Resource, ...]
     endpoints: tuple[Resource, ...]
     vhosts_short: tuple[object, ...] = ()
@@ -98,18 +100,29 @@ class Translator:
     def _shared_for(self, state: MeshState) -> _Shared:
         if state is self._state:
             return self._shared
+        if self._state is not None and self._state.mesh != state.mesh:
+            self._services = {}  # trust domain or default mode changed: everything did
         live: dict[ServiceKey, _ServiceEntry] = {}
         services_changed = set(state.services) != set(self._services)
         for key, service in state.services.items():
             workloads = state.workloads_of(key)
             entry = self._services.get(key)
-            if entry is None or entry.service is not service:
-                entry = self._translate_service(key, service, workloads)
+            if (
+                entry is None
+                or entry.service is not service
+                or entry.mtls is not state.mtls_mode(service)
+            ):
+                entry = self._translate_service(state, key, service, workloads)
                 services_changed = True
             elif not _same_objects(entry.workloads, workloads):
-                # Only endpoints depend on workloads: clusters and routes stay.
+                # Endpoints depend on workloads; clusters only on the identities they
+                # serve with (whom a caller accepts); routes not at all.
                 entry.workloads = workloads
                 entry.endpoints = _endpoint_resources(key, service, workloads)
+                identities = state.identities_of(key)
+                if identities != entry.identities:
+                    entry.identities = identities
+                    entry.clusters = _cluster_resources(key, service, entry.mtls, identities)
             live[key] = entry
         shared = _Shared()
         for entry in live.values():
@@ -125,16 +138,21 @@ class Translator:
         return shared
 
     def _translate_service(
-        self, key: ServiceKey, service: Service, workloads: tuple[Workload, ...]
+        self,
+        state: MeshState,
+        key: ServiceKey,
+        service: Service,
+        workloads: tuple[Workload, ...],
     ) -> _ServiceEntry:
         self.services_translated += 1
+        identities = state.identities_of(key)
+        mtls = state.mtls_mode(service)
         return _ServiceEntry(
             service=service,
             workloads=workloads,
-            clusters=tuple(
-                Resource.of(ResourceType.CLUSTER, c.name, c)
-                for c in clusters.outbound_clusters(key, service)
-            ),
+            identities=identities,
+            mtls=mtls,
+            clusters=_cluster_resources(key, service, mtls, identities),
             endpoints=_endpoint_resources(key, service, workloads),
             vhosts_short=tuple(routes.virtual_hosts(key, service, short=True)),
             vhosts_long=tuple(routes.virtual_hosts(key, service, short=False)),
@@ -157,9 +175,14 @@ class Translator:
         service = state.services[key]
         cache_key = (workload.name, key.namespace)
         cached = self._locals.get(cache_key)
-        if cached is not None and cached[0] is workload and cached[1] is service:
+        if (
+            cached is not None
+            and cached[0] is workload
+            and cached[1] is service
+            and cached[2].mesh == state.mesh
+        ):
             return cached[2]
-        local = self._build_local(key, service, workload)
+        local = self._build_local(state, key, service, workload)
         self._locals[cache_key] = (workload, service, local)
         return local
 
@@ -167,9 +190,11 @@ class Translator:
         """Drop what was kept for a proxy that went away."""
         self._locals.pop((proxy.workload, proxy.namespace), None)
 
-    def _build_local(self, key: ServiceKey, service: Service, workload: Workload) -> _Local:
+    def _build_local(
+        self, state: MeshState, key: ServiceKey, service: Service, workload: Workload
+    ) -> _Local:
         ports = {p.port_name: p for p in service.ports}
-        local = _Local()
+        local = _Local(mesh=state.mesh)
         outbound = listeners.outbound_listener(workload.sidecar.outbound_port)
         local.listeners[outbound.name] = Resource.of(ResourceType.LISTENER, outbound.name, outbound)
         for wp in workload.ports:
@@ -178,7 +203,13 @@ class Translator:
             local.clusters[cluster.name] = Resource.of(ResourceType.CLUSTER, cluster.name, cluster)
             name = names.inbound_listener(key, port.port)
             listener = listeners.inbound_listener(
-                name, workload.address, wp.port, cluster.name, http=port.protocol.is_http
+                name,
+                workload.address,
+                wp.port,
+                cluster.name,
+                http=port.protocol.is_http,
+                mtls=state.mtls_mode(service),
+                trust_domain=state.mesh.trust_domain,
             )
             local.listeners[name] = Resource.of(ResourceType.LISTENER, name, listener)
         return local
@@ -186,6 +217,7 @@ class Translator:
 
 @dataclass
 class _Local:
+    mesh: MeshConfig
     clusters: dict[str, Resource] = field(default_factory=dict)
     listeners: dict[str, Resource] = field(default_factory=dict)
 
@@ -200,4 +232,13 @@ def _endpoint_resources(
     return tuple(
         Resource.of(ResourceType.ENDPOINT, cla.cluster_name, cla)
         for cla in endpoints.load_assignments(key, service, workloads)
+    )
+
+
+def _cluster_resources(
+    key: ServiceKey, service: Service, mtls: MtlsMode, identities: tuple[str, ...]
+) -> tuple[Resource, ...]:
+    return tuple(
+        Resource.of(ResourceType.CLUSTER, c.name, c)
+        for c in clusters.outbound_clusters(key, service, mtls, identities)
     )

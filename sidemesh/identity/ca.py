@@ -4,6 +4,7 @@ directory) and an intermediate that signs short-lived workload certificates."""
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import logging
 import os
 from dataclasses import dataclass
@@ -164,10 +165,12 @@ class CertificateAuthority:
             raise CaError(f"{directory / CA_KEY}: the CA key must be an EC key")
         try:
             intermediate.verify_directly_issued_by(root)
-        except (ValueError, TypeError, Exception) as exc:
+        except Exception as exc:  # cryptography raises several kinds for a bad signature
             raise CaError(
                 f"{directory / CA_CERT} is not signed by {directory / ROOT_CERT}"
             ) from exc
+        if _public_der(key.public_key()) != _public_der(intermediate.public_key()):
+            raise CaError(f"{directory / CA_KEY} is not the key of {directory / CA_CERT}")
         return cls(trust_domain, root, intermediate, key)
 
     # --- what peers need ------------------------------------------------------
@@ -201,13 +204,14 @@ class CertificateAuthority:
             .serial_number(serial)
             .not_valid_before(now - CLOCK_SKEW)
             .not_valid_after(not_after)
-            .add_extension(x509.SubjectAlternativeName(sans), critical=True)
+            # The subject is not empty, so the SAN is not critical (RFC 5280 4.2.1.6).
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
                     digital_signature=True,
                     content_commitment=False,
-                    key_encipherment=True,
+                    key_encipherment=False,  # ECDSA keys sign; they never encipher
                     data_encipherment=False,
                     key_agreement=False,
                     key_cert_sign=False,
@@ -233,6 +237,44 @@ class CertificateAuthority:
             serialization.Encoding.PEM
         )
         return IssuedCertificate(identity, serial, now - CLOCK_SKEW, not_after, chain)
+
+
+def serving_certificate(
+    ca: CertificateAuthority, identity: SpiffeId, hosts: tuple[str, ...], lifetime: dt.timedelta
+) -> tuple[bytes, bytes]:
+    """A key and certificate chain for the control plane's own TLS endpoint: it is a
+    workload of the mesh too, reached by IP address or host name."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity.uri)]
+    for host in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            sans.append(x509.DNSName(host))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("sidemesh control plane", ca.trust_domain))
+        .issuer_name(ca.intermediate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(min(now + lifetime, ca.intermediate.not_valid_after_utc))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca._key, hashes.SHA256())
+    )
+    chain = cert.public_bytes(serialization.Encoding.PEM) + ca.intermediate.public_bytes(
+        serialization.Encoding.PEM
+    )
+    return chain, _key_pem(key)
+
+
+def _public_der(key: object) -> bytes:
+    return key.public_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -10,7 +10,11 @@ from sidemesh.identity.spiffe import SpiffeId
 
 
 class CsrRejected(SidemeshError):
-    """A CSR is malformed, weak, or asks for an identity its sender does not have."""
+    """A CSR is malformed or weak."""
+
+
+class CsrForAnotherIdentity(CsrRejected):
+    """A CSR asks for an identity its sender does not have."""
 
 
 def check_csr(csr_pem: bytes, identity: SpiffeId) -> x509.CertificateSigningRequest:
@@ -32,7 +36,7 @@ def check_csr(csr_pem: bytes, identity: SpiffeId) -> x509.CertificateSigningRequ
     uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
     others = [n for n in sans if not isinstance(n, x509.UniformResourceIdentifier | x509.DNSName)]
     if others or any(uri != identity.uri for uri in uris):
-        raise CsrRejected(
+        raise CsrForAnotherIdentity(
             f"the CSR asks for {', '.join(uris) or 'other names'}, but its sender is {identity.uri}"
         )
     return csr

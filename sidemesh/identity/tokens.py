@@ -47,7 +47,7 @@ class BootstrapTokens:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._tokens: dict[WorkloadRef, bytes] = {}
-        for path in directory.glob("*.token"):
+        for path in directory.glob("*.*.token"):
             name, namespace, _ = path.name.rsplit(".", 2)
             self._tokens[WorkloadRef(name, namespace)] = path.read_bytes().strip()
 

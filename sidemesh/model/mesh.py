@@ -80,6 +80,9 @@ class Service(_Model):
     name: DnsLabel
     namespace: DnsLabel | None = None
     ports: tuple[ServicePort, ...] = Field(min_length=1)
+    mtls: MtlsMode | None = None
+    """How this service's workloads accept traffic; defaults to the mesh's mode.
+    PERMISSIVE also accepts plaintext, to move a service into the mesh gradually."""
 
 
 class WorkloadPort(_Model):

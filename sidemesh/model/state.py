@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
-from sidemesh.model.mesh import MeshConfig, Service, Workload
+from sidemesh.model.mesh import MeshConfig, MtlsMode, Service, Workload
 
 
 class ServiceKey(NamedTuple):
@@ -70,6 +70,13 @@ class MeshState:
     def service_of(self, workload: Workload) -> Service:
         return self.services[workload_service_key(workload)]
 
+    def mtls_mode(self, service: Service) -> MtlsMode:
+        return service.mtls or self.mesh.mtls
+
+    def identities_of(self, key: ServiceKey) -> tuple[str, ...]:
+        """SPIFFE IDs of the workloads that serve a service: whom a caller may accept."""
+        return tuple(sorted({self.spiffe_id(w) for w in self.workloads_of(key)}))
+
     def spiffe_id(self, workload: Workload) -> str:
         return (
             f"spiffe://{self.mesh.trust_domain}/ns/{workload.namespace}"
@@ -88,7 +95,8 @@ class MeshState:
         workloads = {
             key: _same_or(previous.workloads.get(key), wl) for key, wl in self.workloads.items()
         }
-        return MeshState(self.version, self.mesh, services, workloads)
+        mesh = previous.mesh if previous.mesh == self.mesh else self.mesh
+        return MeshState(self.version, mesh, services, workloads)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,19 @@ from sidemesh.agent.sidecar import write_bootstrap
 from sidemesh.envoy import ProxyId
 from sidemesh.envoy.bootstrap import BootstrapParams
 from sidemesh.errors import EnvoyNotFound
-from tests.helpers.net import free_port, listening_addresses
+from tests.helpers.harness import Mesh
+from tests.helpers.net import listening_addresses
 
 
-def _start(tmp_path: Path, admin_port: int) -> subprocess.Popen[bytes]:
-    # No control plane listens on the xDS port: Envoy starts anyway and keeps retrying.
-    return subprocess.Popen(
-        [
-            sys.executable, "-m", "sidemesh", "sidecar", "-w", "a-1",
-            "--control-plane", f"127.0.0.1:{free_port()}",
-            "--admin-port", str(admin_port), "--workdir", str(tmp_path), "--log-level", "error",
-        ]
-    )  # fmt: skip
+@pytest.fixture
+def mesh(tmp_path: Path) -> Iterator[Mesh]:
+    m = Mesh(tmp_path)
+    m.add("a-1", "a")
+    m.start_control_plane()
+    try:
+        yield m
+    finally:
+        m.close()
 
 
 def _envoy_child(pid: int, timeout: float = 20) -> int:
@@ -48,9 +48,9 @@ def _wait_listening(port: int, timeout: float = 20) -> None:
         time.sleep(0.05)
 
 
-def test_sigterm_is_forwarded_and_envoys_status_returned(tmp_path: Path) -> None:
-    admin = free_port()
-    sidecar = _start(tmp_path, admin)
+def test_sigterm_is_forwarded_and_envoys_status_returned(mesh: Mesh) -> None:
+    admin = mesh.workloads["a-1"].admin_port
+    sidecar = mesh.start_sidecar("a-1")
     envoy_pid = _envoy_child(sidecar.pid)
     _wait_listening(admin)
     assert listening_addresses(admin) == {"127.0.0.1"}
@@ -62,14 +62,14 @@ def test_sigterm_is_forwarded_and_envoys_status_returned(tmp_path: Path) -> None
     )
 
 
-def test_envoy_killed_exits_128_plus_signal(tmp_path: Path) -> None:
-    sidecar = _start(tmp_path, free_port())
+def test_envoy_killed_exits_128_plus_signal(mesh: Mesh) -> None:
+    sidecar = mesh.start_sidecar("a-1")
     os.kill(_envoy_child(sidecar.pid), signal.SIGKILL)
     assert sidecar.wait(timeout=20) == 128 + signal.SIGKILL
 
 
 def test_bootstrap_names_the_node_and_the_control_plane(tmp_path: Path) -> None:
-    params = BootstrapParams(ProxyId("a-1", "default"), "a", "127.0.0.1", 15010, 15000)
+    params = BootstrapParams(ProxyId("a-1", "default"), "a", "127.0.0.1", 15010, 15000, "/tmp/s")
     config = json.loads(write_bootstrap(params, tmp_path).read_text())
     assert config["node"]["id"] == "sidecar~a-1~default"
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
@@ -84,8 +84,8 @@ def test_envoy_bin_must_be_executable(tmp_path: Path, monkeypatch: pytest.Monkey
     assert find_envoy().is_file()
 
 
-def test_envoy_does_not_outlive_its_agent(tmp_path: Path) -> None:
-    sidecar = _start(tmp_path, free_port())
+def test_envoy_does_not_outlive_its_agent(mesh: Mesh) -> None:
+    sidecar = mesh.start_sidecar("a-1")
     envoy_pid = _envoy_child(sidecar.pid)
     sidecar.kill()  # SIGKILL: the agent cannot forward anything
     sidecar.wait(timeout=20)

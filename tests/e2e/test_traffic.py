@@ -35,9 +35,9 @@ def test_endpoints_follow_mesh_yaml(mesh: Mesh) -> None:
 
     mesh.add("b-2", "b", version="v2")
     mesh.start_app("b-2")
-    mesh.start_sidecar("b-2")
     written = time.monotonic()
     mesh.write()
+    mesh.start_sidecar("b-2")
     seen: Counter[str] = Counter()
     while seen["b-2"] == 0:
         assert time.monotonic() - written < 10, f"b-2 never answered: {seen}"

@@ -34,6 +34,7 @@ def test_bootstrap_passes_envoy_validate(mode: XdsMode, host: str, tmp_path: Pat
         control_plane_host=host,
         control_plane_port=15010,
         admin_port=15000,
+        sds_socket="/tmp/sidemesh-x/sds.sock",
         xds_mode=mode,
     )
     validate(to_json(bootstrap(params)), tmp_path)

@@ -98,8 +98,14 @@ class Mesh:
 
     SERVICES: ClassVar[dict[str, int]] = {"a": 8080, "b": 9080}
 
-    def __init__(self, tmp_path: Path, xds_mode: str = "delta") -> None:
+    def __init__(
+        self, tmp_path: Path, xds_mode: str = "delta", cert_lifetime_s: float = 3600
+    ) -> None:
         self.tmp_path = tmp_path
+        self.state_dir = tmp_path / "state"
+        self.cert_lifetime_s = cert_lifetime_s
+        self.mtls: str | None = None
+        self.service_mtls: dict[str, str] = {}
         self.path = tmp_path / "mesh.yaml"
         self.xds_mode = xds_mode
         self.workloads: dict[str, WorkloadSpec] = {}
@@ -115,9 +121,18 @@ class Mesh:
         return spec
 
     def document(self) -> dict[str, Any]:
+        mesh: dict[str, Any] = {"trustDomain": "test.local"}
+        if self.mtls:
+            mesh["mtls"] = self.mtls
+        services = []
+        for name, port in self.SERVICES.items():
+            service: dict[str, Any] = {"name": name, "ports": [{"port": port}]}
+            if name in self.service_mtls:
+                service["mtls"] = self.service_mtls[name]
+            services.append(service)
         return {
-            "mesh": {"trustDomain": "test.local"},
-            "services": [{"name": n, "ports": [{"port": p}]} for n, p in self.SERVICES.items()],
+            "mesh": mesh,
+            "services": services,
             "workloads": [w.to_yaml() for w in self.workloads.values()],
         }
 
@@ -131,7 +146,13 @@ class Mesh:
     def start_control_plane(self, hook: ResourceHook | None = None) -> ControlPlaneThread:
         self.write()
         settings = ControlPlaneSettings(
-            config=self.path, xds_port=0, api_port=0, poll_interval_s=0.05
+            config=self.path,
+            xds_port=0,
+            api_port=0,
+            ca_port=0,
+            poll_interval_s=0.05,
+            state_dir=self.state_dir,
+            cert_lifetime_s=self.cert_lifetime_s,
         )
         self.control_plane = ControlPlaneThread(settings, hook)
         self.control_plane.start()
@@ -147,11 +168,18 @@ class Mesh:
         spec = self.workloads[name]
         self._stack.enter_context(backend(name, spec.app_port))
 
-    def start_sidecar(self, name: str) -> subprocess.Popen[bytes]:
+    def start_sidecar(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
         assert self.control_plane is not None
+        cp = self.control_plane.control_plane
         spec = self.workloads[name]
+        token = self.state_dir / "tokens" / f"{name}.default.token"
+        deadline = time.monotonic() + 20
+        while not token.exists():  # made when the control plane loads the workload
+            assert time.monotonic() < deadline, f"no bootstrap token for {name}"
+            time.sleep(0.02)
         log = open(self.tmp_path / f"{name}.sidecar.log", "wb")  # noqa: SIM115
         self._stack.callback(log.close)
+        env = {**os.environ, "SIDEMESH_LOG_FORMAT": "json"}
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -163,18 +191,24 @@ class Mesh:
                 "--service",
                 spec.service,
                 "--control-plane",
-                f"127.0.0.1:{self.control_plane.control_plane.xds_port}",
+                f"127.0.0.1:{cp.xds_port}",
                 "--admin-port",
                 str(spec.admin_port),
                 "--xds-mode",
                 self.xds_mode,
                 "--workdir",
                 str(self.tmp_path / name),
+                "--state-dir",
+                str(self.state_dir),
+                "--ca-address",
+                f"127.0.0.1:{cp.ca_port}",
                 "--log-level",
-                "warning",
+                "info",
+                *extra,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=env,
         )
         self.sidecars[name] = process
         self._stack.callback(self._stop_process, process)
@@ -193,6 +227,9 @@ class Mesh:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+    def sidecar_log(self, name: str) -> str:
+        return (self.tmp_path / f"{name}.sidecar.log").read_text(errors="replace")
 
     def close(self) -> None:
         self._stack.close()
@@ -222,7 +259,13 @@ class Mesh:
             ):
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"sidecars not in sync with mesh version {version}: {proxies}")
+                logs = "\n".join(
+                    f"--- {n} (exit {self.sidecars[n].poll()}):\n{self.sidecar_log(n)[-3000:]}"
+                    for n in (names or list(self.sidecars))
+                )
+                raise AssertionError(
+                    f"sidecars not in sync with mesh version {version}: {proxies}\n{logs}"
+                )
             time.sleep(0.05)
 
     def request(self, via: str, host: str, path: str = "/", timeout: float = 5) -> httpx.Response:

@@ -1,0 +1,59 @@
+"""The certificate signing endpoint, served over TLS by the control plane.
+
+``POST /v1/certificates`` with ``Authorization: Bearer <token>`` and ``{"csr": PEM}``.
+Errors map to HTTP statuses here, in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Header, HTTPException
+from pydantic import BaseModel, ConfigDict
+
+from sidemesh.identity.csr import CsrForAnotherIdentity, CsrRejected
+from sidemesh.identity.service import SigningService, UnknownWorkload
+from sidemesh.identity.tokens import InvalidToken
+
+
+class CertificateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    csr: str
+    """PEM certificate signing request; the key stays with the caller."""
+
+
+def create_signing_app(service: SigningService) -> FastAPI:
+    app = FastAPI(title="sidemesh certificate authority", version="1")
+
+    @app.post("/v1/certificates", summary="Sign a workload's CSR for its own SPIFFE ID")
+    def sign(
+        request: CertificateRequest, authorization: str = Header(default="")
+    ) -> dict[str, Any]:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            token = ""
+        try:
+            issued = service.sign(token, request.csr.encode())
+        except InvalidToken as exc:
+            raise HTTPException(
+                401,
+                f"{exc}: send Authorization: Bearer <token>",
+                headers={"WWW-Authenticate": "Bearer"},
+            ) from exc
+        except (UnknownWorkload, CsrForAnotherIdentity) as exc:
+            raise HTTPException(403, str(exc)) from exc
+        except CsrRejected as exc:
+            raise HTTPException(400, str(exc)) from exc
+        return {
+            "identity": issued.identity.uri,
+            "serial": f"{issued.serial:x}",
+            "notAfter": issued.not_after.isoformat(),
+            "certificateChain": issued.chain_pem.decode(),
+            "trustBundle": service.ca.trust_bundle_pem.decode(),
+        }
+
+    @app.get("/v1/trust-bundle", summary="The mesh's root certificate")
+    def trust_bundle() -> dict[str, str]:
+        return {"trustBundle": service.ca.trust_bundle_pem.decode()}
+
+    return app
