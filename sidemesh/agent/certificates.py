@@ -35,10 +35,14 @@ class WorkloadCertificate:
     serial: str
     not_before: dt.datetime
     not_after: dt.datetime
+    received_at: dt.datetime
+    """When the agent got it. Renewal counts from here, not from ``not_before``,
+    which the CA backdates to allow for clock skew."""
 
     @property
     def lifetime(self) -> dt.timedelta:
-        return self.not_after - self.not_before
+        """The usable lifetime, from receipt to expiry."""
+        return self.not_after - self.received_at
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
@@ -94,4 +98,5 @@ async def request_certificate(
         serial=body["serial"],
         not_before=leaf.not_valid_before_utc,
         not_after=leaf.not_valid_after_utc,
+        received_at=dt.datetime.now(dt.UTC),
     )

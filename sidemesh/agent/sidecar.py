@@ -142,7 +142,7 @@ class Agent:
             cert = self.certificate
             # Renew somewhere in 50-80% of the lifetime: early enough to survive a
             # CA outage, spread out so many workloads don't ask at once.
-            at = cert.not_before + cert.lifetime * random.uniform(0.5, 0.8)
+            at = cert.received_at + cert.lifetime * random.uniform(0.5, 0.8)
             wait = (at - dt.datetime.now(dt.UTC)).total_seconds()
             await asyncio.sleep(max(wait, 0.0))
             try:

@@ -143,13 +143,19 @@ class Mesh:
         os.replace(tmp, self.path)
 
     # --- processes -----------------------------------------------------------
-    def start_control_plane(self, hook: ResourceHook | None = None) -> ControlPlaneThread:
+    def start_control_plane(
+        self,
+        hook: ResourceHook | None = None,
+        xds_port: int = 0,
+        api_port: int = 0,
+        ca_port: int = 0,
+    ) -> ControlPlaneThread:
         self.write()
         settings = ControlPlaneSettings(
             config=self.path,
-            xds_port=0,
-            api_port=0,
-            ca_port=0,
+            xds_port=xds_port,
+            api_port=api_port,
+            ca_port=ca_port,
             poll_interval_s=0.05,
             state_dir=self.state_dir,
             cert_lifetime_s=self.cert_lifetime_s,
@@ -158,6 +164,10 @@ class Mesh:
         self.control_plane.start()
         self._stack.callback(self.control_plane.stop)
         return self.control_plane
+
+    def restart_control_plane(self, xds_port: int, api_port: int, ca_port: int) -> None:
+        """A new control plane on the same ports and state directory."""
+        self.start_control_plane(xds_port=xds_port, api_port=api_port, ca_port=ca_port)
 
     @property
     def api_url(self) -> str:

@@ -55,9 +55,11 @@ def backend(name: str, port: int) -> Iterator[None]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = json.dumps(
-                {"workload": name, "host": self.headers.get("Host"), "path": self.path}
-            ).encode()
+            answer = {"workload": name, "host": self.headers.get("Host"), "path": self.path}
+            xfcc = self.headers.get("X-Forwarded-Client-Cert")
+            if xfcc is not None:
+                answer["xfcc"] = xfcc
+            body = json.dumps(answer).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
