@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import tempfile
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from sidemesh.agent.certificates import CertificateRequestFailed
 from sidemesh.agent.sidecar import IdentityParams, run_sidecar
+from sidemesh.cli.api_client import DEFAULT_API, ApiUnreachable, get_json
 from sidemesh.cli.logs import LogFormat, setup_logging
 from sidemesh.controlplane import ControlPlane
 from sidemesh.envoy import ProxyId
@@ -177,6 +182,60 @@ def sidecar(
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
     raise typer.Exit(code)
+
+
+class Output(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+@app.command()
+def proxies(
+    api: Annotated[
+        str, typer.Option(envvar="SIDEMESH_API", help="The control plane's HTTP API")
+    ] = DEFAULT_API,
+    output: Annotated[Output, typer.Option("--output", "-o", help="table or json")] = Output.TABLE,
+) -> None:
+    """Connected sidecars: sync state, identity, certificate serial and expiry."""
+    try:
+        data = get_json(api, "/v1/proxies")
+    except ApiUnreachable as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    if output is Output.JSON:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title=f"sidecars (mesh version {data['meshVersion']})")
+    for column in ("proxy", "xDS", "synced", "NACKs", "identity", "serial", "expires in"):
+        table.add_column(column)
+    for proxy in data["proxies"]:
+        cert = proxy.get("certificate") or {}
+        nacks = sum(t["nacks"] for t in proxy["types"].values())
+        synced = (
+            "yes"
+            if proxy["synced"] and proxy["connected"]
+            else ("disconnected" if not proxy["connected"] else "no")
+        )
+        table.add_row(
+            proxy["node"],
+            proxy["xdsMode"],
+            synced,
+            str(nacks),
+            cert.get("identity", "-"),
+            cert.get("serial", "-")[:16],
+            _duration(cert.get("expiresInSeconds")),
+        )
+    Console().print(table)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 0:
+        return "expired"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def main() -> None:

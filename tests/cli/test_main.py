@@ -15,7 +15,7 @@ def _sidemesh(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
     )
 
 
-@pytest.mark.parametrize("command", [[], ["controlplane"], ["sidecar"]])
+@pytest.mark.parametrize("command", [[], ["controlplane"], ["sidecar"], ["proxies"]])
 def test_help_everywhere(command: list[str]) -> None:
     result = _sidemesh(*command, "--help")
     assert result.returncode == 0
@@ -48,3 +48,9 @@ def test_sidecar_refuses_a_bad_control_plane_address() -> None:
     result = _sidemesh("sidecar", "-w", "a-1", "--control-plane", "nowhere")
     assert result.returncode == 2
     assert "--control-plane: 'nowhere' is not HOST:PORT" in result.stderr
+
+
+def test_proxies_without_a_control_plane_says_so() -> None:
+    result = _sidemesh("proxies", "--api", "http://127.0.0.1:9")
+    assert result.returncode == 1
+    assert "cannot read /v1/proxies from the control plane at http://127.0.0.1:9" in result.stderr

@@ -8,6 +8,8 @@ import json
 import socket
 import ssl
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -158,6 +160,29 @@ def test_certificate_requests_need_the_right_token(mesh: Mesh) -> None:
     metrics = httpx.get(mesh.api_url + "/metrics").text
     assert 'sidemesh_certificates_refused_total{reason="token"} 1.0' in metrics
     assert 'sidemesh_certificates_refused_total{reason="csr"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("xds_mode", ["delta"])
+def test_proxies_command_shows_identity_serial_and_expiry(mesh: Mesh) -> None:
+    _start(mesh)
+
+    def run(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "sidemesh", "proxies", "--api", mesh.api_url, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    listed = {p["node"]: p for p in json.loads(run("-o", "json"))["proxies"]}
+    cert = listed["sidecar~a-1~default"]["certificate"]
+    assert cert["identity"] == CLIENT_ID
+    assert 3500 < cert["expiresInSeconds"] <= 3600
+    table = run()
+    assert "sidecar~a-1~default" in table and CLIENT_ID in table and cert["serial"][:16] in table
 
 
 @pytest.mark.parametrize("xds_mode", ["delta"])
