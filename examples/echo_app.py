@@ -1,5 +1,5 @@
-"""A tiny HTTP app for trying the mesh: answers every GET with its name and the
-request it saw. Usage: python examples/echo_app.py NAME PORT"""
+"""A tiny HTTP app for trying the mesh: answers every GET with its name, the request
+it saw, and the caller's identity as its sidecar verified it (x-forwarded-client-cert). Usage: python examples/echo_app.py NAME PORT"""
 
 from __future__ import annotations
 
@@ -13,9 +13,12 @@ def main() -> None:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = json.dumps(
-                {"workload": name, "path": self.path, "host": self.headers.get("Host")}
-            ).encode()
+            answer = {"workload": name, "path": self.path, "host": self.headers.get("Host")}
+            # Set by this workload's sidecar from the caller's verified certificate.
+            caller = self.headers.get("X-Forwarded-Client-Cert")
+            if caller:
+                answer["xfcc"] = caller
+            body = json.dumps(answer).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
