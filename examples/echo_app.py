@@ -1,5 +1,6 @@
 """A tiny HTTP app for trying the mesh: answers every GET with its name, the request
-it saw, and the caller's identity as its sidecar verified it (x-forwarded-client-cert). Usage: python examples/echo_app.py NAME PORT"""
+it saw, and the caller's identity as its sidecar verified it
+(x-forwarded-client-cert). Usage: python examples/echo_app.py NAME PORT"""
 
 from __future__ import annotations
 
