@@ -41,7 +41,14 @@ def test_make_demo_answers_and_stops_cleanly() -> None:
         reply = httpx.get("http://127.0.0.1:16101/hello", headers={"Host": "backend"})
         assert reply.json()["workload"] == "backend-1"
         reply = httpx.get("http://backend:9080/x", proxy="http://127.0.0.1:16101")
-        assert reply.json() == {"workload": "backend-1", "path": "/x", "host": "backend:9080"}
+        answer = reply.json()
+        assert (answer["workload"], answer["path"], answer["host"]) == (
+            "backend-1",
+            "/x",
+            "backend:9080",
+        )
+        # Over mTLS: backend-1's sidecar verified frontend-1's certificate.
+        assert answer["xfcc"].endswith("URI=spiffe://example.org/ns/default/sa/frontend")
         assert httpx.get("http://127.0.0.1:15014/healthz").json()["status"] == "ok"
         family = _descendants(demo.pid)
         assert len(family) >= 6  # control plane, 2 apps, 2 agents, 2 Envoys
