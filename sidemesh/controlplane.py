@@ -61,14 +61,13 @@ class ControlPlane:
 
     def _on_state(self, state: MeshState) -> None:
         # Every workload has a token ready before anyone starts it.
-        for workload in state.workloads.values():
-            self.tokens.ensure(WorkloadRef(workload.name, workload.namespace or ""))
+        for name, namespace in [*state.workloads, *state.gateways]:
+            self.tokens.ensure(WorkloadRef(name, namespace))
         self.publisher.update_state(state)
 
     def _identity_of(self, ref: WorkloadRef) -> SpiffeId | None:
-        state = self.publisher.state
-        workload = state.workload(ref.name, ref.namespace)
-        return SpiffeId.parse(state.spiffe_id(workload)) if workload is not None else None
+        identity = self.publisher.state.identity_of(ref.name, ref.namespace)
+        return SpiffeId.parse(identity) if identity is not None else None
 
     async def start(self) -> None:
         """Load mesh.yaml (raises ``ConfigError`` if bad), then serve ADS, the CA and the API."""

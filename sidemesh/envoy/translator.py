@@ -195,6 +195,7 @@ class Translator:
     ) -> _Local:
         ports = {p.port_name: p for p in service.ports}
         local = _Local(mesh=state.mesh)
+        assert workload.sidecar.outbound_port is not None, "resolved workloads have ports"
         outbound = listeners.outbound_listener(workload.sidecar.outbound_port)
         local.listeners[outbound.name] = Resource.of(ResourceType.LISTENER, outbound.name, outbound)
         for wp in workload.ports:

@@ -8,6 +8,8 @@ other than reading the one file it is asked to load.
 
 from sidemesh.model.loader import load_mesh_file, parse_mesh_document
 from sidemesh.model.mesh import (
+    Gateway,
+    GatewayRoute,
     MeshConfig,
     MeshDocument,
     MtlsMode,
@@ -15,21 +17,27 @@ from sidemesh.model.mesh import (
     Service,
     ServicePort,
     Sidecar,
+    Upstream,
     Workload,
     WorkloadPort,
 )
+from sidemesh.model.resolve import PortPicker
 from sidemesh.model.state import MeshState, ServiceKey
 
 __all__ = [
+    "Gateway",
+    "GatewayRoute",
     "MeshConfig",
     "MeshDocument",
     "MeshState",
     "MtlsMode",
+    "PortPicker",
     "Protocol",
     "Service",
     "ServiceKey",
     "ServicePort",
     "Sidecar",
+    "Upstream",
     "Workload",
     "WorkloadPort",
     "load_mesh_file",

@@ -3,8 +3,8 @@ path and the reason, and report every problem at once."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,31 +12,70 @@ import yaml
 from pydantic import ValidationError
 
 from sidemesh.errors import ConfigError, Problem
-from sidemesh.model.mesh import MeshDocument, Service, Workload, WorkloadPort
-from sidemesh.model.state import MeshState, ServiceKey, service_key
+from sidemesh.model.checks import check_document, check_ports
+from sidemesh.model.mesh import MeshDocument
+from sidemesh.model.resolve import PortPicker, resolve
+from sidemesh.model.state import MeshState, service_key
 
 
-def load_mesh_file(path: Path | str, version: int = 1) -> MeshState:
+def load_mesh_file(
+    path: Path | str, version: int = 1, *, ports: PortPicker | None = None
+) -> MeshState:
     """Read and validate a mesh.yaml. Raises ``ConfigError`` naming ``path``."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(source, [Problem("", f"cannot read file: {exc.strerror}")]) from exc
-    return parse_mesh_document(text, source, version)
+    return parse_mesh_document(text, source, version, ports=ports)
 
 
-def parse_mesh_document(text: str, source: str, version: int = 1) -> MeshState:
-    """Validate mesh.yaml text; ``source`` is the name used in error messages."""
-    raw = _parse_yaml(text, source)
+def parse_mesh_document(
+    text: str, source: str, version: int = 1, *, ports: PortPicker | None = None
+) -> MeshState:
+    """Validate mesh.yaml text; ``source`` is the name used in error messages.
+
+    ``ports`` is given in local mode (``sidemesh up``): it picks a free port for each
+    one the file leaves out, and every workload must have a command."""
+    raw = _parse_yaml(_expand_variables(text, source), source)
     try:
         document = MeshDocument.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(source, _problems_from_pydantic(exc.errors())) from exc
-    problems = list(_check_references(document))
+    problems = list(check_document(document, local=ports is not None))
     if problems:
         raise ConfigError(source, problems)
-    return _to_state(document, version)
+    resolved = resolve(document, ports)
+    problems = list(check_ports(resolved))
+    if problems:
+        raise ConfigError(source, problems)
+    return _to_state(resolved.document, version)
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_variables(text: str, source: str) -> str:
+    """``${NAME}`` and ``${NAME:-default}`` take the environment's value, as in a shell."""
+    problems: list[Problem] = []
+
+    def value(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        found = os.environ.get(name)
+        if found is not None:
+            return found
+        if default is not None:
+            return default
+        line = text.count("\n", 0, match.start()) + 1
+        problems.append(
+            Problem(f"line {line}", f"${{{name}}} is not set (write ${{{name}:-default}})")
+        )
+        return ""
+
+    expanded = _VARIABLE.sub(value, text)
+    if problems:
+        raise ConfigError(source, problems)
+    return expanded
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -127,125 +166,12 @@ def _problem_from_pydantic(error: Any) -> Problem:
     return Problem(path, str(error["msg"]))
 
 
-def _check_references(doc: MeshDocument) -> Iterator[Problem]:
-    default_ns = doc.mesh.default_namespace
-    services: dict[ServiceKey, Service] = {}
-    for i, svc in enumerate(doc.services):
-        key = ServiceKey(svc.name, svc.namespace or default_ns)
-        if key in services:
-            yield Problem(f"services[{i}].name", f"duplicate service {key}")
-        services[key] = svc
-        yield from _duplicates(
-            f"services[{i}].ports", "port", [p.port for p in svc.ports], "port number"
-        )
-        yield from _duplicates(
-            f"services[{i}].ports", "name", [p.port_name for p in svc.ports], "port name"
-        )
-
-    seen_workloads: set[tuple[str, str]] = set()
-    bound: dict[tuple[str, int], str] = {}
-    for i, wl in enumerate(doc.workloads):
-        where = f"workloads[{i}]"
-        ns = wl.namespace or default_ns
-        if (wl.name, ns) in seen_workloads:
-            yield Problem(f"{where}.name", f"duplicate workload {wl.name!r} in namespace {ns!r}")
-        seen_workloads.add((wl.name, ns))
-        found = services.get(ServiceKey(wl.service, ns))
-        if found is None:
-            known = ", ".join(sorted(str(k) for k in services)) or "none"
-            yield Problem(
-                f"{where}.service",
-                f"{wl.service!r} is not a service in namespace {ns!r} (services: {known})",
-            )
-            continue
-        svc = found
-        ports_problems = list(_check_workload_ports(where, wl, svc))
-        yield from ports_problems
-        if ports_problems:
-            continue
-        for field_path, address, port in _bound_ports(where, wl, svc):
-            other = bound.get((address, port))
-            if other is not None:
-                yield Problem(field_path, f"port {port} on {address} is already used by {other}")
-            else:
-                bound[(address, port)] = field_path
-
-
-def _duplicates(where: str, field: str, values: list[Any], what: str) -> Iterator[Problem]:
-    for value, count in Counter(values).items():
-        if count > 1:
-            idx = [i for i, v in enumerate(values) if v == value][1]
-            yield Problem(f"{where}[{idx}].{field}", f"duplicate {what} {value!r}")
-
-
-def _check_workload_ports(where: str, wl: Workload, svc: Service) -> Iterator[Problem]:
-    shorthand = wl.port is not None or wl.app_port is not None
-    if shorthand and wl.ports:
-        yield Problem(where, "give either port/appPort or ports, not both")
-        return
-    if shorthand:
-        if wl.port is None or wl.app_port is None:
-            missing = "appPort" if wl.app_port is None else "port"
-            yield Problem(
-                f"{where}.{missing}", "required field is missing (port and appPort go together)"
-            )
-        if len(svc.ports) > 1:
-            yield Problem(
-                f"{where}.port",
-                f"service {svc.name!r} has {len(svc.ports)} ports: list each under 'ports'",
-            )
-        return
-    if not wl.ports:
-        yield Problem(where, "give the workload's port and appPort (or 'ports' per service port)")
-        return
-    names = {p.port_name for p in svc.ports}
-    for j, wp in enumerate(wl.ports):
-        if wp.name not in names:
-            yield Problem(
-                f"{where}.ports[{j}].name",
-                f"{wp.name!r} is not a port of service {svc.name!r} "
-                f"(ports: {', '.join(sorted(names))})",
-            )
-    yield from _duplicates(f"{where}.ports", "name", [p.name for p in wl.ports], "port name")
-
-
-def _bound_ports(where: str, wl: Workload, svc: Service) -> Iterator[tuple[str, str, int]]:
-    """Every port a workload and its sidecar listen on, with the field that set it.
-    Sidecar and app ports are on the loopback of the workload's host, which the
-    workload's address stands for."""
-    for j, wp in enumerate(_resolved_ports(wl, svc)):
-        prefix = f"{where}.ports[{j}]" if wl.ports else where
-        yield f"{prefix}.port", wl.address, wp.port
-        yield f"{prefix}.appPort", wl.address, wp.app_port
-    yield f"{where}.sidecar.outboundPort", wl.address, wl.sidecar.outbound_port
-    yield f"{where}.sidecar.adminPort", wl.address, wl.sidecar.admin_port
-
-
-def _resolved_ports(wl: Workload, svc: Service) -> tuple[WorkloadPort, ...]:
-    if wl.ports:
-        return wl.ports
-    assert wl.port is not None and wl.app_port is not None
-    return (WorkloadPort(name=svc.ports[0].port_name, port=wl.port, app_port=wl.app_port),)
-
-
 def _to_state(doc: MeshDocument, version: int) -> MeshState:
-    default_ns = doc.mesh.default_namespace
-    services = {}
-    for svc in doc.services:
-        svc = svc.model_copy(update={"namespace": svc.namespace or default_ns})
-        services[service_key(svc)] = svc
-    workloads = {}
-    for wl in doc.workloads:
-        ns = wl.namespace or default_ns
-        svc = services[ServiceKey(wl.service, ns)]
-        normalized = wl.model_copy(
-            update={
-                "namespace": ns,
-                "ports": _resolved_ports(wl, svc),
-                "port": None,
-                "app_port": None,
-                "service_account": wl.service_account or wl.service,
-            }
-        )
-        workloads[(wl.name, ns)] = normalized
-    return MeshState(version=version, mesh=doc.mesh, services=services, workloads=workloads)
+    """``doc`` is resolved: namespaces, ports and accounts are filled in."""
+    return MeshState(
+        version=version,
+        mesh=doc.mesh,
+        services={service_key(s): s for s in doc.services},
+        workloads={(w.name, w.namespace or ""): w for w in doc.workloads},
+        gateways={(g.name, g.namespace or ""): g for g in doc.gateways},
+    )

@@ -97,12 +97,25 @@ class WorkloadPort(_Model):
 
 
 class Sidecar(_Model):
-    """Ports of the workload's sidecar that the control plane must know."""
+    """Ports of the workload's sidecar that the control plane must know. Left out, they
+    are 15001 and 15000 (one workload per address), or free ones under ``sidemesh up``."""
 
-    outbound_port: PortNumber = 15001
+    outbound_port: PortNumber | None = None
     """The local listener the app sends its outbound requests to (its HTTP proxy)."""
-    admin_port: PortNumber = 15000
+    admin_port: PortNumber | None = None
     """Envoy's admin interface, bound to 127.0.0.1 only."""
+
+
+class Upstream(_Model):
+    """A service the app reaches on a local port of its sidecar (for TCP and gRPC,
+    which an HTTP proxy setting does not cover). Exported to the app as
+    ``SIDEMESH_UPSTREAM_<SERVICE>=127.0.0.1:<localPort>``."""
+
+    service: DnsLabel
+    port: PortNumber | None = None
+    """The service port; defaults to the service's first port."""
+    local_port: PortNumber | None = None
+    """Where the sidecar listens for it on 127.0.0.1; free one if left out."""
 
 
 class Workload(_Model):
@@ -122,6 +135,35 @@ class Workload(_Model):
     service_account: DnsLabel | None = None
     """Identity of the workload; defaults to the service's name."""
     sidecar: Sidecar = Field(default_factory=Sidecar)
+    upstreams: tuple[Upstream, ...] = ()
+    replicas: int = Field(default=1, ge=1, le=50)
+    """Run this many copies, named <name>-1, <name>-2, ... (local mode picks their ports)."""
+    command: str | tuple[str, ...] | None = None
+    """Local mode: the app's command line. ``{port}``, ``{workload}``, ``{service}`` and
+    ``{version}`` are filled in; a string is split like a shell would."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Local mode: extra environment of the app (templated like ``command``)."""
+
+
+class GatewayRoute(_Model):
+    prefix: Annotated[str, StringConstraints(pattern=r"^/")] = "/"
+    service: DnsLabel
+    port: PortNumber | None = None
+    """The service port; defaults to the service's first HTTP port."""
+
+
+class Gateway(_Model):
+    """An entry into the mesh: an Envoy listening on ``address:port`` for callers
+    outside the mesh, routing by path prefix to services over mTLS."""
+
+    name: DnsLabel
+    namespace: DnsLabel | None = None
+    address: str = "127.0.0.1"
+    port: PortNumber
+    routes: tuple[GatewayRoute, ...] = Field(min_length=1)
+    service_account: DnsLabel | None = None
+    """Identity of the gateway; defaults to its name."""
+    admin_port: PortNumber | None = None
 
 
 class MeshDocument(_Model):
@@ -130,3 +172,4 @@ class MeshDocument(_Model):
     mesh: MeshConfig = Field(default_factory=MeshConfig)
     services: tuple[Service, ...] = ()
     workloads: tuple[Workload, ...] = ()
+    gateways: tuple[Gateway, ...] = ()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
-from sidemesh.model.mesh import MeshConfig, MtlsMode, Service, Workload
+from sidemesh.model.mesh import Gateway, MeshConfig, MtlsMode, Service, Workload
 
 
 class ServiceKey(NamedTuple):
@@ -43,6 +43,8 @@ class MeshState:
     services: Mapping[ServiceKey, Service]
     workloads: Mapping[tuple[str, str], Workload]
     """Keyed by (workload name, namespace)."""
+    gateways: Mapping[tuple[str, str], Gateway] = field(default_factory=dict)
+    """Keyed by (gateway name, namespace)."""
     _by_service: Mapping[ServiceKey, tuple[Workload, ...]] = field(
         init=False, repr=False, compare=False
     )
@@ -50,6 +52,7 @@ class MeshState:
     def __post_init__(self) -> None:
         object.__setattr__(self, "services", MappingProxyType(dict(self.services)))
         object.__setattr__(self, "workloads", MappingProxyType(dict(self.workloads)))
+        object.__setattr__(self, "gateways", MappingProxyType(dict(self.gateways)))
         index: dict[ServiceKey, list[Workload]] = {key: [] for key in self.services}
         for workload in self.workloads.values():
             index.setdefault(workload_service_key(workload), []).append(workload)
@@ -83,8 +86,21 @@ class MeshState:
             f"/sa/{workload.service_account}"
         )
 
+    def gateway(self, name: str, namespace: str) -> Gateway | None:
+        return self.gateways.get((name, namespace))
+
+    def identity_of(self, name: str, namespace: str) -> str | None:
+        """The SPIFFE ID of a workload or gateway, or None if the mesh has neither."""
+        workload = self.workload(name, namespace)
+        if workload is not None:
+            return self.spiffe_id(workload)
+        gateway = self.gateway(name, namespace)
+        if gateway is not None:
+            return f"spiffe://{self.mesh.trust_domain}/ns/{namespace}/sa/{gateway.service_account}"
+        return None
+
     def with_version(self, version: int) -> MeshState:
-        return MeshState(version, self.mesh, self.services, self.workloads)
+        return MeshState(version, self.mesh, self.services, self.workloads, self.gateways)
 
     def reuse_unchanged(self, previous: MeshState) -> MeshState:
         """This state with every service and workload equal to one in ``previous``
@@ -96,7 +112,10 @@ class MeshState:
             key: _same_or(previous.workloads.get(key), wl) for key, wl in self.workloads.items()
         }
         mesh = previous.mesh if previous.mesh == self.mesh else self.mesh
-        return MeshState(self.version, mesh, services, workloads)
+        gateways = {
+            key: _same_or(previous.gateways.get(key), gw) for key, gw in self.gateways.items()
+        }
+        return MeshState(self.version, mesh, services, workloads, gateways)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,6 +131,13 @@ class MeshState:
                     "identity": self.spiffe_id(w),
                 }
                 for w in self.workloads.values()
+            ],
+            "gateways": [
+                {
+                    **g.model_dump(mode="json", by_alias=True, exclude_none=True),
+                    "identity": self.identity_of(g.name, g.namespace or ""),
+                }
+                for g in self.gateways.values()
             ],
         }
 
