@@ -34,6 +34,10 @@ MULTI_SERVICE_MESH = textwrap.dedent(
         port: 21001
         appPort: 21002
         sidecar: {outboundPort: 21003, adminPort: 21004}
+        upstreams:
+          - {service: ratings, localPort: 21005}
+          - {service: db, localPort: 21006}
+          - {service: reviews, port: 9080, localPort: 21007}
       - name: reviews-v1
         service: reviews
         labels: {version: v1}
@@ -70,6 +74,14 @@ MULTI_SERVICE_MESH = textwrap.dedent(
         port: 21051
         appPort: 21052
         sidecar: {outboundPort: 21053, adminPort: 21054}
+    gateways:
+      - name: ingress
+        port: 21060
+        adminPort: 21061
+        routes:
+          - {prefix: /api/, service: api}
+          - {prefix: /reviews, service: reviews, port: 9090}
+          - {prefix: /, service: productpage}
     """
 )
 

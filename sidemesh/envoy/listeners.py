@@ -12,10 +12,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf.wrappers_pb2 import BoolValue
 
 from sidemesh.envoy import names
 from sidemesh.envoy.protos import ads_config_source, packed, socket_address
-from sidemesh.envoy.routes import inbound_route_config
+from sidemesh.envoy.routes import inbound_route_config, prefix_route_config
 from sidemesh.envoy.tls import TLS_INSPECTOR, downstream_mtls
 from sidemesh.model import MtlsMode
 
@@ -32,8 +33,11 @@ def _http_connection_manager(
     rds_name: str | None = None,
     route_config: route_pb2.RouteConfiguration | None = None,
     inbound: bool = False,
+    edge: bool = False,
 ) -> listener_components_pb2.Filter:
     hcm = hcm_pb2.HttpConnectionManager(
+        # At the mesh's edge the peer's address is the client's; inside, it is a sidecar.
+        use_remote_address=BoolValue(value=edge),
         stat_prefix=stat_prefix,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         # Outbound: drop any x-forwarded-client-cert the app sent. Inbound: replace it
@@ -68,6 +72,53 @@ def outbound_listener(port: int) -> listener_pb2.Listener:
                 filters=[
                     _http_connection_manager(
                         names.stat_prefix(name), rds_name=names.OUTBOUND_ROUTE_CONFIG
+                    )
+                ]
+            )
+        ],
+    )
+
+
+def upstream_listener(
+    name: str, port: int, cluster: str, *, http: bool, streaming: bool
+) -> listener_pb2.Listener:
+    """A local port of the sidecar that leads to one service: for apps that speak TCP
+    or gRPC and so cannot use the sidecar as an HTTP proxy."""
+    if http:
+        network_filter = _http_connection_manager(
+            names.stat_prefix(name),
+            route_config=prefix_route_config(name, [("/", cluster, streaming)]),
+        )
+    else:
+        network_filter = listener_components_pb2.Filter(
+            name=TCP_PROXY_FILTER,
+            typed_config=packed(
+                tcp_proxy_pb2.TcpProxy(stat_prefix=names.stat_prefix(name), cluster=cluster)
+            ),
+        )
+    return listener_pb2.Listener(
+        name=name,
+        address=socket_address(OUTBOUND_BIND_ADDRESS, port),
+        traffic_direction=base_pb2.OUTBOUND,
+        filter_chains=[listener_components_pb2.FilterChain(filters=[network_filter])],
+    )
+
+
+def gateway_listener(
+    name: str, address: str, port: int, routes: list[tuple[str, str, bool]]
+) -> listener_pb2.Listener:
+    """The entry of callers from outside the mesh: routes by path prefix."""
+    return listener_pb2.Listener(
+        name=name,
+        address=socket_address(address, port),
+        traffic_direction=base_pb2.INBOUND,
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[
+                    _http_connection_manager(
+                        names.stat_prefix(name),
+                        route_config=prefix_route_config(name, routes),
+                        edge=True,
                     )
                 ]
             )

@@ -27,3 +27,11 @@ def outbound_listener(port: int) -> str:
 def stat_prefix(name: str) -> str:
     # Envoy stat names are dot-separated; '|' and '.' inside a name would split it.
     return name.replace("|", "_").replace(".", "_")
+
+
+def upstream_listener(port: int, key: ServiceKey) -> str:
+    return f"upstream|{port}|{key}"
+
+
+def gateway_listener(port: int, gateway: str) -> str:
+    return f"gateway|{port}|{gateway}"

@@ -119,3 +119,31 @@ def inbound_route_config(name: str, cluster: str) -> route_pb2.RouteConfiguratio
             )
         ],
     )
+
+
+def prefix_route_config(
+    name: str, routes: list[tuple[str, str, bool]]
+) -> route_pb2.RouteConfiguration:
+    """One virtual host for any Host, routing ``(prefix, cluster, streaming)`` in the
+    given order (first match wins): a gateway's routes, or an upstream port's."""
+    return route_pb2.RouteConfiguration(
+        name=name,
+        virtual_hosts=[
+            route_components_pb2.VirtualHost(
+                name=name,
+                domains=["*"],
+                routes=[
+                    route_components_pb2.Route(
+                        name=f"{prefix} -> {cluster}",
+                        match=route_components_pb2.RouteMatch(prefix=prefix),
+                        route=route_components_pb2.RouteAction(
+                            cluster=cluster,
+                            timeout=seconds(0.0 if streaming else HTTP_ROUTE_TIMEOUT_S),
+                            retry_policy=default_retry_policy(),
+                        ),
+                    )
+                    for prefix, cluster, streaming in routes
+                ],
+            )
+        ],
+    )

@@ -18,7 +18,7 @@ from sidemesh.envoy import clusters, endpoints, listeners, names, routes
 from sidemesh.envoy.proxy import ProxyId
 from sidemesh.envoy.resources import ADS_ORDER, Resource, ResourceType
 from sidemesh.errors import TranslationError
-from sidemesh.model import MeshConfig, MeshState, MtlsMode, Service, ServiceKey, Workload
+from sidemesh.model import Gateway, MeshConfig, MeshState, MtlsMode, Service, ServiceKey, Workload
 
 ResourceMap = Mapping[str, Resource]
 
@@ -80,10 +80,13 @@ class Translator:
         such workload."""
         workload = state.workload(proxy.workload, proxy.namespace)
         if workload is None:
-            raise TranslationError(
-                f"proxy {proxy}: workload {proxy.workload!r} in namespace "
-                f"{proxy.namespace!r} is not in the mesh"
-            )
+            gateway = state.gateway(proxy.workload, proxy.namespace)
+            if gateway is None:
+                raise TranslationError(
+                    f"proxy {proxy}: workload {proxy.workload!r} in namespace "
+                    f"{proxy.namespace!r} is not in the mesh"
+                )
+            return self._for_gateway(state, gateway)
         shared = self._shared_for(state)
         local = self._local_resources(state, workload)
         route = self._outbound_routes(state, proxy.namespace)
@@ -94,6 +97,34 @@ class Translator:
                 ResourceType.ENDPOINT: MappingProxyType(shared.endpoints),
                 ResourceType.LISTENER: MappingProxyType(local.listeners),
                 ResourceType.ROUTE: MappingProxyType({route.name: route}),
+            }
+        )
+
+    def _for_gateway(self, state: MeshState, gateway: Gateway) -> ProxyResources:
+        shared = self._shared_for(state)
+        namespace = gateway.namespace or ""
+        routes = []
+        for route in gateway.routes:
+            key = ServiceKey(route.service, namespace)
+            service = state.services[key]
+            port = next(
+                p
+                for p in service.ports
+                if (p.port == route.port if route.port else p.protocol.is_http)
+            )
+            routes.append(
+                (route.prefix, names.outbound_cluster(key, port.port), port.protocol.needs_http2)
+            )
+        name = names.gateway_listener(gateway.port, gateway.name)
+        listener = listeners.gateway_listener(name, gateway.address, gateway.port, routes)
+        return ProxyResources(
+            {
+                ResourceType.CLUSTER: MappingProxyType(shared.clusters),
+                ResourceType.ENDPOINT: MappingProxyType(shared.endpoints),
+                ResourceType.LISTENER: MappingProxyType(
+                    {name: Resource.of(ResourceType.LISTENER, name, listener)}
+                ),
+                ResourceType.ROUTE: MappingProxyType({}),
             }
         )
 
@@ -180,6 +211,7 @@ class Translator:
             and cached[0] is workload
             and cached[1] is service
             and cached[2].mesh == state.mesh
+            and _same_objects(cached[2].upstream_targets, _upstream_targets(state, workload))
         ):
             return cached[2]
         local = self._build_local(state, key, service, workload)
@@ -194,10 +226,24 @@ class Translator:
         self, state: MeshState, key: ServiceKey, service: Service, workload: Workload
     ) -> _Local:
         ports = {p.port_name: p for p in service.ports}
-        local = _Local(mesh=state.mesh)
+        local = _Local(mesh=state.mesh, upstream_targets=_upstream_targets(state, workload))
         assert workload.sidecar.outbound_port is not None, "resolved workloads have ports"
         outbound = listeners.outbound_listener(workload.sidecar.outbound_port)
         local.listeners[outbound.name] = Resource.of(ResourceType.LISTENER, outbound.name, outbound)
+        for upstream in workload.upstreams:
+            target_key = ServiceKey(upstream.service, key.namespace)
+            target = state.services[target_key]
+            target_port = next(p for p in target.ports if p.port == upstream.port)
+            assert upstream.local_port is not None, "resolved upstreams have ports"
+            name = names.upstream_listener(upstream.local_port, target_key)
+            listener = listeners.upstream_listener(
+                name,
+                upstream.local_port,
+                names.outbound_cluster(target_key, target_port.port),
+                http=target_port.protocol.is_http,
+                streaming=target_port.protocol.needs_http2,
+            )
+            local.listeners[name] = Resource.of(ResourceType.LISTENER, name, listener)
         for wp in workload.ports:
             port = ports[wp.name]
             cluster = clusters.inbound_cluster(key, port, wp.app_port)
@@ -219,6 +265,7 @@ class Translator:
 @dataclass
 class _Local:
     mesh: MeshConfig
+    upstream_targets: tuple[Service, ...]
     clusters: dict[str, Resource] = field(default_factory=dict)
     listeners: dict[str, Resource] = field(default_factory=dict)
 
@@ -242,4 +289,12 @@ def _cluster_resources(
     return tuple(
         Resource.of(ResourceType.CLUSTER, c.name, c)
         for c in clusters.outbound_clusters(key, service, mtls, identities)
+    )
+
+
+def _upstream_targets(state: MeshState, workload: Workload) -> tuple[Service, ...]:
+    """The services a workload's upstream listeners lead to: its listeners change
+    when they do."""
+    return tuple(
+        state.services[ServiceKey(u.service, workload.namespace or "")] for u in workload.upstreams
     )

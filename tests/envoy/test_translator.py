@@ -86,3 +86,35 @@ def test_node_id_round_trip() -> None:
     assert ProxyId.parse("sidecar~reviews-v1~default") == ProxyId("reviews-v1", "default")
     with pytest.raises(ValueError, match="not of the form"):
         ProxyId.parse("router~x")
+
+
+def test_upstreams_get_local_listeners(multi_service_state: MeshState) -> None:
+    res = Translator().for_proxy(multi_service_state, PRODUCTPAGE)
+    assert {
+        "upstream|21005|ratings.default",
+        "upstream|21006|db.default",
+        "upstream|21007|reviews.default",
+    } <= set(res[ResourceType.LISTENER])
+
+
+def test_gateway_routes_by_prefix_to_outbound_clusters(multi_service_state: MeshState) -> None:
+    from envoy.config.listener.v3 import listener_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm_pb2,
+    )
+
+    res = Translator().for_proxy(multi_service_state, ProxyId("ingress", "default"))
+    listener = res[ResourceType.LISTENER]["gateway|21060|ingress"].message
+    assert isinstance(listener, listener_pb2.Listener)
+    hcm = hcm_pb2.HttpConnectionManager()
+    listener.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    routes = [(r.match.prefix, r.route.cluster) for r in hcm.route_config.virtual_hosts[0].routes]
+    assert routes == [
+        ("/api/", "outbound|80||api.default"),
+        ("/reviews", "outbound|9090||reviews.default"),
+        ("/", "outbound|9080||productpage.default"),
+    ]
+    assert hcm.use_remote_address.value is True
+    assert multi_service_state.identity_of("ingress", "default") == (
+        "spiffe://example.org/ns/default/sa/ingress"
+    )

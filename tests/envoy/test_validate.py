@@ -18,7 +18,7 @@ def test_every_proxys_resources_pass_envoy_validate(
 ) -> None:
     translator = Translator()
     kinds_seen: set[ResourceType] = set()
-    for name, namespace in multi_service_state.workloads:
+    for name, namespace in [*multi_service_state.workloads, *multi_service_state.gateways]:
         resources = translator.for_proxy(multi_service_state, ProxyId(name, namespace))
         kinds_seen |= {t for t in ResourceType if resources[t]}
         validate(inline_bootstrap(resources), tmp_path, f"{name}.{namespace}.json")
