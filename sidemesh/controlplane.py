@@ -8,7 +8,9 @@ import asyncio
 import datetime as dt
 import logging
 import socket
+from collections.abc import Callable
 from contextlib import suppress
+from typing import Any
 
 import grpc
 import uvicorn
@@ -20,7 +22,7 @@ from sidemesh.identity import CertificateAuthority, SpiffeId
 from sidemesh.identity.ca import serving_certificate, write_private
 from sidemesh.identity.service import SigningService
 from sidemesh.identity.tokens import BootstrapTokens, WorkloadRef
-from sidemesh.model import MeshState
+from sidemesh.model import MeshState, PortPicker
 from sidemesh.settings import ControlPlaneSettings
 from sidemesh.sources import FileSource
 from sidemesh.xds import AdsServer, Publisher, SnapshotCache, StatusBoard
@@ -34,13 +36,24 @@ SERVING_CERT_LIFETIME = dt.timedelta(days=30)
 
 
 class ControlPlane:
-    def __init__(self, settings: ControlPlaneSettings, hook: ResourceHook | None = None) -> None:
+    def __init__(
+        self,
+        settings: ControlPlaneSettings,
+        hook: ResourceHook | None = None,
+        ports: PortPicker | None = None,
+        local_status: Callable[[], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        """``ports`` and ``local_status`` are given by local mode (``sidemesh up``): the
+        first picks ports mesh.yaml leaves out, the second reports the processes."""
         self.settings = settings
+        self.local_status = local_status
+        self.state_listeners: list[Callable[[MeshState], None]] = []
+        """Called with each accepted MeshState, after it is published to proxies."""
         self.cache = SnapshotCache()
         self.status = StatusBoard()
         self.publisher = Publisher(self.cache, hook=hook)
         self.tokens = BootstrapTokens(settings.state_dir / "tokens")
-        self.source = FileSource(settings.config, self._on_state)
+        self.source = FileSource(settings.config, self._on_state, ports)
         self.ca: CertificateAuthority | None = None
         self.signing: SigningService | None = None
         self.ads = AdsServer(
@@ -64,6 +77,8 @@ class ControlPlane:
         for name, namespace in [*state.workloads, *state.gateways]:
             self.tokens.ensure(WorkloadRef(name, namespace))
         self.publisher.update_state(state)
+        for listener in self.state_listeners:
+            listener(state)
 
     def _identity_of(self, ref: WorkloadRef) -> SpiffeId | None:
         identity = self.publisher.state.identity_of(ref.name, ref.namespace)
@@ -87,7 +102,9 @@ class ControlPlane:
 
         api_socket = _bound_socket(s.api_host, s.api_port)
         self.api_port = api_socket.getsockname()[1]
-        app = create_app(ApiView(self.publisher, self.status, self.source, self.signing))
+        app = create_app(
+            ApiView(self.publisher, self.status, self.source, self.signing, self.local_status)
+        )
         self._api = uvicorn.Server(
             uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         )

@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_CA_PORT = 15012
-DEFAULT_STATE_DIR = Path(".sidemesh/controlplane")
+DEFAULT_RUNTIME_DIR = Path(".sidemesh")
+DEFAULT_STATE_DIR = DEFAULT_RUNTIME_DIR / "controlplane"
 
 
 class ControlPlaneSettings(BaseModel):

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, HTTPException, Response
+from google.protobuf import json_format
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from sidemesh.envoy import ProxyId
+from sidemesh.envoy import ProxyId, ResourceType
 from sidemesh.identity.service import SigningService
 from sidemesh.identity.tokens import WorkloadRef
 from sidemesh.sources import FileSource
@@ -29,6 +30,8 @@ class ApiView:
     status: StatusBoard
     source: FileSource | None = None
     signing: SigningService | None = None
+    local_status: Callable[[], list[dict[str, Any]]] | None = None
+    """Local mode: the processes ``sidemesh up`` runs."""
 
 
 def create_app(view: ApiView) -> FastAPI:
@@ -62,6 +65,40 @@ def create_app(view: ApiView) -> FastAPI:
         for proxy in listed:
             proxy["certificate"] = _certificate_json(view, proxy["node"])
         return {"meshVersion": view.publisher.state.version, "proxies": listed}
+
+    @app.get(
+        "/v1/local/workloads",
+        summary="Local mode: each workload's app and sidecar processes (state, restarts)",
+    )
+    def local_workloads() -> dict[str, Any]:
+        if view.local_status is None:
+            raise HTTPException(404, "this control plane does not run workloads (not local mode)")
+        return {"workloads": view.local_status()}
+
+    @app.get(
+        "/v1/proxies/{node}/config",
+        summary="What the control plane sends one proxy, by type and name",
+    )
+    def proxy_config(node: str) -> dict[str, Any]:
+        snapshot = view.publisher.cache.get(node)
+        if snapshot is None:
+            raise HTTPException(404, f"no config for proxy {node!r} (is it connected?)")
+        return {
+            "node": node,
+            "stateVersion": snapshot.state_version,
+            "types": {
+                rtype.short: {
+                    name: {
+                        "version": res.version,
+                        "config": json_format.MessageToDict(
+                            res.message, preserving_proto_field_name=True
+                        ),
+                    }
+                    for name, res in sorted(snapshot.resources[rtype].items())
+                }
+                for rtype in ResourceType
+            },
+        }
 
     registry = CollectorRegistry(auto_describe=True)
     registry.register(XdsCollector(view.status))

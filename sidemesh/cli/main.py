@@ -16,13 +16,23 @@ from rich.table import Table
 
 from sidemesh.agent.certificates import CertificateRequestFailed
 from sidemesh.agent.sidecar import IdentityParams, run_sidecar
+from sidemesh.cli import proxy_config as proxy_config_view
+from sidemesh.cli import status as status_view
 from sidemesh.cli.api_client import DEFAULT_API, ApiUnreachable, get_json
 from sidemesh.cli.logs import LogFormat, setup_logging
+from sidemesh.cli.tail import follow_log
+from sidemesh.cli.up import UpOptions, run_foreground, start_detached
+from sidemesh.cli.up import down as stop_mesh
 from sidemesh.controlplane import ControlPlane
 from sidemesh.envoy import ProxyId
 from sidemesh.envoy.bootstrap import BootstrapParams, XdsMode
 from sidemesh.errors import ConfigError, EnvoyNotFound
-from sidemesh.settings import DEFAULT_CA_PORT, DEFAULT_STATE_DIR, ControlPlaneSettings
+from sidemesh.settings import (
+    DEFAULT_CA_PORT,
+    DEFAULT_RUNTIME_DIR,
+    DEFAULT_STATE_DIR,
+    ControlPlaneSettings,
+)
 
 EXIT_BAD_INPUT = 2
 
@@ -236,6 +246,125 @@ def _duration(seconds: float | None) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+RuntimeDirOption = Annotated[
+    Path,
+    typer.Option(
+        envvar="SIDEMESH_RUNTIME_DIR",
+        help="Where local mode keeps logs, its CA and run files",
+    ),
+]
+ApiOption = Annotated[str, typer.Option(envvar="SIDEMESH_API", help="The control plane's HTTP API")]
+
+
+@app.command()
+def up(
+    file: Annotated[Path, typer.Option("--file", "-f", help="The mesh.yaml to run")],
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Run in the background; `sidemesh down` stops it")
+    ] = False,
+    runtime_dir: RuntimeDirOption = DEFAULT_RUNTIME_DIR,
+    xds_port: Annotated[int, typer.Option(help="ADS port of the control plane")] = 15010,
+    api_port: Annotated[int, typer.Option(help="HTTP API port")] = 15014,
+    ca_port: Annotated[int, typer.Option(help="Certificate signing port")] = DEFAULT_CA_PORT,
+    xds_mode: Annotated[XdsMode, typer.Option(help="delta or sotw, for every sidecar")] = (
+        XdsMode.DELTA
+    ),
+    log_format: LogFormatOption = LogFormat.TEXT,
+    log_level: LogLevelOption = "warning",
+) -> None:
+    """Run every workload of mesh.yaml on this machine, each with its sidecar, and the
+    control plane: a whole mesh, no Kubernetes. Ctrl-C stops it all."""
+    options = UpOptions(file, runtime_dir, xds_port, api_port, ca_port, xds_mode.value)
+    console = Console()
+    if detach:
+        argv = [
+            "up", "-f", str(file), "--runtime-dir", str(runtime_dir),
+            "--xds-port", str(xds_port), "--api-port", str(api_port),
+            "--ca-port", str(ca_port), "--xds-mode", xds_mode.value,
+            "--log-format", log_format.value, "--log-level", log_level,
+        ]  # fmt: skip
+        raise typer.Exit(start_detached(options, argv, console))
+    setup_logging(log_format, log_level)
+    raise typer.Exit(run_foreground(options, console))
+
+
+@app.command()
+def down(runtime_dir: RuntimeDirOption = DEFAULT_RUNTIME_DIR) -> None:
+    """Stop the mesh `sidemesh up` runs: apps, then sidecars, then the control plane."""
+    raise typer.Exit(stop_mesh(runtime_dir, Console()))
+
+
+@app.command()
+def status(
+    api: ApiOption = DEFAULT_API,
+    output: Annotated[Output, typer.Option("--output", "-o", help="table or json")] = Output.TABLE,
+) -> None:
+    """Services and workloads: health, restarts, sidecar sync, certificate expiry."""
+    try:
+        data = status_view.gather(api)
+    except ApiUnreachable as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    if output is Output.JSON:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        status_view.render(data, Console())
+
+
+@app.command("proxy-config")
+def proxy_config(
+    workload: Annotated[
+        str, typer.Argument(help="The workload (or gateway) whose sidecar to show")
+    ],
+    kind: Annotated[
+        str | None,
+        typer.Argument(help="listeners, routes, clusters, endpoints or secrets (default: all)"),
+    ] = None,
+    namespace: Annotated[str, typer.Option(help="The workload's namespace")] = "default",
+    api: ApiOption = DEFAULT_API,
+    output: Annotated[Output, typer.Option("--output", "-o", help="table or json")] = Output.TABLE,
+) -> None:
+    """What the control plane sent a sidecar, next to what its Envoy has."""
+    if kind is not None and kind not in proxy_config_view.TYPES:
+        typer.echo(f"{kind!r} is not one of {', '.join(proxy_config_view.TYPES)}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        data = proxy_config_view.gather(api, workload, namespace)
+    except ApiUnreachable as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    if output is Output.JSON:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    kinds = [kind] if kind else list(proxy_config_view.TYPES)
+    proxy_config_view.render(data, kinds, Console())
+
+
+@app.command()
+def logs(
+    workload: Annotated[str, typer.Argument(help="The workload (or gateway)")],
+    sidecar: Annotated[
+        bool, typer.Option(help="Show its sidecar's log instead of the app's")
+    ] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-F", help="Keep printing new lines")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many last lines")] = 50,
+    runtime_dir: RuntimeDirOption = DEFAULT_RUNTIME_DIR,
+) -> None:
+    """A workload's log (local mode)."""
+    suffix = ".sidecar.log" if sidecar else ".log"
+    path = runtime_dir / "logs" / f"{workload}{suffix}"
+    if not path.exists():
+        known = sorted(p.name.removesuffix(".log") for p in (runtime_dir / "logs").glob("*.log"))
+        known = [k for k in known if not k.endswith(".sidecar")]
+        typer.echo(
+            f"no log for {workload!r} in {runtime_dir / 'logs'} "
+            f"(workloads: {', '.join(known) or 'none: is the mesh up?'})",
+            err=True,
+        )
+        raise typer.Exit(1)
+    follow_log(path, lines, follow)
 
 
 def main() -> None:

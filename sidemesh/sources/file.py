@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sidemesh.errors import ConfigError
-from sidemesh.model import MeshState, load_mesh_file
+from sidemesh.model import MeshState, PortPicker, load_mesh_file
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +21,16 @@ replace the file and bind mounts that update in place."""
 
 
 class FileSource:
-    def __init__(self, path: Path, on_state: Callable[[MeshState], None]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        on_state: Callable[[MeshState], None],
+        ports: PortPicker | None = None,
+    ) -> None:
+        """``ports`` is given in local mode: it picks the ports the file leaves out."""
         self.path = path
         self.on_state = on_state
+        self.ports = ports
         self.state: MeshState | None = None
         self.rejected = 0
         """How many edits were refused since start."""
@@ -33,7 +40,7 @@ class FileSource:
     def load_initial(self) -> MeshState:
         """Load the file once; raises ``ConfigError`` if it is bad."""
         self._signature = self._stat()
-        state = load_mesh_file(self.path, version=1)
+        state = load_mesh_file(self.path, version=1, ports=self.ports)
         self.state = state
         self.on_state(state)
         return state
@@ -46,7 +53,7 @@ class FileSource:
         self._signature = signature
         version = (self.state.version if self.state else 0) + 1
         try:
-            state = load_mesh_file(self.path, version=version)
+            state = load_mesh_file(self.path, version=version, ports=self.ports)
         except ConfigError as exc:
             self.rejected += 1
             self.last_error = exc

@@ -1,0 +1,150 @@
+"""``sidemesh proxy-config``: what the control plane sent a sidecar, and what its Envoy
+says it has, side by side."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from rich.console import Console
+from rich.table import Table
+
+from sidemesh.cli.api_client import ApiUnreachable, get_json
+from sidemesh.envoy import ResourceType
+
+# Where each type sits in Envoy's /config_dump, and the key of the resource in it.
+_DUMP_PATHS = {
+    "clusters": ("dynamic_active_clusters", "cluster"),
+    "listeners": ("dynamic_listeners", "active_state", "listener"),
+    "routes": ("dynamic_route_configs", "route_config"),
+    "endpoints": ("dynamic_endpoint_configs", "endpoint_config"),
+}
+TYPES = ("listeners", "routes", "clusters", "endpoints", "secrets")
+
+
+def gather(api: str, workload: str, namespace: str) -> dict[str, Any]:
+    node = f"sidecar~{workload}~{namespace}"
+    sent = get_json(api, f"/v1/proxies/{node}/config")
+    state = get_json(api, "/v1/state")
+    admin = next(
+        (
+            w["sidecar"]["adminPort"]
+            for w in state["workloads"]
+            if w["name"] == workload and w["namespace"] == namespace
+        ),
+        None,
+    ) or next(
+        (
+            g["adminPort"]
+            for g in state.get("gateways", [])
+            if g["name"] == workload and g["namespace"] == namespace
+        ),
+        None,
+    )
+    envoy: dict[str, Any] = {}
+    certs: list[dict[str, Any]] = []
+    error = None
+    if admin is not None:
+        try:
+            base = f"http://127.0.0.1:{admin}"
+            dump = httpx.get(f"{base}/config_dump?include_eds", timeout=5).json()
+            envoy = _from_dump(dump)
+            certs = httpx.get(f"{base}/certs", timeout=5).json().get("certificates", [])
+        except (httpx.HTTPError, ValueError) as exc:
+            error = f"cannot read Envoy's admin on 127.0.0.1:{admin}: {exc}"
+    return {"node": node, "sent": sent["types"], "envoy": envoy, "certs": certs, "error": error}
+
+
+def _from_dump(dump: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for section in dump.get("configs", []):
+        for short, path in _DUMP_PATHS.items():
+            items = section.get(path[0])
+            if not items:
+                continue
+            for item in items:
+                config: Any = item
+                for key in path[1:]:
+                    config = config.get(key, {}) if isinstance(config, dict) else {}
+                name = config.get("name") or config.get("cluster_name")
+                if name:
+                    out.setdefault(short, {})[name] = config
+    return out
+
+
+def compare(short: str, sent: dict[str, Any], envoy: dict[str, Any]) -> str:
+    """same, differs, or missing: by meaning, not by bytes (both sides are read
+    into the same protobuf type and written out the same way)."""
+    if envoy is None:
+        return "missing in Envoy"
+    rtype = next(t for t in ResourceType if t.short == short)
+    try:
+        ours = _normal(rtype, sent)
+        theirs = _normal(rtype, {k: v for k, v in envoy.items() if k != "@type"})
+    except json_format.ParseError:
+        return "unknown"
+    return "same" if ours == theirs else "differs"
+
+
+def _normal(rtype: ResourceType, data: dict[str, Any]) -> dict[str, Any]:
+    from google.protobuf import symbol_database
+
+    cls = symbol_database.Default().GetSymbol(rtype.url.split("/", 1)[1])
+    message: Message = cls()
+    json_format.ParseDict(data, message, ignore_unknown_fields=True)
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def render(data: dict[str, Any], kinds: list[str], console: Console) -> None:
+    if data["error"]:
+        console.print(f"[yellow]{data['error']}[/]")
+    for short in kinds:
+        if short == "secrets":
+            table = Table(title=f"{data['node']}: secrets (from the agent over SDS)")
+            for column in ("certificate", "serial", "expires", "SPIFFE ID"):
+                table.add_column(column)
+            seen: set[tuple[str, str]] = set()
+            for cert in data["certs"]:  # one entry per TLS context: show each cert once
+                for chain in cert.get("cert_chain", []):
+                    if ("workload", chain.get("serial_number", "")) in seen:
+                        continue
+                    seen.add(("workload", chain.get("serial_number", "")))
+                    uris = [s.get("uri") for s in chain.get("subject_alt_names", []) if "uri" in s]
+                    table.add_row(
+                        "workload",
+                        chain.get("serial_number", ""),
+                        chain.get("expiration_time", ""),
+                        ", ".join(u for u in uris if u),
+                    )
+                for ca in cert.get("ca_cert", []):
+                    if ("bundle", ca.get("serial_number", "")) in seen:
+                        continue
+                    seen.add(("bundle", ca.get("serial_number", "")))
+                    table.add_row(
+                        "trust bundle",
+                        ca.get("serial_number", ""),
+                        ca.get("expiration_time", ""),
+                        "",
+                    )
+            console.print(table)
+            continue
+        table = Table(title=f"{data['node']}: {short}")
+        for column in ("name", "version sent", "in Envoy"):
+            table.add_column(column)
+        sent = data["sent"].get(short, {})
+        envoy = data["envoy"].get(short, {})
+        for name in sorted(set(sent) | set(envoy)):
+            if name not in sent:
+                table.add_row(name, "-", "[yellow]not sent by the control plane[/]")
+                continue
+            verdict = (
+                compare(short, sent[name]["config"], envoy.get(name)) if not data["error"] else "?"
+            )
+            colour = "green" if verdict == "same" else "yellow"
+            table.add_row(name, sent[name]["version"], f"[{colour}]{verdict}[/]")
+        console.print(table)
+
+
+__all__ = ["TYPES", "ApiUnreachable", "gather", "render"]

@@ -1,0 +1,143 @@
+"""One supervised process: started with its own log file and process group, restarted
+with backoff when it dies, stopped with SIGTERM then SIGKILL, children included."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 10.0
+HEALTHY_AFTER_S = 30.0
+"""A process that ran this long is healthy again: its next crash starts the backoff anew."""
+STOP_TIMEOUT_S = 10.0
+
+
+class ProcessState(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    cwd: Path
+    log_path: Path
+
+
+class Supervised:
+    def __init__(self, spec: ProcessSpec) -> None:
+        self.spec = spec
+        self.state = ProcessState.STOPPED
+        self.restarts = 0
+        self.last_exit: int | None = None
+        self.process: asyncio.subprocess.Process | None = None
+        self._stopping = False
+        self._monitor: asyncio.Task[None] | None = None
+        self.exited = asyncio.Event()
+        """Set each time the process exits (readiness waits use it to fail fast)."""
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    async def start(self) -> None:
+        self._stopping = False
+        await self._spawn()
+        self._monitor = asyncio.create_task(self._watch(), name=f"watch {self.spec.name}")
+
+    async def _spawn(self) -> None:
+        self.state = ProcessState.STARTING
+        self.exited.clear()
+        self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.spec.log_path, "ab") as out:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.spec.argv,
+                env=dict(self.spec.env),
+                cwd=self.spec.cwd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                # Its own process group, so stopping it stops whatever it started.
+                start_new_session=True,
+            )
+        self.state = ProcessState.RUNNING
+
+    async def _watch(self) -> None:
+        backoff = BACKOFF_FIRST_S
+        while True:
+            assert self.process is not None
+            started = time.monotonic()
+            code = await self.process.wait()
+            self.last_exit = code
+            self.exited.set()
+            if self._stopping:
+                self.state = ProcessState.STOPPED
+                return
+            if time.monotonic() - started > HEALTHY_AFTER_S:
+                backoff = BACKOFF_FIRST_S
+            self.restarts += 1
+            self.state = ProcessState.RESTARTING
+            log.warning(
+                "%s exited with status %d; restarting in %.1fs (restart %d); log: %s",
+                self.spec.name,
+                code,
+                backoff,
+                self.restarts,
+                self.spec.log_path,
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            if self._stopping:
+                self.state = ProcessState.STOPPED
+                return
+            await self._spawn()
+
+    async def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        self._stopping = True
+        process = self.process
+        if process is not None and process.returncode is None:
+            _signal_group(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout)
+            except TimeoutError:
+                log.warning("%s did not stop in %.0fs; killing it", self.spec.name, timeout)
+                _signal_group(process.pid, signal.SIGKILL)
+                await process.wait()
+        # Anything the process left behind in its group goes too.
+        if process is not None:
+            _signal_group(process.pid, signal.SIGKILL)
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        self.state = ProcessState.STOPPED
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "pid": self.pid if self.state is not ProcessState.STOPPED else None,
+            "restarts": self.restarts,
+            "lastExit": self.last_exit,
+            "log": str(self.spec.log_path),
+        }
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
