@@ -87,8 +87,8 @@ async def _run(options: UpOptions, console: Console) -> int:
     try:
         await control_plane.start()
     except ConfigError as exc:
-        console.print(str(exc), style="red", markup=False, highlight=False)
-        console.print("nothing was started.")
+        # Plain, unwrapped, on stderr: each line names the file, the field and the reason.
+        print(f"{exc}\nnothing was started.", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:
         console.print(f"[red]cannot start the control plane:[/] {exc}")

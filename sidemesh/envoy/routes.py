@@ -16,9 +16,13 @@ HTTP_ROUTE_TIMEOUT_S = 15.0
 """Envoy's own default for a unary request; streaming ports (http2, grpc) get none."""
 
 
-DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,reset-before-request"
-"""Failures where the request never reached the app, so a retry cannot repeat its
-effect: what a mesh retries unless told otherwise."""
+DEFAULT_RETRY_ON = (
+    "connect-failure,refused-stream,unavailable,cancelled,reset-before-request,"
+    "retriable-status-codes"
+)
+"""What a mesh retries unless told otherwise: failures where the request never reached
+an app, and 503, which a peer sidecar answers when its app is down (as Istio does)."""
+RETRIABLE_STATUS_CODES = (503,)
 DEFAULT_RETRIES = 2
 PREVIOUS_HOSTS_PREDICATE = "envoy.retry_host_predicates.previous_hosts"
 
@@ -27,6 +31,7 @@ def default_retry_policy() -> route_components_pb2.RetryPolicy:
     """Retry a request that never reached an app, on another workload if there is one."""
     return route_components_pb2.RetryPolicy(
         retry_on=DEFAULT_RETRY_ON,
+        retriable_status_codes=list(RETRIABLE_STATUS_CODES),
         num_retries=wrappers_pb2.UInt32Value(value=DEFAULT_RETRIES),
         retry_host_predicate=[
             route_components_pb2.RetryPolicy.RetryHostPredicate(

@@ -1,0 +1,233 @@
+"""``sidemesh up`` as a user runs it: real processes, real sidecars, real mTLS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers.net import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+BOOKINFO = ROOT / "examples" / "bookinfo" / "mesh.yaml"
+APPS = ROOT / "tests" / "helpers" / "apps"
+
+
+@dataclass
+class Up:
+    runtime_dir: Path
+    api: str
+    gateway_port: int
+    args: list[str]
+
+    def sidemesh(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sidemesh", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "COLUMNS": "150", "SIDEMESH_API": self.api},
+            cwd=ROOT,
+        )
+
+    def workloads(self) -> dict[str, dict]:
+        data = httpx.get(f"{self.api}/v1/local/workloads", timeout=5).json()["workloads"]
+        return {w["name"]: w for w in data}
+
+    def pid(self) -> int:
+        return int((self.runtime_dir / "up.pid").read_text())
+
+
+def _up_args(runtime_dir: Path, mesh_file: Path) -> tuple[list[str], str]:
+    api_port = free_port()
+    args = [
+        "up", "-f", str(mesh_file), "--runtime-dir", str(runtime_dir),
+        "--xds-port", str(free_port()), "--api-port", str(api_port),
+        "--ca-port", str(free_port()),
+    ]  # fmt: skip
+    return args, f"http://127.0.0.1:{api_port}"
+
+
+def _descendants(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            out |= {int(child)} | _descendants(int(child))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running: not gone, and not a zombie waiting for a parent that may never reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def bookinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Up]:
+    gateway_port = free_port()
+    monkeypatch.setenv("SIDEMESH_DEMO_PORT", str(gateway_port))
+    args, api = _up_args(tmp_path / "run", BOOKINFO)
+    up = Up(tmp_path / "run", api, gateway_port, args)
+    started = up.sidemesh(*args, "-d")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "sidemesh is up." in started.stdout
+    family = _descendants(up.pid()) | {up.pid()}
+    try:
+        yield up
+    finally:
+        stopped = up.sidemesh("down", "--runtime-dir", str(up.runtime_dir))
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        time.sleep(0.5)
+        left = [pid for pid in family if _alive(pid)]
+        assert left == [], f"processes left behind: {left}"
+
+
+def _page(up: Up) -> str:
+    reply = httpx.get(f"http://127.0.0.1:{up.gateway_port}/productpage", timeout=10)
+    assert reply.status_code == 200
+    return reply.text
+
+
+def test_killed_workload_is_restarted_and_the_page_keeps_answering(bookinfo: Up) -> None:
+    assert "reviews served by reviews-v" in _page(bookinfo)
+    victim = bookinfo.workloads()["reviews-v2-1"]["app"]
+    os.kill(victim["pid"], 9)
+    deadline = time.monotonic() + 30
+    answered = 0
+    while True:
+        page = _page(bookinfo)
+        assert "product reviews are currently unavailable" not in page
+        answered += 1
+        app = bookinfo.workloads()["reviews-v2-1"]["app"]
+        if app["restarts"] == 1 and app["state"] == "running":
+            break
+        assert time.monotonic() < deadline, app
+        time.sleep(0.05)
+    assert app["pid"] != victim["pid"] and app["lastExit"] == -9
+    status = bookinfo.sidemesh("status", "--api", bookinfo.api)
+    assert status.returncode == 0, status.stderr
+    row = next(line for line in status.stdout.splitlines() if "reviews-v2-1" in line)
+    assert "running" in row and "│ 1 " in row
+    print(f"page answered {answered} times while reviews-v2-1 restarted")
+
+
+def test_status_logs_and_proxy_config(bookinfo: Up) -> None:
+    _page(bookinfo)
+    status = bookinfo.sidemesh("status", "-o", "json", "--api", bookinfo.api)
+    rows = {w["name"]: w for w in __import__("json").loads(status.stdout)["workloads"]}
+    assert set(rows) >= {"productpage-v1", "reviews-v1-1", "reviews-v3-2", "ingress"}
+    assert all(r["synced"] and r["ready"] for r in rows.values())
+    assert rows["ratings-v1"]["identity"] == "spiffe://bookinfo.local/ns/default/sa/ratings"
+
+    logs = bookinfo.sidemesh("logs", "ratings-v1", "--runtime-dir", str(bookinfo.runtime_dir))
+    assert "ratings-v1 listening on 127.0.0.1:" in logs.stdout
+    missing = bookinfo.sidemesh("logs", "nope", "--runtime-dir", str(bookinfo.runtime_dir))
+    assert missing.returncode == 1 and "ratings-v1" in missing.stderr
+
+    config = bookinfo.sidemesh("proxy-config", "productpage-v1", "clusters", "--api", bookinfo.api)
+    assert config.returncode == 0, config.stderr
+    assert "outbound|9080||reviews.default" in config.stdout
+    assert "differs" not in config.stdout and "missing" not in config.stdout
+    assert config.stdout.count("same") >= 5
+    secrets = bookinfo.sidemesh("proxy-config", "productpage-v1", "secrets", "--api", bookinfo.api)
+    assert "spiffe://bookinfo.local/ns/default/sa/productpage" in secrets.stdout
+
+
+def test_up_refuses_to_run_twice(bookinfo: Up) -> None:
+    again = bookinfo.sidemesh(*bookinfo.args)
+    assert again.returncode == 1
+    assert "a mesh already runs from" in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("mesh", "expected"),
+    [
+        (
+            """
+            services: [{name: a, ports: [{port: 80}]}]
+            workloads:
+              - {name: a-1, service: a, command: "python -c pass", upstreams: [{service: dbb}]}
+            """,
+            "workloads[0].upstreams[0].service: 'dbb' is not a service in namespace 'default'",
+        ),
+        (
+            """
+            services: [{name: a, ports: [{port: 80}]}]
+            workloads:
+              - {name: a-1, service: a, command: "python -c pass", port: 31000, appPort: 31001}
+              - {name: a-2, service: a, command: "python -c pass", port: 31000, appPort: 31002}
+            """,
+            "workloads[1].port: port 31000 on 127.0.0.1 is already used by workloads[0].port",
+        ),
+        (
+            """
+            services: [{name: a, ports: [{port: 80}]}]
+            workloads: [{name: a-1, service: a}]
+            """,
+            "workloads[0].command: required field is missing (sidemesh up runs it)",
+        ),
+        (
+            """
+            services: [{name: a, ports: [{port: 80}]}]
+            workloads: [{name: a-1, service: a, command: "app --listen {prot}"}]
+            """,
+            "workloads[0].command: unknown placeholder {prot}",
+        ),
+    ],
+)
+def test_bad_mesh_yaml_starts_nothing(tmp_path: Path, mesh: str, expected: str) -> None:
+    mesh_file = tmp_path / "mesh.yaml"
+    mesh_file.write_text(textwrap.dedent(mesh))
+    args, api = _up_args(tmp_path / "run", mesh_file)
+    result = Up(tmp_path / "run", api, 0, args).sidemesh(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{mesh_file}: {expected}" in result.stderr, result.stderr
+    assert "nothing was started." in result.stderr
+    assert not (tmp_path / "run" / "logs").exists()
+
+
+def test_tcp_upstream_through_the_mesh(tmp_path: Path) -> None:
+    mesh_file = tmp_path / "mesh.yaml"
+    mesh_file.write_text(
+        textwrap.dedent(
+            f"""
+            services:
+              - {{name: db, ports: [{{port: 5432, protocol: tcp}}]}}
+              - {{name: web, ports: [{{port: 8080}}]}}
+            workloads:
+              - {{name: db-1, service: db, command: "python {APPS / "tcp_echo.py"}"}}
+              - name: web-1
+                service: web
+                command: ["python", "{APPS / "tcp_caller.py"}"]
+                env: {{TARGET: db}}
+                upstreams: [{{service: db}}]
+            gateways:
+              - {{name: edge, port: {free_port()}, routes: [{{service: web}}]}}
+            """
+        )
+    )
+    args, api = _up_args(tmp_path / "run", mesh_file)
+    up = Up(tmp_path / "run", api, 0, args)
+    started = up.sidemesh(*args, "-d")
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        state = httpx.get(f"{api}/v1/state", timeout=5).json()
+        port = state["gateways"][0]["port"]
+        reply = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+        assert reply.text == "db-1: hello\n"
+    finally:
+        up.sidemesh("down", "--runtime-dir", str(up.runtime_dir))
