@@ -342,9 +342,13 @@ def without_service(old: MeshState, service: str) -> MeshState:
     key = ServiceKey(service, "default")
     services = {k: s for k, s in old.services.items() if k != key}
     workloads = {
-        k: w for k, w in old.workloads.items() if (w.service, w.namespace) != (service, "default")
+        k: w.model_copy(update={"upstreams": tuple(u for u in w.upstreams if u.service != service)})
+        if any(u.service == service for u in w.upstreams)
+        else w
+        for k, w in old.workloads.items()
+        if (w.service, w.namespace) != (service, "default")
     }
-    return MeshState(old.version + 1, old.mesh, services, workloads)
+    return MeshState(old.version + 1, old.mesh, services, workloads, old.gateways)
 
 
 async def sotw_subscribe_all(envoy: Envoy) -> dict[ResourceType, discovery_pb2.DiscoveryResponse]:
