@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 
 CONTROL_PLANE_NAMESPACE = "sidemesh-system"
 CONTROL_PLANE_ACCOUNT = "controlplane"
-SERVING_CERT_LIFETIME = dt.timedelta(days=30)
+SERVING_CERT_LIFETIME = dt.timedelta(days=365)
+"""The CA endpoint's own certificate: made at each start, capped by the intermediate's
+life, which a start renews when it is close to expiry."""
 
 
 class ControlPlane:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -28,7 +28,7 @@ class CertificateRequestFailed(SidemeshError):
 
 @dataclass(frozen=True)
 class WorkloadCertificate:
-    key_pem: bytes
+    key_pem: bytes = field(repr=False)
     chain_pem: bytes
     trust_bundle_pem: bytes
     identity: str
@@ -63,7 +63,12 @@ async def request_certificate(
     ca_url: str, token: str, ca_bundle: Path, timeout: float = 10.0
 ) -> WorkloadCertificate:
     key = new_key()
-    verify = ssl.create_default_context(cafile=str(ca_bundle))
+    try:
+        verify = ssl.create_default_context(cafile=str(ca_bundle))
+    except (OSError, ssl.SSLError) as exc:
+        raise CertificateRequestFailed(
+            f"cannot read the mesh root certificate {ca_bundle}: {exc}", retryable=False
+        ) from exc
     try:
         async with httpx.AsyncClient(verify=verify, timeout=timeout) as client:
             response = await client.post(
@@ -84,8 +89,20 @@ async def request_certificate(
             f"the CA at {ca_url} refused: {response.status_code} {detail}",
             retryable=response.status_code >= 500,
         )
-    body = response.json()
-    leaf = x509.load_pem_x509_certificate(body["certificateChain"].encode())
+    try:
+        body = response.json()
+        leaf = x509.load_pem_x509_certificate(body["certificateChain"].encode())
+        identity = body["identity"]
+        x509.load_pem_x509_certificate(body["trustBundle"].encode())
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CertificateRequestFailed(
+            f"the CA at {ca_url} answered something that is not a certificate: {exc}",
+            retryable=True,
+        ) from exc
+    if _public_der(leaf.public_key()) != _public_der(key.public_key()):
+        raise CertificateRequestFailed(
+            f"the CA at {ca_url} returned a certificate for another key", retryable=True
+        )
     return WorkloadCertificate(
         key_pem=key.private_bytes(
             serialization.Encoding.PEM,
@@ -94,9 +111,15 @@ async def request_certificate(
         ),
         chain_pem=body["certificateChain"].encode(),
         trust_bundle_pem=body["trustBundle"].encode(),
-        identity=body["identity"],
+        identity=identity,
         serial=body["serial"],
         not_before=leaf.not_valid_before_utc,
         not_after=leaf.not_valid_after_utc,
         received_at=dt.datetime.now(dt.UTC),
+    )
+
+
+def _public_der(key: object) -> bytes:
+    return key.public_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -49,20 +49,16 @@ class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[mi
         self.version = 0
         self._streams: set[asyncio.Queue[Any]] = set()
         self._server: grpc.aio.Server | None = None
-        self.rejections = 0
 
     async def start(self, socket_path: str) -> None:
+        """``socket_path`` must be in a directory only this user can enter (the
+        sidecar makes a private one); the socket itself is made 0600 as well."""
         if os.path.exists(socket_path):
             os.unlink(socket_path)
-        # Created with no permissions for group or others from the first moment.
-        old_umask = os.umask(0o177)
-        try:
-            self._server = grpc.aio.server()
-            sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(self, self._server)
-            self._server.add_insecure_port(f"unix:{socket_path}")
-            await self._server.start()
-        finally:
-            os.umask(old_umask)
+        self._server = grpc.aio.server()
+        sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(self, self._server)
+        self._server.add_insecure_port(f"unix:{socket_path}")
+        await self._server.start()
         os.chmod(socket_path, 0o600)
 
     async def stop(self) -> None:
@@ -103,7 +99,6 @@ class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[mi
                     if item.response_nonce and item.response_nonce != str(nonce):
                         continue
                     if item.HasField("error_detail"):
-                        self.rejections += 1
                         log.error("Envoy rejected its certificate: %s", item.error_detail.message)
                     new_names = set(item.resource_names)
                     if new_names != names:

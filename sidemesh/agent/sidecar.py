@@ -111,12 +111,14 @@ class Agent:
         try:
             code = await envoy.wait()
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            for sig in FORWARDED_SIGNALS:
-                loop.remove_signal_handler(sig)
-            await self.sds.stop()
+            try:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
+            finally:
+                for sig in FORWARDED_SIGNALS:
+                    loop.remove_signal_handler(sig)
+                await self.sds.stop()
         log.info("Envoy for %s exited with status %d", self.params.proxy, code)
         return 128 - code if code < 0 else code
 
@@ -129,7 +131,7 @@ class Agent:
                     self.identity.ca_url, token, self.identity.ca_bundle
                 )
             except CertificateRequestFailed as exc:
-                now = dt.datetime.now(dt.UTC)
+                now = _now()
                 if not exc.retryable or (deadline is not None and now >= deadline):
                     raise
                 log.warning("%s; trying again in %.1fs", exc, delay)
@@ -143,19 +145,8 @@ class Agent:
             # Renew somewhere in 50-80% of the lifetime: early enough to survive a
             # CA outage, spread out so many workloads don't ask at once.
             at = cert.received_at + cert.lifetime * random.uniform(0.5, 0.8)
-            wait = (at - dt.datetime.now(dt.UTC)).total_seconds()
-            await asyncio.sleep(max(wait, 0.0))
-            try:
-                renewed = await self._obtain(token, deadline=cert.not_after)
-            except CertificateRequestFailed as exc:
-                log.error(
-                    "could not renew the certificate of %s (expires %s): %s",
-                    self.params.proxy,
-                    cert.not_after.isoformat(timespec="seconds"),
-                    exc,
-                )
-                await asyncio.sleep(1.0)
-                continue
+            await asyncio.sleep(max((at - _now()).total_seconds(), 0.0))
+            renewed = await self._renew(token, cert)
             self.certificate = renewed
             self.sds.update(renewed)
             self.rotations += 1
@@ -167,6 +158,43 @@ class Agent:
                 renewed.not_after.isoformat(timespec="seconds"),
                 extra={"rotation": self.rotations, "serial": renewed.serial},
             )
+
+    async def _renew(self, token: str, current: WorkloadCertificate) -> WorkloadCertificate:
+        """Ask until the CA gives a new certificate, backing off with jitter. A refusal
+        is retried too (the workload may come back into the mesh), only more slowly."""
+        delay = RENEW_RETRY_FIRST_S
+        while True:
+            try:
+                return await request_certificate(
+                    self.identity.ca_url, token, self.identity.ca_bundle
+                )
+            except CertificateRequestFailed as exc:
+                problem, retryable = str(exc), exc.retryable
+            except Exception as exc:  # a bug must not silently stop renewal
+                log.exception("unexpected error renewing the certificate of %s", self.params.proxy)
+                problem, retryable = repr(exc), True
+            left = (current.not_after - _now()).total_seconds()
+            cap = RENEW_RETRY_MAX_S if retryable else RENEW_REFUSED_RETRY_S
+            if left > 0:
+                cap = min(cap, max(left / 4, RENEW_RETRY_FIRST_S))
+            log.error(
+                "could not renew the certificate of %s (%s); trying again in %.0fs: %s",
+                self.params.proxy,
+                f"expires in {left:.0f}s" if left > 0 else "EXPIRED: peers refuse it",
+                min(delay, cap),
+                problem,
+            )
+            await asyncio.sleep(min(delay, cap) * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, cap)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+RENEW_RETRY_FIRST_S = 1.0
+RENEW_RETRY_MAX_S = 60.0
+RENEW_REFUSED_RETRY_S = 300.0
 
 
 def run_sidecar(

@@ -35,6 +35,8 @@ class ApiView:
 
 
 def create_app(view: ApiView) -> FastAPI:
+    # Handlers are async so they run on the control plane's event loop, the only
+    # thread that changes what they read.
     app = FastAPI(
         title="sidemesh control plane",
         description="Mesh state and the proxies the control plane feeds.",
@@ -42,11 +44,11 @@ def create_app(view: ApiView) -> FastAPI:
     )
 
     @app.get("/healthz", summary="Liveness: the control plane is up and serving xDS")
-    def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, Any]:
         return {"status": "ok", "meshVersion": view.publisher.state.version}
 
     @app.get("/v1/state", summary="The current mesh state (services, workloads, identities)")
-    def state() -> dict[str, Any]:
+    async def state() -> dict[str, Any]:
         data = view.publisher.state.to_json()
         if view.source is not None:
             data["source"] = {
@@ -60,7 +62,7 @@ def create_app(view: ApiView) -> FastAPI:
         "/v1/proxies",
         summary="Connected proxies: xDS mode, sent and ACKed version per type, last NACK",
     )
-    def proxies() -> dict[str, Any]:
+    async def proxies() -> dict[str, Any]:
         listed = view.status.to_json()
         for proxy in listed:
             proxy["certificate"] = _certificate_json(view, proxy["node"])
@@ -70,7 +72,7 @@ def create_app(view: ApiView) -> FastAPI:
         "/v1/local/workloads",
         summary="Local mode: each workload's app and sidecar processes (state, restarts)",
     )
-    def local_workloads() -> dict[str, Any]:
+    async def local_workloads() -> dict[str, Any]:
         if view.local_status is None:
             raise HTTPException(404, "this control plane does not run workloads (not local mode)")
         return {"workloads": view.local_status()}
@@ -79,7 +81,7 @@ def create_app(view: ApiView) -> FastAPI:
         "/v1/proxies/{node}/config",
         summary="What the control plane sends one proxy, by type and name",
     )
-    def proxy_config(node: str) -> dict[str, Any]:
+    async def proxy_config(node: str) -> dict[str, Any]:
         snapshot = view.publisher.cache.get(node)
         if snapshot is None:
             raise HTTPException(404, f"no config for proxy {node!r} (is it connected?)")
@@ -105,7 +107,7 @@ def create_app(view: ApiView) -> FastAPI:
     registry.register(_MeshCollector(view))
 
     @app.get("/metrics", summary="Prometheus metrics of the control plane")
-    def metrics() -> Response:
+    async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

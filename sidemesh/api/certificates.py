@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Header, HTTPException
 from pydantic import BaseModel, ConfigDict
 
+from sidemesh.identity.ca import CaError
 from sidemesh.identity.csr import CsrForAnotherIdentity, CsrRejected
 from sidemesh.identity.service import SigningService, UnknownWorkload
 from sidemesh.identity.tokens import InvalidToken
@@ -26,7 +27,7 @@ def create_signing_app(service: SigningService) -> FastAPI:
     app = FastAPI(title="sidemesh certificate authority", version="1")
 
     @app.post("/v1/certificates", summary="Sign a workload's CSR for its own SPIFFE ID")
-    def sign(
+    async def sign(
         request: CertificateRequest, authorization: str = Header(default="")
     ) -> dict[str, Any]:
         scheme, _, token = authorization.partition(" ")
@@ -44,6 +45,8 @@ def create_signing_app(service: SigningService) -> FastAPI:
             raise HTTPException(403, str(exc)) from exc
         except CsrRejected as exc:
             raise HTTPException(400, str(exc)) from exc
+        except CaError as exc:
+            raise HTTPException(503, str(exc)) from exc
         return {
             "identity": issued.identity.uri,
             "serial": f"{issued.serial:x}",
@@ -53,7 +56,7 @@ def create_signing_app(service: SigningService) -> FastAPI:
         }
 
     @app.get("/v1/trust-bundle", summary="The mesh's root certificate")
-    def trust_bundle() -> dict[str, str]:
+    async def trust_bundle() -> dict[str, str]:
         return {"trustBundle": service.ca.trust_bundle_pem.decode()}
 
     return app

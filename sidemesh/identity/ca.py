@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 ROOT_LIFETIME = dt.timedelta(days=3650)
 INTERMEDIATE_LIFETIME = dt.timedelta(days=365)
+INTERMEDIATE_RENEW_BEFORE = dt.timedelta(days=30)
+"""On start, an intermediate closer than this to expiry is replaced (if the root key
+is here): workload certificates never outlive their issuer."""
 CLOCK_SKEW = dt.timedelta(minutes=1)
 """Certificates start a little in the past so a peer whose clock lags accepts them."""
 
@@ -45,11 +48,17 @@ class IssuedCertificate:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` readable by its owner only (0600), from the first byte on."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(path, 0o600)
+    """Write ``data`` readable by its owner only (0600) from the first byte on: into a
+    new file (never through a symlink or into a file with looser rights), then renamed."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _now() -> dt.datetime:
@@ -171,6 +180,8 @@ class CertificateAuthority:
             ) from exc
         if _public_der(key.public_key()) != _public_der(intermediate.public_key()):
             raise CaError(f"{directory / CA_KEY} is not the key of {directory / CA_CERT}")
+        if intermediate.not_valid_after_utc - _now() < INTERMEDIATE_RENEW_BEFORE:
+            intermediate, key = _renew_intermediate(directory, root, trust_domain)
         return cls(trust_domain, root, intermediate, key)
 
     # --- what peers need ------------------------------------------------------
@@ -179,6 +190,14 @@ class CertificateAuthority:
         return self.root.public_bytes(serialization.Encoding.PEM)
 
     # --- signing -------------------------------------------------------------
+    def check_valid(self) -> None:
+        """Raise ``CaError`` if the intermediate has expired (nothing it signs is valid)."""
+        if _now() >= self.intermediate.not_valid_after_utc:
+            raise CaError(
+                f"the intermediate CA expired on {self.intermediate.not_valid_after_utc:%Y-%m-%d}; "
+                "restart the control plane to renew it from the root"
+            )
+
     def sign(
         self,
         csr_pem: bytes,
@@ -188,6 +207,7 @@ class CertificateAuthority:
     ) -> IssuedCertificate:
         """Sign a workload's CSR for ``identity`` (which the caller proved). Raises
         ``CsrRejected`` if the CSR is malformed or asks for another identity."""
+        self.check_valid()
         csr = check_csr(csr_pem, identity)
         now = _now()
         not_after = min(now + lifetime, self.intermediate.not_valid_after_utc)
@@ -269,6 +289,38 @@ def serving_certificate(
         serialization.Encoding.PEM
     )
     return chain, _key_pem(key)
+
+
+def _renew_intermediate(
+    directory: Path, root: x509.Certificate, trust_domain: str
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    try:
+        root_key = serialization.load_pem_private_key((directory / ROOT_KEY).read_bytes(), None)
+    except (OSError, ValueError) as exc:
+        raise CaError(
+            f"the intermediate in {directory / CA_CERT} expires soon and the root key "
+            f"{directory / ROOT_KEY} is not available to renew it: {exc}"
+        ) from exc
+    if not isinstance(root_key, ec.EllipticCurvePrivateKey):
+        raise CaError(f"{directory / ROOT_KEY}: the root key must be an EC key")
+    key = ec.generate_private_key(ec.SECP256R1())
+    intermediate = _ca_certificate(
+        _name(f"sidemesh intermediate CA ({trust_domain})", trust_domain),
+        root.subject,
+        key.public_key(),
+        root_key,
+        INTERMEDIATE_LIFETIME,
+        0,
+    )
+    write_private(directory / CA_KEY, _key_pem(key))
+    (directory / CA_CERT).write_bytes(intermediate.public_bytes(serialization.Encoding.PEM))
+    log.warning(
+        "renewed the intermediate CA in %s (new serial %x, expires %s)",
+        directory,
+        intermediate.serial_number,
+        intermediate.not_valid_after_utc.date(),
+    )
+    return intermediate, key
 
 
 def _public_der(key: object) -> bytes:

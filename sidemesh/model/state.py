@@ -70,9 +70,6 @@ class MeshState:
     def workload(self, name: str, namespace: str) -> Workload | None:
         return self.workloads.get((name, namespace))
 
-    def service_of(self, workload: Workload) -> Service:
-        return self.services[workload_service_key(workload)]
-
     def mtls_mode(self, service: Service) -> MtlsMode:
         return service.mtls or self.mesh.mtls
 
@@ -99,9 +96,6 @@ class MeshState:
             return f"spiffe://{self.mesh.trust_domain}/ns/{namespace}/sa/{gateway.service_account}"
         return None
 
-    def with_version(self, version: int) -> MeshState:
-        return MeshState(version, self.mesh, self.services, self.workloads, self.gateways)
-
     def reuse_unchanged(self, previous: MeshState) -> MeshState:
         """This state with every service and workload equal to one in ``previous``
         replaced by that very object, so consumers can skip unchanged parts by identity."""
@@ -127,7 +121,9 @@ class MeshState:
             ],
             "workloads": [
                 {
-                    **w.model_dump(mode="json", by_alias=True, exclude_none=True),
+                    # The env may hold secrets expanded from ${VAR}: names only.
+                    **w.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"env"}),
+                    "env": sorted(w.env),
                     "identity": self.spiffe_id(w),
                 }
                 for w in self.workloads.values()

@@ -88,6 +88,9 @@ class _TypeState:
     sent_version: str = ""
     # What the proxy has, by name: the version last sent (or reported on reconnect).
     sent: dict[str, str] = field(default_factory=dict)
+    # Names to send again whatever the proxy reports having (endpoints of a cluster
+    # that was just re-sent).
+    must_resend: set[str] = field(default_factory=set)
 
 
 class _Stream:
@@ -105,6 +108,11 @@ class _Stream:
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self._nonce = 0
         self._cancel_watch: Callable[[], None] | None = None
+        self._changed_queued = False
+        self._snapshot: Snapshot | None = None
+        """The snapshot this stream answers from. Only a snapshot change moves it on,
+        pushing every type in ADS order; a request in between (an ACK) is answered
+        from it, so a new listener never goes out before the clusters it uses."""
 
     async def run(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         reader = asyncio.create_task(self._read(requests))
@@ -114,8 +122,7 @@ class _Stream:
                 if item is CLOSED:
                     return
                 if item is CHANGED:
-                    while not self.queue.empty() and self.queue._queue[0] is CHANGED:  # type: ignore[attr-defined]
-                        self.queue.get_nowait()  # one push covers several changes
+                    self._changed_queued = False
                     responses = self._on_snapshot()
                 else:
                     responses = await self._on_request(item)
@@ -146,9 +153,7 @@ class _Stream:
                 )
             self.node_id = request.node.id
             self.server.callbacks.on_stream_open(self.node_id, self.mode)
-            self._cancel_watch = self.server.cache.watch(
-                self.node_id, lambda: self.queue.put_nowait(CHANGED)
-            )
+            self._cancel_watch = self.server.cache.watch(self.node_id, self._notify)
             self.server.on_connect(self.node_id)
         rtype = ResourceType.from_url(request.type_url)
         if rtype is None:
@@ -166,17 +171,25 @@ class _Stream:
             else:
                 self.server.callbacks.on_ack(self.node_id, rtype, state.sent_version)
         self._subscribe(rtype, state, request)
-        snapshot = self.server.cache.get(self.node_id)
+        if self._snapshot is None:
+            self._snapshot = self.server.cache.get(self.node_id)
+        snapshot = self._snapshot
         if snapshot is None:
             return []
         response = self._response(rtype, state, snapshot)
         self.server.callbacks.on_snapshot(self.node_id, snapshot.state_version)
         return [response] if response is not None else []
 
+    def _notify(self) -> None:
+        if not self._changed_queued:  # one push covers any number of changes
+            self._changed_queued = True
+            self.queue.put_nowait(CHANGED)
+
     def _on_snapshot(self) -> list[Any]:
         snapshot = self.server.cache.get(self.node_id)
         if snapshot is None:
             return []
+        self._snapshot = snapshot
         out = []
         for rtype in ADS_ORDER:
             state = self.types[rtype]
@@ -212,10 +225,12 @@ class _Stream:
             self.node_id, rtype, version, snapshot.state_version, len(resources)
         )
         if rtype is ResourceType.CLUSTER:
-            # A changed cluster warms again and waits for its endpoints: resend them.
-            endpoints = self.types[ResourceType.ENDPOINT].sent
+            # A changed cluster warms again and waits for its endpoints: resend them,
+            # even if Envoy's first EDS request (after a reconnect) says it has them.
+            endpoints = self.types[ResourceType.ENDPOINT]
             for res in resources:
-                endpoints.pop(res.name, None)
+                endpoints.sent.pop(res.name, None)
+                endpoints.must_resend.add(res.name)
         return nonce
 
     def _subscribe(self, rtype: ResourceType, state: _TypeState, request: Any) -> None:
@@ -250,6 +265,7 @@ class _SotwStream(_Stream):
             return None
         version = content_version(resources)
         state.sent = current
+        state.must_resend.clear()  # a SotW response holds everything asked for
         nonce = self._sent(rtype, state, snapshot, version, resources)
         return discovery_pb2.DiscoveryResponse(
             version_info=version,
@@ -290,7 +306,11 @@ class _DeltaStream(_Stream):
             state.sent.pop(name, None)
         if first:
             # After a reconnect Envoy says what it already has: don't send it again.
-            state.sent.update(request.initial_resource_versions)
+            state.sent.update(
+                (name, version)
+                for name, version in request.initial_resource_versions.items()
+                if name not in state.must_resend
+            )
 
     def _response(
         self, rtype: ResourceType, state: _TypeState, snapshot: Snapshot
@@ -310,6 +330,7 @@ class _DeltaStream(_Stream):
             return None
         for res in updated:
             state.sent[res.name] = res.version
+            state.must_resend.discard(res.name)
         for name in removed:
             if name in state.names and not state.wildcard:
                 state.sent[name] = ABSENT

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -26,15 +26,6 @@ class Snapshot:
 
     resources: ProxyResources
     state_version: int
-    _type_versions: dict[ResourceType, str] = field(default_factory=dict, compare=False)
-
-    def type_version(self, rtype: ResourceType) -> str:
-        """A version for the whole type: changes when any resource of it does."""
-        cached = self._type_versions.get(rtype)
-        if cached is None:
-            cached = content_version(self.resources[rtype].values())
-            self._type_versions[rtype] = cached
-        return cached
 
     def check_consistency(self) -> None:
         """Raise ``SnapshotInconsistent`` naming every reference that points nowhere."""

@@ -27,6 +27,7 @@ from sidemesh.identity.ca import (
     CaError,
     CertificateAuthority,
 )
+from sidemesh.identity import ca as ca_module
 from sidemesh.identity.spiffe import SpiffeId
 from tests.identity.test_csr import make_csr
 
@@ -369,3 +370,25 @@ def test_tls_client_refuses_a_server_from_another_mesh(
     client = _context(ssl.PROTOCOL_TLS_CLIENT, *_write_identity(tmp_path / "c", ca, RATINGS), roots)
     with pytest.raises(ssl.SSLCertVerificationError):
         _handshake(server, client)
+
+
+def test_intermediate_close_to_expiry_is_renewed_from_the_root(tmp_path: Path) -> None:
+    """Makes an intermediate that expires in 10 days, as a year-old CA would have."""
+    ca = CertificateAuthority.load_or_create(tmp_path, TRUST_DOMAIN)
+    root_key = serialization.load_pem_private_key((tmp_path / "root-key.pem").read_bytes(), None)
+    assert isinstance(root_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    old = ca_module._ca_certificate(
+        ca.intermediate.subject, ca.root.subject, key.public_key(), root_key,
+        dt.timedelta(days=10), 0,
+    )  # fmt: skip
+    (tmp_path / CA_CERT).write_bytes(old.public_bytes(serialization.Encoding.PEM))
+    ca_module.write_private(tmp_path / CA_KEY, ca_module._key_pem(key))
+
+    renewed = CertificateAuthority.load_or_create(tmp_path, TRUST_DOMAIN)
+    assert renewed.root.serial_number == ca.root.serial_number
+    assert renewed.intermediate.serial_number != old.serial_number
+    assert renewed.intermediate.not_valid_after_utc - old.not_valid_after_utc > dt.timedelta(
+        days=300
+    )
+    renewed.intermediate.verify_directly_issued_by(renewed.root)

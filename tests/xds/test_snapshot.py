@@ -36,8 +36,6 @@ def test_content_version_ignores_order_and_follows_content(
     clusters = list(_resources(multi_service_state)[ResourceType.CLUSTER].values())
     assert content_version(clusters) == content_version(reversed(clusters))
     assert content_version(clusters) != content_version(clusters[1:])
-    snapshot = Snapshot(_resources(multi_service_state), 1)
-    assert snapshot.type_version(ResourceType.CLUSTER) == content_version(clusters)
 
 
 def test_dangling_reference_is_named(multi_service_state: MeshState) -> None:
