@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from sidemesh.identity import ca as ca_module
 from sidemesh.identity.ca import (
     CA_CERT,
     CA_KEY,
@@ -27,7 +28,6 @@ from sidemesh.identity.ca import (
     CaError,
     CertificateAuthority,
 )
-from sidemesh.identity import ca as ca_module
 from sidemesh.identity.spiffe import SpiffeId
 from tests.identity.test_csr import make_csr
 
