@@ -127,6 +127,13 @@ class LocalMesh:
         if isinstance(spec, Workload):
             member.app = Supervised(self._app_spec(state, spec))
             await member.app.start()
+            try:
+                await _wait_listening(member.app, [p.app_port for p in spec.ports])
+            except RuntimeError as exc:
+                member.error = str(exc)
+                log.error("%s: %s", name, exc)
+                self.progress(f"[red]✗[/] {name}: {exc}")
+                return
         member.ready = True
         self.progress(f"[green]✓[/] {kind} {name} is up")
 
@@ -228,3 +235,27 @@ async def _wait_ready(sidecar: Supervised, admin_port: int) -> None:
     raise RuntimeError(
         f"sidecar not ready after {READY_TIMEOUT_S:.0f}s; see {sidecar.spec.log_path}"
     )
+
+
+async def _wait_listening(app: Supervised, ports: list[int]) -> None:
+    """Until the app accepts connections on each of its ports: only then is the
+    workload ready for traffic. Fails fast if the app exits."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    for port in ports:
+        while True:
+            if app.exited.is_set():
+                raise RuntimeError(
+                    f"app exited with status {app.last_exit} before listening on {port}; "
+                    f"see {app.spec.log_path}"
+                )
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"app does not listen on 127.0.0.1:{port} after {READY_TIMEOUT_S:.0f}s; "
+                        f"see {app.spec.log_path}"
+                    ) from None
+                await asyncio.sleep(0.05)
