@@ -59,7 +59,7 @@ def test_make_demo_serves_bookinfo_over_mtls_and_stops_cleanly() -> None:
     try:
         assert demo.stdout is not None
         deadline = time.monotonic() + 120
-        while "sidemesh is up." not in "".join(lines):
+        while "sidemesh down (or Ctrl-C)" not in "".join(lines):
             assert time.monotonic() < deadline and demo.poll() is None, "".join(lines)
             lines.append(demo.stdout.readline())
         page = httpx.get("http://127.0.0.1:9080/productpage", timeout=10)
@@ -85,6 +85,7 @@ def test_make_demo_serves_bookinfo_over_mtls_and_stops_cleanly() -> None:
             assert sum(connections.values()) == sum(handshakes.values()), (handshakes, connections)
             seen_tls += sum(handshakes.values())
         assert seen_tls > 0
+        _readme_tour_matches("".join(lines))
         family = _descendants(demo.pid)
         # control plane process, 9 apps, 10 agents, 10 Envoys
         assert len(family) >= 29, len(family)
@@ -95,3 +96,30 @@ def test_make_demo_serves_bookinfo_over_mtls_and_stops_cleanly() -> None:
     assert "sidemesh is down." in "".join(lines)
     time.sleep(0.5)
     assert [pid for pid in family if _alive(pid)] == []
+
+
+def _readme_block(after: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index(after) + len(after) :]
+    return block[: block.index("```")].strip().splitlines()
+
+
+def _readme_tour_matches(printed: str) -> None:
+    """The README shows what `make demo` and `sidemesh status` print (the order of the
+    ✓ lines and the certificate expiry vary from run to run)."""
+    squeeze = " ".join
+    printed_words = squeeze(printed.split())
+    for line in _readme_block("$ make demo"):
+        if line.strip() and not line.startswith("✓"):
+            assert squeeze(line.split()) in printed_words, line
+    status = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "sidemesh"), "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "100"},
+    ).stdout
+    for line in _readme_block("$ sidemesh status"):
+        if "│" in line and "m5" not in line:  # rows, less the live expiry column
+            row = line.rsplit("│", 2)[0]
+            assert row in status, row
