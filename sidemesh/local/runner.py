@@ -90,10 +90,14 @@ class LocalMesh:
                 **dict(state.workloads),
                 **dict(state.gateways),
             }
-            gone = [k for k, m in self.members.items() if wanted.get(k) != m.spec]
-            await asyncio.gather(*(self._stop_member(self.members.pop(k)) for k in gone))
+            changed = [k for k, m in self.members.items() if k in wanted and wanted[k] != m.spec]
+            gone = [k for k in self.members if k not in wanted]
+            # A changed member keeps its name and ports: it must stop before it starts.
+            await asyncio.gather(*(self._stop_member(self.members.pop(k)) for k in changed))
+            # New ones start before the removed ones stop: make before break.
             new = [(k, spec) for k, spec in wanted.items() if k not in self.members]
             await asyncio.gather(*(self._start_member(state, k, spec) for k, spec in new))
+            await asyncio.gather(*(self._stop_member(self.members.pop(k)) for k in gone))
 
     async def stop(self) -> None:
         async with self._lock:

@@ -231,3 +231,49 @@ def test_tcp_upstream_through_the_mesh(tmp_path: Path) -> None:
         assert reply.text == "db-1: hello\n"
     finally:
         up.sidemesh("down", "--runtime-dir", str(up.runtime_dir))
+
+
+def test_edit_while_up_starts_and_stops_workloads(tmp_path: Path) -> None:
+    echo = ROOT / "examples" / "echo_app.py"
+    gateway = free_port()
+
+    def mesh(replicas: int) -> str:
+        return textwrap.dedent(
+            f"""
+            services: [{{name: web, ports: [{{port: 8080}}]}}]
+            workloads:
+              - name: web
+                service: web
+                replicas: {replicas}
+                command: python {echo} {{workload}} {{port}}
+            gateways: [{{name: edge, port: {gateway}, routes: [{{service: web}}]}}]
+            """
+        )
+
+    mesh_file = tmp_path / "mesh.yaml"
+    mesh_file.write_text(mesh(1))
+    args, api = _up_args(tmp_path / "run", mesh_file)
+    up = Up(tmp_path / "run", api, gateway, args)
+    started = up.sidemesh(*args, "-d")
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+
+        def answers(count: int = 30) -> set[str]:
+            seen = set()
+            for _ in range(count):
+                reply = httpx.get(f"http://127.0.0.1:{gateway}/", timeout=10)
+                # While replicas start, a request can find none ready yet (no health
+                # checks in this mesh yet): that is a 503, not an answer.
+                seen.add(reply.json()["workload"] if reply.status_code == 200 else "")
+            return seen
+
+        assert answers() == {"web"}
+        mesh_file.write_text(mesh(3))  # replicas > 1: named web-1, web-2, web-3
+        deadline = time.monotonic() + 60
+        while answers() - {""} != {"web-1", "web-2", "web-3"}:
+            assert time.monotonic() < deadline, up.workloads()
+            time.sleep(0.2)
+        assert set(up.workloads()) == {"web-1", "web-2", "web-3", "edge"}
+        assert answers() == {"web-1", "web-2", "web-3"}  # once all are up, no errors
+    finally:
+        up.sidemesh("down", "--runtime-dir", str(up.runtime_dir))
