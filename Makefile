@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo clean
+.PHONY: test lint typecheck unit demo clean bench bench-dataplane bench-controlplane bench-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check sidemesh tests examples
-	$(BIN)/ruff format --check sidemesh tests examples
+	$(BIN)/ruff check sidemesh tests examples bench
+	$(BIN)/ruff format --check sidemesh tests examples bench
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
@@ -29,6 +29,19 @@ test: lint typecheck unit
 
 demo: $(STAMP)
 	$(BIN)/sidemesh up -f examples/bookinfo/mesh.yaml
+
+# Benchmarks are not tests: they print figures and compare cases side by side.
+bench-deps:
+	@command -v wrk >/dev/null && command -v h2load >/dev/null && test -x /usr/sbin/nginx || \
+	  (apt-get update -qq && apt-get install -y -qq wrk nginx-light nghttp2-client)
+
+bench-dataplane: $(STAMP) bench-deps
+	$(BIN)/python -m bench.dataplane
+
+bench-controlplane: $(STAMP)
+	$(BIN)/python -m bench.controlplane
+
+bench: bench-dataplane bench-controlplane
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -35,7 +35,10 @@ def write_bootstrap(params: BootstrapParams, directory: Path) -> Path:
     return path
 
 
-def envoy_command(bootstrap_path: Path, log_level: str = "info") -> list[str]:
+def envoy_command(
+    bootstrap_path: Path, log_level: str = "info", concurrency: int | None = None
+) -> list[str]:
+    """``concurrency``: Envoy's worker threads (Envoy's default: one per core)."""
     command = [
         str(find_envoy()),
         "-c",
@@ -46,6 +49,8 @@ def envoy_command(bootstrap_path: Path, log_level: str = "info") -> list[str]:
         # would make the second one fail to start.
         "--disable-hot-restart",
     ]
+    if concurrency is not None:
+        command += ["--concurrency", str(concurrency)]
     # The kernel sends Envoy SIGTERM if the agent dies, even by SIGKILL, so no Envoy is
     # left running without its agent. setpriv (util-linux) sets that and execs Envoy;
     # doing it in a preexec_fn would fork a process that runs gRPC threads.
@@ -77,11 +82,13 @@ class Agent:
         identity: IdentityParams,
         workdir: Path,
         log_level: str = "info",
+        concurrency: int | None = None,
     ) -> None:
         self.params = params
         self.identity = identity
         self.workdir = workdir
         self.log_level = log_level
+        self.concurrency = concurrency
         self.sds = SdsServer()
         self.certificate: WorkloadCertificate | None = None
         self.rotations = 0
@@ -93,7 +100,7 @@ class Agent:
         await self.sds.start(self.params.sds_socket)
         path = write_bootstrap(self.params, self.workdir)
         envoy = await asyncio.create_subprocess_exec(
-            *envoy_command(path, self.log_level),
+            *envoy_command(path, self.log_level, self.concurrency),
             env=_envoy_environment(),
         )
         log.info(
@@ -198,10 +205,14 @@ RENEW_REFUSED_RETRY_S = 300.0
 
 
 def run_sidecar(
-    params: BootstrapParams, identity: IdentityParams, workdir: Path, log_level: str = "info"
+    params: BootstrapParams,
+    identity: IdentityParams,
+    workdir: Path,
+    log_level: str = "info",
+    concurrency: int | None = None,
 ) -> int:
     """Run the agent and its Envoy in the foreground; the status to exit with."""
-    return asyncio.run(Agent(params, identity, workdir, log_level).run())
+    return asyncio.run(Agent(params, identity, workdir, log_level, concurrency).run())
 
 
 def _forward(process: asyncio.subprocess.Process, sig: int) -> None:

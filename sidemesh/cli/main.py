@@ -152,6 +152,9 @@ def sidecar(
     workdir: Annotated[
         Path | None, typer.Option(help="Where to write the bootstrap (default: a temp dir)")
     ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Envoy worker threads (default: one per core)")
+    ] = None,
     log_format: LogFormatOption = LogFormat.TEXT,
     log_level: LogLevelOption = "info",
 ) -> None:
@@ -182,7 +185,7 @@ def sidecar(
             typer.echo(f"{flag}: {path} does not exist (is the control plane running?)", err=True)
             raise typer.Exit(EXIT_BAD_INPUT)
     try:
-        code = run_sidecar(params, identity, workdir or socket_dir, log_level)
+        code = run_sidecar(params, identity, workdir or socket_dir, log_level, concurrency)
     except EnvoyNotFound as exc:
         typer.echo(f"sidemesh sidecar: {exc}", err=True)
         raise typer.Exit(1) from exc
