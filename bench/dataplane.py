@@ -130,7 +130,11 @@ def start_nginx(procs: Procs, port: int) -> None:
     nginx = need("nginx", "nginx-light")
     root = procs.workdir / "nginx"
     (root / "html").mkdir(parents=True)
+    # Run as root, nginx's worker drops to www-data, which must read the page.
+    for path in (procs.workdir, root, root / "html"):
+        path.chmod(0o755)
     (root / "html" / "index.html").write_bytes(BODY)
+    (root / "html" / "index.html").chmod(0o644)
     conf = root / "nginx.conf"
     conf.write_text(
         f"""
@@ -472,8 +476,8 @@ def fixed_rate(url: str, host: str, rate: int, duration: int) -> dict[str, float
                 str(clients),
                 "--rps",
                 str(rate // clients),
-                "-D",
-                str(duration),
+                "-n",
+                str(rate * duration),
                 "-H",
                 f"Host: {host}",
                 url,
@@ -484,8 +488,9 @@ def fixed_rate(url: str, host: str, rate: int, duration: int) -> dict[str, float
         timeout=duration + 60,
     )
     m = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", result.stdout)
-    if not m:
-        return None
+    ok = re.search(r"status codes: (\d+) 2xx", result.stdout)
+    if not m or not ok or int(ok.group(1)) != rate * duration:
+        raise RuntimeError(f"fixed-rate run failed or saw errors:\n{result.stdout}")
 
     def ms(text: str) -> float:
         n = re.match(r"([\d.]+)(us|ms|s)", text)

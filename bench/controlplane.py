@@ -1,0 +1,1016 @@
+"""Control plane benchmark: translation time, and endpoint-change delivery over real xDS.
+
+For a synthetic mesh of N services with M workloads each (one HTTP port per service,
+mTLS STRICT, every workload resolved: namespace, service account, ports, sidecar ports):
+
+1. Translation, in this process: a fresh ``Translator`` translating the first proxy
+   (which builds every shared resource), each further proxy (median), and one
+   endpoint change (``reuse_unchanged``) re-translated for one proxy. Measured at the
+   run's size and at the reference size of the targets (1,000 services × 10 workloads).
+2. xDS, per mode (state of the world, delta): the real control plane pieces
+   (``SnapshotCache``, ``StatusBoard``, ``Publisher``, ``AdsServer`` on ``grpc.aio``),
+   wired as ``sidemesh/controlplane.py`` wires them, run in a child process; this
+   process runs P simulated Envoys (``bench/xds_client.py``) on real ADS streams. Once
+   every proxy has ACKed everything, K endpoint changes are made, ~1 s apart; for each,
+   the server records t0 at ``publisher.update_state`` and, per proxy, when it receives
+   that proxy's ACK of the new endpoints. Reported: p50/p99/max of (ACK - t0), bytes
+   pushed (sum of serialized responses the clients received), control plane CPU
+   seconds and peak RSS of the child.
+
+Usage (from the repository root):
+    .venv/bin/python -m bench.controlplane [--services 100] [--workloads 10]
+        [--proxies 100] [--mode sotw|delta|both] [--changes 5] [--quick] [--profile]
+
+Ends with one line:
+    controlplane: proxies=1000 ack_p99_s=0.42 translate_1000_s=0.31 rss_mb=410
+where ack_p99_s is the worst p99 of the modes run, translate_1000_s the full
+translation of 1,000 services / 10,000 endpoints and rss_mb the largest peak RSS of
+the control plane child. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import datetime as dt
+import gc
+import io
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import platform
+import pstats
+import resource
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc
+from rich.console import Console
+from rich.table import Table
+
+from bench.xds_client import ClientStats, run_clients, stop_clients
+from sidemesh.envoy import ProxyId, ResourceType, Translator
+from sidemesh.model import (
+    MeshConfig,
+    MeshState,
+    Service,
+    ServiceKey,
+    ServicePort,
+    Sidecar,
+    Workload,
+    WorkloadPort,
+)
+from sidemesh.xds import AdsServer, Publisher, SnapshotCache, StatusBoard
+
+NAMESPACE = "default"
+SERVICE_PORT = 9080
+PORT_NAME = f"http-{SERVICE_PORT}"
+ENDPOINT_PORT = 8080
+APP_PORT = 9000
+CHANGED_PORT_BASE = 20000
+"""Change k moves one workload's endpoint to port CHANGED_PORT_BASE + k."""
+
+REFERENCE_SERVICES = 1000
+REFERENCE_WORKLOADS = 10
+"""The targets' mesh: 1,000 services, 10,000 endpoints."""
+REFERENCE_PROXY_SAMPLE = 200
+RETRANSLATE_SAMPLES = 20
+
+START_TIMEOUT_S = 120.0
+"""Longest wait for the control plane child to build its state and listen."""
+CALL_TIMEOUT_S = 120.0
+"""Longest wait for the child to answer one command (a change publishes to every proxy)."""
+STOP_TIMEOUT_S = 15.0
+POLL_S = 0.05
+SETTLE_S = 0.2
+"""After the last ACK of a change: time for responses still in flight to arrive."""
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+log = logging.getLogger("bench.controlplane")
+
+
+class BenchError(Exception):
+    """The benchmark could not measure what it was asked to."""
+
+
+# --- the synthetic mesh ---------------------------------------------------------------
+
+
+def service_name(i: int) -> str:
+    return f"svc-{i:04d}"
+
+
+def workload_name(i: int, j: int) -> str:
+    return f"{service_name(i)}-{j}"
+
+
+def _address(index: int) -> str:
+    """Distinct loopback addresses, 127.0.0.1 upwards (nothing listens on them)."""
+    index += 1
+    return f"127.{(index >> 16) & 255}.{(index >> 8) & 255}.{index & 255}"
+
+
+def build_state(services: int, workloads: int, version: int = 1) -> MeshState:
+    """A resolved mesh: what ``load_mesh_file`` would return for the same mesh.yaml."""
+    svc_map: dict[ServiceKey, Service] = {}
+    wl_map: dict[tuple[str, str], Workload] = {}
+    sidecar = Sidecar(outbound_port=15001, admin_port=15000)
+    for i in range(services):
+        name = service_name(i)
+        svc_map[ServiceKey(name, NAMESPACE)] = Service(
+            name=name, namespace=NAMESPACE, ports=(ServicePort(port=SERVICE_PORT),)
+        )
+        for j in range(workloads):
+            wl = Workload(
+                name=workload_name(i, j),
+                service=name,
+                namespace=NAMESPACE,
+                labels={"version": "v1"},
+                address=_address(i * workloads + j),
+                ports=(WorkloadPort(name=PORT_NAME, port=ENDPOINT_PORT, app_port=APP_PORT),),
+                service_account=name,
+                sidecar=sidecar,
+            )
+            wl_map[(wl.name, NAMESPACE)] = wl
+    return MeshState(version=version, mesh=MeshConfig(), services=svc_map, workloads=wl_map)
+
+
+def proxy_workloads(services: int, workloads: int, proxies: int) -> list[str]:
+    """Proxy p is workload p // N of service p % N: every service has sidecars."""
+    if proxies > services * workloads:
+        raise BenchError(f"--proxies {proxies} exceeds the mesh's {services * workloads} workloads")
+    return [workload_name(p % services, p // services) for p in range(proxies)]
+
+
+def change_target(services: int, workloads: int, k: int) -> str:
+    """The workload change k moves: the last one of a service counted from the end, so
+    it is rarely a connected proxy itself."""
+    return workload_name(services - 1 - (k % services), workloads - 1)
+
+
+def changed_state(previous: MeshState, k: int, services: int, workloads: int) -> MeshState:
+    """``previous`` with exactly one workload's endpoint port changed, as a source
+    would produce it: a new state, then ``reuse_unchanged``."""
+    key = (change_target(services, workloads, k), NAMESPACE)
+    old = previous.workloads[key]
+    port = old.ports[0].model_copy(update={"port": CHANGED_PORT_BASE + k})
+    new_workloads = dict(previous.workloads)
+    new_workloads[key] = old.model_copy(update={"ports": (port,)})
+    fresh = MeshState(previous.version + 1, previous.mesh, previous.services, new_workloads)
+    return fresh.reuse_unchanged(previous)
+
+
+# --- statistics ---------------------------------------------------------------------
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest rank; ``inf`` entries stand for proxies that never ACKed."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def summarize(latencies: Sequence[float], expected: int) -> dict[str, Any]:
+    """p50/p99/max of ACK latencies, counting each missing ACK as infinitely late."""
+    values = sorted([*latencies, *([math.inf] * max(0, expected - len(latencies)))])
+    return {
+        "acked": len(latencies),
+        "expected": expected,
+        "p50_s": percentile(values, 0.50),
+        "p90_s": percentile(values, 0.90),
+        "p99_s": percentile(values, 0.99),
+        "max_s": values[-1] if values else math.nan,
+    }
+
+
+# --- 1. translation -----------------------------------------------------------------
+
+
+def measure_translation(services: int, workloads: int, proxies: int) -> dict[str, Any]:
+    t = time.perf_counter()
+    state = build_state(services, workloads)
+    build_s = time.perf_counter() - t
+    names = proxy_workloads(services, workloads, max(1, proxies))
+    translator = Translator()
+    t = time.perf_counter()
+    first = translator.for_proxy(state, ProxyId(names[0], NAMESPACE))
+    first_s = time.perf_counter() - t
+    further: list[float] = []
+    for name in names[1:]:
+        t = time.perf_counter()
+        translator.for_proxy(state, ProxyId(name, NAMESPACE))
+        further.append(time.perf_counter() - t)
+    counts = {rtype.short: len(first[rtype]) for rtype in ResourceType}
+
+    retranslate: list[float] = []
+    new_state: list[float] = []
+    translated_before = translator.services_translated
+    previous = state
+    for k in range(RETRANSLATE_SAMPLES):
+        t = time.perf_counter()
+        current = changed_state(previous, k, services, workloads)
+        new_state.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        translator.for_proxy(current, ProxyId(names[0], NAMESPACE))
+        retranslate.append(time.perf_counter() - t)
+        previous = current
+    return {
+        "services": services,
+        "workloads": workloads,
+        "endpoints": services * workloads,
+        "build_state_s": build_s,
+        "first_proxy_s": first_s,
+        "further_proxies": len(further),
+        "further_proxy_median_s": statistics.median(further) if further else math.nan,
+        "further_proxy_max_s": max(further) if further else math.nan,
+        "resources_first_proxy": counts,
+        "endpoint_change_retranslate_median_s": statistics.median(retranslate),
+        "endpoint_change_retranslate_max_s": max(retranslate),
+        "endpoint_change_samples": len(retranslate),
+        "endpoint_change_new_state_median_s": statistics.median(new_state),
+        "endpoint_change_services_retranslated": translator.services_translated - translated_before,
+    }
+
+
+# --- 2. the control plane child -----------------------------------------------------
+
+
+@dataclass
+class _Change:
+    """One endpoint change as the server sees it."""
+
+    version: int
+    workload: str
+    expected: int
+    """Connected proxies when the change was published."""
+    t0: float
+    cpu0: float
+    publish_s: float = 0.0
+    acked: dict[str, float] = field(default_factory=dict)
+    """Node id → seconds from t0 to the server receiving its ACK of the new endpoints."""
+    responses: int = 0
+    resources: int = 0
+    cpu_s: float | None = None
+    """Control plane CPU from t0 to the last ACK (or to the result, if some never came)."""
+
+
+class _TimedStatusBoard(StatusBoard):
+    """The real StatusBoard, plus the time each proxy ACKs the change being measured."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.change: _Change | None = None
+
+    def on_sent(
+        self, node_id: str, rtype: ResourceType, version: str, state_version: int, count: int
+    ) -> None:
+        super().on_sent(node_id, rtype, version, state_version, count)
+        change = self.change
+        if change is not None:
+            change.responses += 1
+            change.resources += count
+
+    def on_ack(self, node_id: str, rtype: ResourceType, version: str) -> None:
+        super().on_ack(node_id, rtype, version)
+        change = self.change
+        if change is None or rtype is not ResourceType.ENDPOINT or node_id in change.acked:
+            return
+        if self.proxies[node_id].type(rtype).acked_state_version >= change.version:
+            change.acked[node_id] = time.monotonic() - change.t0
+            if len(change.acked) >= change.expected:
+                change.cpu_s = time.process_time() - change.cpu0
+
+    def sync_counts(self) -> tuple[int, int]:
+        """(connected proxies, connected proxies that ACKed all four types)."""
+        connected = synced = 0
+        for proxy in self.proxies.values():
+            if proxy.connected:
+                connected += 1
+                if proxy.synced and len(proxy.types) == len(ResourceType):
+                    synced += 1
+        return connected, synced
+
+
+def _usage() -> dict[str, float]:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    memory = _proc_status_mb()
+    return {
+        "cpu_s": ru.ru_utime + ru.ru_stime,
+        # VmHWM, not ru_maxrss: a spawned child's ru_maxrss starts at the RSS of the
+        # forked parent it exec'd from, which is the benchmark's, not the control plane's.
+        "max_rss_mb": memory.get("VmHWM", ru.ru_maxrss / 1024),
+        "rss_mb": memory.get("VmRSS", math.nan),
+    }
+
+
+def _proc_status_mb() -> dict[str, float]:
+    """VmRSS and VmHWM (peak RSS) of this process, in MiB, where /proc has them."""
+    out: dict[str, float] = {}
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM") and value.strip().endswith("kB"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def _server_main(conn: Connection, services: int, workloads: int) -> None:
+    """Entry point of the control plane child. Exits when told to, or when the parent
+    goes away (the pipe closes)."""
+    logging.basicConfig(level=logging.WARNING, format="control plane: %(levelname)s %(message)s")
+    with contextlib.suppress(EOFError, BrokenPipeError, KeyboardInterrupt):
+        asyncio.run(_serve(conn, services, workloads))
+
+
+async def _serve(conn: Connection, services: int, workloads: int) -> None:
+    t = time.perf_counter()
+    state = build_state(services, workloads)
+    build_s = time.perf_counter() - t
+    # Wired as ControlPlane wires them (sidemesh/controlplane.py).
+    cache = SnapshotCache()
+    board = _TimedStatusBoard()
+    publisher = Publisher(cache)
+    publisher.update_state(state)
+    ads = AdsServer(
+        cache,
+        board,
+        on_connect=publisher.proxy_connected,
+        on_disconnect=publisher.proxy_disconnected,
+    )
+    server = grpc.aio.server()
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    conn.send(("ready", port, build_s, _usage()))
+    profiler: cProfile.Profile | None = None
+    try:
+        while True:
+            message = await asyncio.to_thread(conn.recv)
+            try:
+                command = message[0]
+                if command == "stop":
+                    conn.send(("stopped", _usage()))
+                    return
+                if command == "status":
+                    conn.send(("status", *board.sync_counts()))
+                elif command == "usage":
+                    conn.send(("usage", _usage()))
+                elif command == "change":
+                    k = message[1]
+                    new = changed_state(publisher.state, k, services, workloads)
+                    connected, _ = board.sync_counts()
+                    change = _Change(
+                        version=new.version,
+                        workload=change_target(services, workloads, k),
+                        expected=connected,
+                        t0=time.monotonic(),
+                        cpu0=time.process_time(),
+                    )
+                    board.change = change
+                    publisher.update_state(new)
+                    change.publish_s = time.monotonic() - change.t0
+                    conn.send(("changed", change.version, change.publish_s, change.expected))
+                elif command == "change_status":
+                    current = board.change
+                    conn.send(("change_status", len(current.acked) if current else 0))
+                elif command == "change_result":
+                    current = board.change
+                    if current is None:
+                        raise BenchError("no change is being measured")
+                    board.change = None
+                    if current.cpu_s is None:
+                        current.cpu_s = time.process_time() - current.cpu0
+                    conn.send(
+                        (
+                            "change_result",
+                            {
+                                "version": current.version,
+                                "workload": current.workload,
+                                "expected": current.expected,
+                                "publish_s": current.publish_s,
+                                "latencies_s": sorted(current.acked.values()),
+                                "responses": current.responses,
+                                "resources": current.resources,
+                                "cpu_s": current.cpu_s,
+                            },
+                        )
+                    )
+                elif command == "profile_start":
+                    profiler = cProfile.Profile()
+                    profiler.enable()
+                    conn.send(("profiling",))
+                elif command == "profile_stop":
+                    text = ""
+                    if profiler is not None:
+                        profiler.disable()
+                        profiler.dump_stats(message[1])
+                        text = _profile_text(profiler)
+                        profiler = None
+                    conn.send(("profile", text))
+                else:
+                    raise BenchError(f"unknown command {command!r}")
+            except (EOFError, BrokenPipeError):
+                raise
+            except Exception:
+                conn.send(("error", traceback.format_exc()))
+    finally:
+        await server.stop(grace=1.0)
+
+
+def _profile_text(profiler: cProfile.Profile, limit: int = 30) -> str:
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.strip_dirs().sort_stats("cumulative").print_stats(limit)
+    stats.sort_stats("tottime").print_stats(limit)
+    return out.getvalue()
+
+
+class _ServerHandle:
+    """The parent's side of the control plane child: commands over a pipe, each
+    answered within a timeout, and a ``close`` that always ends the process."""
+
+    def __init__(self, services: int, workloads: int) -> None:
+        ctx = mp.get_context("spawn")  # no fork: the parent holds gRPC state
+        self.conn, child_conn = ctx.Pipe()
+        self.process: BaseProcess = ctx.Process(
+            target=_server_main,
+            args=(child_conn, services, workloads),
+            name="sidemesh-bench-controlplane",
+            daemon=True,
+        )
+        self.process.start()
+        child_conn.close()
+        self._lock = asyncio.Lock()
+
+    def _exchange(self, message: tuple[Any, ...] | None, timeout: float) -> tuple[Any, ...]:
+        what = message[0] if message else "start"
+        try:
+            if message is not None:
+                self.conn.send(message)
+            if not self.conn.poll(timeout):
+                raise BenchError(f"the control plane did not answer {what!r} in {timeout:.0f} s")
+            reply: tuple[Any, ...] = self.conn.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError) as exc:
+            raise BenchError(
+                f"the control plane process ended (exit code {self.process.exitcode})"
+            ) from exc
+        if reply[0] == "error":
+            raise BenchError(f"the control plane failed on {what!r}:\n{reply[1]}")
+        return reply
+
+    async def call(
+        self, message: tuple[Any, ...] | None, timeout: float = CALL_TIMEOUT_S
+    ) -> tuple[Any, ...]:
+        async with self._lock:
+            return await asyncio.to_thread(self._exchange, message, timeout)
+
+    async def close(self) -> dict[str, float] | None:
+        final: dict[str, float] | None = None
+        if self.process.is_alive():
+            try:
+                reply = await self.call(("stop",), STOP_TIMEOUT_S)
+                final = reply[1]
+            except BenchError as exc:
+                log.warning("%s", exc)
+        await asyncio.to_thread(self.process.join, STOP_TIMEOUT_S)
+        if self.process.is_alive():
+            self.process.terminate()
+            await asyncio.to_thread(self.process.join, 5.0)
+        if self.process.is_alive():
+            self.process.kill()
+            await asyncio.to_thread(self.process.join, 5.0)
+        self.conn.close()
+        return final
+
+
+# --- 2. the xDS run (parent side) ---------------------------------------------------
+
+
+@dataclass
+class Options:
+    services: int
+    workloads: int
+    proxies: int
+    modes: list[str]
+    changes: int
+    spacing_s: float
+    streams_per_channel: int
+    sync_timeout_s: float
+    change_timeout_s: float
+    profile: bool
+    quick: bool
+
+
+def default_sync_timeout(services: int, proxies: int) -> float:
+    """Connecting is pushing every resource to every proxy: allow for its size."""
+    return 60.0 + proxies * max(services, 100) / 5000
+
+
+async def run_xds(opts: Options, mode: str, stamp: str, console: Console) -> dict[str, Any]:
+    node_ids = [
+        ProxyId(name, NAMESPACE).node_id
+        for name in proxy_workloads(opts.services, opts.workloads, opts.proxies)
+    ]
+    server = _ServerHandle(opts.services, opts.workloads)
+    channels: list[grpc.aio.Channel] = []
+    tasks: list[asyncio.Task[None]] = []
+    stats = ClientStats()
+    result: dict[str, Any] = {"mode": mode, "proxies": opts.proxies}
+    try:
+        _, port, build_s, usage_start = await server.call(None, START_TIMEOUT_S)
+        result["server_build_state_s"] = build_s
+        result["usage_idle"] = usage_start
+        console.print(f"  [{mode}] control plane listening on 127.0.0.1:{port}; connecting")
+
+        t_start = time.monotonic()
+        channels, tasks = await run_clients(
+            f"127.0.0.1:{port}",
+            node_ids,
+            delta=mode == "delta",
+            stats=stats,
+            streams_per_channel=opts.streams_per_channel,
+        )
+        deadline = t_start + opts.sync_timeout_s
+        while True:
+            _, connected, synced = await server.call(("status",))
+            if synced >= opts.proxies:
+                break
+            if stats.errors or all(t.done() for t in tasks):
+                raise BenchError(
+                    f"{mode}: client streams failed: {'; '.join(stats.errors[:5]) or 'ended'}"
+                )
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"{mode}: {synced}/{opts.proxies} proxies synced ({connected} connected)"
+                    f" after {opts.sync_timeout_s:.0f} s (--sync-timeout)"
+                )
+            await asyncio.sleep(0.2)
+        sync_s = time.monotonic() - t_start
+        usage_synced = (await server.call(("usage",)))[1]
+        result["sync"] = {
+            "seconds": sync_s,
+            "cpu_s": usage_synced["cpu_s"] - usage_start["cpu_s"],
+            "bytes": stats.bytes_received,
+            "bytes_by_type": dict(stats.bytes_by_type),
+            "responses": stats.responses,
+        }
+        result["usage_synced"] = usage_synced
+        console.print(
+            f"  [{mode}] {opts.proxies} proxies synced in {sync_s:.2f} s; "
+            f"making {opts.changes} endpoint changes"
+        )
+
+        if opts.profile:
+            await server.call(("profile_start",))
+        changes: list[dict[str, Any]] = []
+        all_latencies: list[float] = []
+        expected_total = 0
+        for k in range(opts.changes):
+            started = time.monotonic()
+            bytes_before = stats.bytes_received
+            client_cpu_before = time.process_time()
+            _, version, publish_s, expected = await server.call(("change", k))
+            change_deadline = time.monotonic() + opts.change_timeout_s
+            while time.monotonic() < change_deadline:
+                _, acked = await server.call(("change_status",))
+                if acked >= expected:
+                    break
+                await asyncio.sleep(POLL_S)
+            _, outcome = await server.call(("change_result",))
+            client_cpu = time.process_time() - client_cpu_before
+            await asyncio.sleep(max(SETTLE_S, started + opts.spacing_s - time.monotonic()))
+            latencies: list[float] = outcome.pop("latencies_s")
+            expected = max(expected, opts.proxies)
+            all_latencies.extend(latencies)
+            expected_total += expected
+            changes.append(
+                {
+                    **outcome,
+                    **summarize(latencies, expected),
+                    "push_bytes": stats.bytes_received - bytes_before,
+                    "client_cpu_s": client_cpu,
+                }
+            )
+            if len(latencies) < expected:
+                console.print(
+                    f"  [{mode}] change {k}: only {len(latencies)}/{expected} proxies ACKed "
+                    f"within {opts.change_timeout_s:.0f} s (--change-timeout)"
+                )
+        if opts.profile:
+            path = RESULTS_DIR / f"controlplane-{stamp}-{mode}.prof"
+            _, text = await server.call(("profile_stop", str(path)))
+            result["profile"] = {"file": str(path), "top": text}
+        result["changes"] = changes
+        result["overall"] = {
+            **summarize(all_latencies, expected_total),
+            "push_bytes_mean": statistics.mean(c["push_bytes"] for c in changes)
+            if changes
+            else math.nan,
+            "cpu_s_mean": statistics.mean(c["cpu_s"] for c in changes) if changes else math.nan,
+            "publish_s_mean": statistics.mean(c["publish_s"] for c in changes)
+            if changes
+            else math.nan,
+        }
+        result["usage_end"] = (await server.call(("usage",)))[1]
+        result["client_errors"] = stats.errors[:20]
+    finally:
+        with contextlib.suppress(Exception):
+            await stop_clients(channels, tasks)
+        final = await server.close()
+        if final is not None:
+            result["usage_end"] = final
+    result["peak_rss_mb"] = result.get("usage_end", {}).get("max_rss_mb", math.nan)
+    return result
+
+
+# --- targets ------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    limit: str
+    measured: str
+    status: str
+    """PASS, MISS, or NOT MEASURED."""
+    note: str = ""
+
+
+def _fmt_s(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "never (some proxies did not ACK)"
+    return f"{value:.3f} s" if value >= 0.1 else f"{value * 1000:.1f} ms"
+
+
+def evaluate_targets(
+    opts: Options,
+    reference: dict[str, Any],
+    xds: dict[str, dict[str, Any]],
+) -> list[Target]:
+    targets: list[Target] = []
+    size = f"ran {opts.services} services × {opts.workloads} workloads, {opts.proxies} proxies"
+    big_mesh = opts.services >= REFERENCE_SERVICES
+
+    def verdict(ok: bool, applicable: bool) -> str:
+        if not applicable:
+            return "NOT MEASURED"
+        return "PASS" if ok else "MISS"
+
+    for mode in ("sotw", "delta"):
+        if mode not in xds:
+            continue
+        p99 = xds[mode]["overall"]["p99_s"]
+        applicable = opts.proxies >= 1000 and big_mesh
+        targets.append(
+            Target(
+                f"endpoint change → all 1,000 proxies ACKed ({mode})",
+                "p99 < 1 s",
+                f"p99 {_fmt_s(p99)}",
+                verdict(p99 < 1.0, applicable),
+                "" if applicable else f"needs ≥1,000 proxies, ≥1,000 services; {size}",
+            )
+        )
+    if "delta" in xds:
+        p99 = xds["delta"]["overall"]["p99_s"]
+        applicable = opts.proxies >= 2000 and big_mesh
+        targets.append(
+            Target(
+                "endpoint change → 2,000 proxies ACKed (delta)",
+                "p99 < 2 s",
+                f"p99 {_fmt_s(p99)}",
+                verdict(p99 < 2.0, applicable),
+                "" if applicable else f"needs ≥2,000 proxies, ≥1,000 services; {size}",
+            )
+        )
+    else:
+        targets.append(
+            Target(
+                "endpoint change → 2,000 proxies ACKed (delta)",
+                "p99 < 2 s",
+                "-",
+                "NOT MEASURED",
+                "delta mode not run",
+            )
+        )
+    full = reference["first_proxy_s"]
+    targets.append(
+        Target(
+            "full translation, 1,000 services / 10,000 endpoints",
+            "< 1 s",
+            _fmt_s(full),
+            verdict(full < 1.0, True),
+        )
+    )
+    retranslate = reference["endpoint_change_retranslate_median_s"]
+    targets.append(
+        Target(
+            "one endpoint change re-translated (1,000 services)",
+            "< 10 ms",
+            f"median {_fmt_s(retranslate)}, "
+            f"max {_fmt_s(reference['endpoint_change_retranslate_max_s'])}",
+            verdict(retranslate < 0.010, True),
+        )
+    )
+    if xds:
+        rss = max(r["peak_rss_mb"] for r in xds.values())
+        applicable = opts.proxies >= 2000 and big_mesh
+        targets.append(
+            Target(
+                "control plane RSS at 1,000 services × 2,000 proxies",
+                "< 1 GB",
+                f"{rss:.0f} MB peak",
+                verdict(rss < 1024, applicable),
+                "" if applicable else f"needs ≥2,000 proxies, ≥1,000 services; {size}",
+            )
+        )
+    return targets
+
+
+# --- output -------------------------------------------------------------------------
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:.3f}" if n < 2**20 else f"{n / 2**20:.1f}"
+
+
+def print_translation(console: Console, runs: list[dict[str, Any]]) -> None:
+    table = Table(title="Translation (this process, fresh Translator)")
+    for column in (
+        "mesh",
+        "build state",
+        "first proxy (full)",
+        "further proxy median",
+        "endpoint change re-translate median / max",
+        "new state (reuse_unchanged)",
+        "services re-translated",
+        "resources of one proxy",
+    ):
+        table.add_column(column, justify="right")
+    for r in runs:
+        counts = r["resources_first_proxy"]
+        table.add_row(
+            f"{r['services']} svc × {r['workloads']} wl",
+            _fmt_s(r["build_state_s"]),
+            _fmt_s(r["first_proxy_s"]),
+            f"{_fmt_s(r['further_proxy_median_s'])} ({r['further_proxies']} proxies)",
+            f"{_fmt_s(r['endpoint_change_retranslate_median_s'])} / "
+            f"{_fmt_s(r['endpoint_change_retranslate_max_s'])}",
+            _fmt_s(r["endpoint_change_new_state_median_s"]),
+            str(r["endpoint_change_services_retranslated"]),
+            " ".join(f"{k[0].upper()}={v}" for k, v in counts.items()),
+        )
+    console.print(table)
+
+
+def print_xds(console: Console, opts: Options, r: dict[str, Any]) -> None:
+    mode = r["mode"]
+    sync = r["sync"]
+    table = Table(
+        title=f"xDS {mode}: {opts.services} services × {opts.workloads} workloads, "
+        f"{opts.proxies} proxies; ACK latency = server receives ACK of new endpoints "
+        "- publisher.update_state"
+    )
+    for column in (
+        "change",
+        "workload",
+        "ACKed",
+        "p50",
+        "p99",
+        "max",
+        "update_state",
+        "push MB",
+        "responses",
+        "CP CPU s",
+        "client CPU s",
+    ):
+        table.add_column(column, justify="right")
+    for i, c in enumerate(r["changes"]):
+        table.add_row(
+            str(i),
+            c["workload"],
+            f"{c['acked']}/{c['expected']}",
+            _fmt_s(c["p50_s"]),
+            _fmt_s(c["p99_s"]),
+            _fmt_s(c["max_s"]),
+            _fmt_s(c["publish_s"]),
+            _mb(c["push_bytes"]),
+            str(c["responses"]),
+            f"{c['cpu_s']:.2f}",
+            f"{c['client_cpu_s']:.2f}",
+        )
+    o = r["overall"]
+    table.add_row(
+        "all",
+        "",
+        f"{o['acked']}/{o['expected']}",
+        _fmt_s(o["p50_s"]),
+        _fmt_s(o["p99_s"]),
+        _fmt_s(o["max_s"]),
+        _fmt_s(o["publish_s_mean"]) + " mean",
+        _mb(o["push_bytes_mean"]) + " mean",
+        "",
+        f"{o['cpu_s_mean']:.2f} mean",
+        "",
+        style="bold",
+    )
+    console.print(table)
+    console.print(
+        f"  initial sync: {sync['seconds']:.2f} s, control plane CPU {sync['cpu_s']:.2f} s, "
+        f"{_mb(sync['bytes'])} MB pushed in {sync['responses']} responses; "
+        f"RSS after sync {r['usage_synced']['rss_mb']:.0f} MB, "
+        f"peak RSS {r['peak_rss_mb']:.0f} MB"
+    )
+    if r.get("client_errors"):
+        console.print(f"  client errors: {r['client_errors']}")
+    if "profile" in r:
+        console.print(f"  profile of the change phase: {r['profile']['file']}")
+        console.print(r["profile"]["top"], markup=False, highlight=False)
+
+
+def print_targets(console: Console, targets: list[Target]) -> None:
+    table = Table(title="Targets")
+    for column in ("target", "limit", "measured", "result", "why not measured"):
+        table.add_column(column)
+    styles = {"PASS": "green", "MISS": "red", "NOT MEASURED": "yellow"}
+    for t in targets:
+        table.add_row(t.name, t.limit, t.measured, f"[{styles[t.status]}]{t.status}[/]", t.note)
+    console.print(table)
+    missing = [t.name for t in targets if t.status == "NOT MEASURED"]
+    if missing:
+        console.print(
+            "Not measured at the size run (figures above are for the smaller mesh only): "
+            + "; ".join(missing)
+            + ". Measure them with --services 1000 --workloads 10 --proxies 2000.",
+            markup=False,
+        )
+
+
+def summary_line(opts: Options, reference: dict[str, Any], xds: dict[str, dict[str, Any]]) -> str:
+    p99 = max((r["overall"]["p99_s"] for r in xds.values()), default=math.nan)
+    rss = max((r["peak_rss_mb"] for r in xds.values()), default=math.nan)
+    rss_text = "nan" if math.isnan(rss) else f"{rss:.0f}"
+    return (
+        f"controlplane: proxies={opts.proxies} ack_p99_s={p99:.2f} "
+        f"translate_1000_s={reference['first_proxy_s']:.2f} rss_mb={rss_text}"
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# --- main ---------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.controlplane",
+        description="Control plane benchmark: translation and endpoint-change delivery "
+        "over real xDS to simulated Envoys.",
+    )
+    parser.add_argument("--services", type=int, default=100, help="N services (default 100)")
+    parser.add_argument(
+        "--workloads", type=int, default=10, help="M workloads per service (default 10)"
+    )
+    parser.add_argument("--proxies", type=int, default=100, help="P simulated proxies (100)")
+    parser.add_argument("--mode", choices=["sotw", "delta", "both"], default="both")
+    parser.add_argument("--changes", type=int, default=5, help="K endpoint changes (5)")
+    parser.add_argument("--spacing", type=float, default=1.0, help="seconds between changes (1.0)")
+    parser.add_argument("--streams-per-channel", type=int, default=50)
+    parser.add_argument(
+        "--sync-timeout",
+        type=float,
+        default=None,
+        help="seconds for all proxies to sync (default grows with the mesh)",
+    )
+    parser.add_argument(
+        "--change-timeout", type=float, default=60.0, help="seconds for one change (60)"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile the control plane during the changes (inflates latencies)",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.services, args.workloads, args.proxies = 5, 3, 6
+        args.changes, args.spacing = 2, 0.3
+    for name in ("services", "workloads", "proxies", "streams_per_channel"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.changes < 1:
+        parser.error("--changes must be at least 1")
+    if args.proxies > args.services * args.workloads:
+        parser.error(
+            f"--proxies {args.proxies} exceeds the mesh's {args.services * args.workloads} "
+            "workloads (services × workloads)"
+        )
+    return Options(
+        services=args.services,
+        workloads=args.workloads,
+        proxies=args.proxies,
+        modes=["sotw", "delta"] if args.mode == "both" else [args.mode],
+        changes=args.changes,
+        spacing_s=args.spacing,
+        streams_per_channel=args.streams_per_channel,
+        sync_timeout_s=args.sync_timeout or default_sync_timeout(args.services, args.proxies),
+        change_timeout_s=args.change_timeout,
+        profile=args.profile,
+        quick=args.quick,
+    )
+
+
+async def _run(opts: Options, stamp: str, console: Console) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
+    for mode in opts.modes:
+        results[mode] = await run_xds(opts, mode, stamp, console)
+        print_xds(console, opts, results[mode])
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    console = Console(width=max(140, Console().width))
+    started = dt.datetime.now(dt.UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    console.print(
+        f"control plane benchmark: {opts.services} services × {opts.workloads} workloads "
+        f"({opts.services * opts.workloads} endpoints), {opts.proxies} proxies, "
+        f"modes {'+'.join(opts.modes)}, {opts.changes} changes; {os.cpu_count()} CPUs"
+    )
+
+    runs = [measure_translation(opts.services, opts.workloads, opts.proxies)]
+    if (opts.services, opts.workloads) == (REFERENCE_SERVICES, REFERENCE_WORKLOADS):
+        reference = runs[0]
+    else:
+        gc.collect()
+        reference = measure_translation(
+            REFERENCE_SERVICES, REFERENCE_WORKLOADS, REFERENCE_PROXY_SAMPLE
+        )
+        runs.append(reference)
+    print_translation(console, runs)
+    gc.collect()
+
+    xds: dict[str, dict[str, Any]] = {}
+    error: str | None = None
+    try:
+        xds = asyncio.run(_run(opts, stamp, console))
+    except BenchError as exc:
+        error = str(exc)
+        console.print(f"[red]xDS benchmark failed:[/] {exc}")
+
+    targets = evaluate_targets(opts, reference, xds)
+    print_targets(console, targets)
+    summary = summary_line(opts, reference, xds)
+    report = {
+        "started": started.isoformat(),
+        "options": asdict(opts),
+        "host": {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+        },
+        "translation": runs,
+        "xds": xds,
+        "error": error,
+        "targets": [asdict(t) for t in targets],
+        "summary": summary,
+    }
+    path = RESULTS_DIR / f"controlplane-{stamp}.json"
+    path.write_text(json.dumps(_json_safe(report), indent=2) + "\n", encoding="utf-8")
+    console.print(f"results: {path}")
+    print(summary, flush=True)
+    return 1 if error else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
