@@ -23,21 +23,40 @@ from sidemesh.model import Gateway, MeshConfig, MeshState, MtlsMode, Service, Se
 ResourceMap = Mapping[str, Resource]
 
 
+_EMPTY: ResourceMap = MappingProxyType({})
+
+
 @dataclass(frozen=True)
 class ProxyResources:
-    """Everything one proxy is sent, by type and name."""
+    """Everything one proxy is sent, by type and name: its own resources (``local``)
+    over those it shares with every proxy of its namespace (``shared``, the very same
+    mapping object for all of them, so what holds for it is checked once)."""
 
-    by_type: Mapping[ResourceType, ResourceMap]
+    local: Mapping[ResourceType, ResourceMap]
+    shared: Mapping[ResourceType, ResourceMap] = field(default_factory=dict)
+    by_type: Mapping[ResourceType, ResourceMap] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        merged: dict[ResourceType, ResourceMap] = {}
+        for rtype in ADS_ORDER:
+            local, shared = self.local.get(rtype, _EMPTY), self.shared.get(rtype, _EMPTY)
+            # Views, not copies: the shared maps are never copied per proxy.
+            merged[rtype] = (
+                ChainMap(local, shared)  # type: ignore[arg-type]  # read-only use
+                if local and shared
+                else local or shared
+            )
+        object.__setattr__(self, "by_type", MappingProxyType(merged))
 
     def __getitem__(self, rtype: ResourceType) -> ResourceMap:
-        return self.by_type.get(rtype, MappingProxyType({}))
+        return self.by_type[rtype]
 
     def with_extra(self, *extra: Resource) -> ProxyResources:
-        """A copy with ``extra`` resources added or replacing same-named ones."""
-        merged = {t: dict(self[t]) for t in ADS_ORDER}
+        """A copy with ``extra`` resources added to the proxy's own."""
+        local = {t: dict(self.local.get(t, _EMPTY)) for t in ADS_ORDER}
         for res in extra:
-            merged[res.type][res.name] = res
-        return ProxyResources({t: MappingProxyType(m) for t, m in merged.items()})
+            local[res.type][res.name] = res
+        return ProxyResources({t: MappingProxyType(m) for t, m in local.items()}, self.shared)
 
 
 @dataclass
@@ -62,6 +81,7 @@ class _Shared:
     clusters: dict[str, Resource] = field(default_factory=dict)
     endpoints: dict[str, Resource] = field(default_factory=dict)
     routes_by_namespace: dict[str, Resource] = field(default_factory=dict)
+    views: dict[str | None, Mapping[ResourceType, ResourceMap]] = field(default_factory=dict)
 
 
 class Translator:
@@ -87,21 +107,35 @@ class Translator:
                     f"{proxy.namespace!r} is not in the mesh"
                 )
             return self._for_gateway(state, gateway)
-        shared = self._shared_for(state)
         local = self._local_resources(state, workload)
-        route = self._outbound_routes(state, proxy.namespace)
         return ProxyResources(
             {
-                # A view, not a copy: the shared clusters are not copied per proxy.
-                ResourceType.CLUSTER: ChainMap(local.clusters, shared.clusters),
-                ResourceType.ENDPOINT: MappingProxyType(shared.endpoints),
+                ResourceType.CLUSTER: MappingProxyType(local.clusters),
                 ResourceType.LISTENER: MappingProxyType(local.listeners),
-                ResourceType.ROUTE: MappingProxyType({route.name: route}),
-            }
+            },
+            self._shared_view(state, proxy.namespace),
         )
 
-    def _for_gateway(self, state: MeshState, gateway: Gateway) -> ProxyResources:
+    def _shared_view(
+        self, state: MeshState, namespace: str | None
+    ) -> Mapping[ResourceType, ResourceMap]:
+        """What every proxy of ``namespace`` shares (``None``: gateways, no routes); the
+        same object for all of them until the shared resources change."""
         shared = self._shared_for(state)
+        view = shared.views.get(namespace)
+        if view is None:
+            parts: dict[ResourceType, ResourceMap] = {
+                ResourceType.CLUSTER: MappingProxyType(shared.clusters),
+                ResourceType.ENDPOINT: MappingProxyType(shared.endpoints),
+            }
+            if namespace is not None:
+                route = self._outbound_routes(state, namespace)
+                parts[ResourceType.ROUTE] = MappingProxyType({route.name: route})
+            view = MappingProxyType(parts)
+            shared.views[namespace] = view
+        return view
+
+    def _for_gateway(self, state: MeshState, gateway: Gateway) -> ProxyResources:
         namespace = gateway.namespace or ""
         routes = []
         for route in gateway.routes:
@@ -119,13 +153,11 @@ class Translator:
         listener = listeners.gateway_listener(name, gateway.address, gateway.port, routes)
         return ProxyResources(
             {
-                ResourceType.CLUSTER: MappingProxyType(shared.clusters),
-                ResourceType.ENDPOINT: MappingProxyType(shared.endpoints),
                 ResourceType.LISTENER: MappingProxyType(
                     {name: Resource.of(ResourceType.LISTENER, name, listener)}
-                ),
-                ResourceType.ROUTE: MappingProxyType({}),
-            }
+                )
+            },
+            self._shared_view(state, None),
         )
 
     def _shared_for(self, state: MeshState) -> _Shared:

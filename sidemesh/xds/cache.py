@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from sidemesh.xds.snapshot import Snapshot
+from sidemesh.xds.snapshot import ConsistencyChecker, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +15,7 @@ Notify = Callable[[], None]
 
 class SnapshotCache:
     def __init__(self) -> None:
+        self._checker = ConsistencyChecker()
         self._snapshots: dict[str, Snapshot] = {}
         self._watches: dict[str, set[Notify]] = {}
 
@@ -24,7 +25,7 @@ class SnapshotCache:
     def set(self, node_id: str, snapshot: Snapshot) -> None:
         """Publish ``snapshot`` for ``node_id`` after checking it; raises
         ``SnapshotInconsistent`` and keeps the previous one if it does not hold together."""
-        snapshot.check_consistency()
+        snapshot.check_consistency(self._checker)
         self._snapshots[node_id] = snapshot
         for notify in list(self._watches.get(node_id, ())):
             notify()

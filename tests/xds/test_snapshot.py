@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from types import MappingProxyType
 
 import pytest
 
-from sidemesh.envoy import ProxyId, ProxyResources, ResourceType, Translator
+from sidemesh.envoy import ProxyId, ProxyResources, Resource, ResourceType, Translator
+from sidemesh.envoy.listeners import upstream_listener
 from sidemesh.errors import SnapshotInconsistent
 from sidemesh.model import MeshState
 from sidemesh.xds import Snapshot, SnapshotCache
-from sidemesh.xds.snapshot import content_version
+from sidemesh.xds.snapshot import ConsistencyChecker, content_version
 
 PRODUCTPAGE = ProxyId("productpage-1", "default")
 RATINGS = "outbound|50051||ratings.default"
@@ -68,3 +70,22 @@ def test_cache_keeps_the_last_good_snapshot_and_wakes_watchers(
     cache.set(node, Snapshot(_resources(multi_service_state), 3))
     assert woken == ["changed"]
     assert cache.watched_nodes() == []
+
+
+def test_shared_part_is_checked_once_and_local_parts_always(
+    multi_service_state: MeshState,
+) -> None:
+    translator = Translator()
+    checker = ConsistencyChecker()
+    first = translator.for_proxy(multi_service_state, ProxyId("productpage-1", "default"))
+    second = translator.for_proxy(multi_service_state, ProxyId("ratings-1", "default"))
+    assert first.shared is second.shared  # one object for the namespace's proxies
+    Snapshot(first, 1).check_consistency(checker)
+    assert list(checker._verified) == [id(first.shared)]
+    # A proxy's own listener pointing nowhere is still caught with the shared part known.
+    bad = upstream_listener(
+        "upstream|1|nowhere", 1, "outbound|1||nowhere.default", http=False, streaming=False
+    )
+    broken = second.with_extra(Resource.of(ResourceType.LISTENER, bad.name, bad))
+    with pytest.raises(SnapshotInconsistent, match=re.escape("outbound|1||nowhere.default")):
+        Snapshot(broken, 1).check_consistency(checker)
