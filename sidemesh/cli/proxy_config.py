@@ -3,6 +3,8 @@ says it has, side by side."""
 
 from __future__ import annotations
 
+import difflib
+import json
 from typing import Any
 
 import httpx
@@ -74,18 +76,28 @@ def _from_dump(dump: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def compare(short: str, sent: dict[str, Any], envoy: dict[str, Any]) -> str:
-    """same, differs, or missing: by meaning, not by bytes (both sides are read
-    into the same protobuf type and written out the same way)."""
+def compare(short: str, sent: dict[str, Any], envoy: dict[str, Any] | None) -> tuple[str, str]:
+    """(verdict, diff): same, differs or missing, by meaning, not by bytes (both sides
+    are read into the same protobuf type and written out the same way); when they
+    differ, a unified diff of the two, control plane first."""
     if envoy is None:
-        return "missing in Envoy"
+        return "missing in Envoy", ""
     rtype = next(t for t in ResourceType if t.short == short)
     try:
         ours = _normal(rtype, sent)
         theirs = _normal(rtype, {k: v for k, v in envoy.items() if k != "@type"})
     except json_format.ParseError:
-        return "unknown"
-    return "same" if ours == theirs else "differs"
+        return "unknown", ""
+    if ours == theirs:
+        return "same", ""
+    diff = difflib.unified_diff(
+        json.dumps(ours, indent=2, sort_keys=True).splitlines(),
+        json.dumps(theirs, indent=2, sort_keys=True).splitlines(),
+        "sent by the control plane",
+        "in Envoy",
+        lineterm="",
+    )
+    return "differs", "\n".join(diff)
 
 
 def _normal(rtype: ResourceType, data: dict[str, Any]) -> dict[str, Any]:
