@@ -9,12 +9,18 @@ receives; it only counts the bytes, so a benchmark can report what a push costs.
 
 Responses are parsed with a deserializer that also returns the message's size on the
 wire, which is the exact number of bytes the server serialized for it.
+
+Like Envoy, a simulated sidecar whose stream fails opens a new one after a jittered
+exponential backoff, starting over (it never reuses what it had). A burst of streams
+can fail this way: gRPC core cancels calls the server application has not yet picked
+up once more than ``grpc.server.max_pending_requests`` (1,000 by default) are waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +28,7 @@ from typing import Any
 import grpc
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import discovery_pb2
+from grpc.aio import EOF  # type: ignore[attr-defined]  # grpc-stubs lag grpcio
 
 from sidemesh.envoy import ResourceType
 from sidemesh.envoy.names import OUTBOUND_ROUTE_CONFIG
@@ -48,6 +55,10 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 
 WRITE_TIMEOUT_S = 30.0
 """Longest wait for one request to be accepted by the channel (flow control)."""
+RETRY_BASE_S = 0.5
+RETRY_MAX_S = 5.0
+"""Backoff between stream attempts: base doubling up to max, jittered ±50%
+(Envoy's ADS backoff starts at 500 ms too)."""
 
 
 @dataclass
@@ -58,7 +69,17 @@ class ClientStats:
     responses: int = 0
     requests: int = 0
     bytes_by_type: dict[str, int] = field(default_factory=dict)
+    reconnects: int = 0
+    """Streams opened again after one failed."""
+    failures: dict[str, int] = field(default_factory=dict)
+    """Failed streams by gRPC status code."""
     errors: list[str] = field(default_factory=list)
+    """The first few failures, in full."""
+
+    def failed(self, node_id: str, code: str, detail: str) -> None:
+        self.failures[code] = self.failures.get(code, 0) + 1
+        if len(self.errors) < 20:
+            self.errors.append(f"{node_id}: {code}: {detail}")
 
     def count(self, size: int, type_url: str) -> None:
         self.bytes_received += size
@@ -107,16 +128,26 @@ class SimulatedEnvoy:
         self._first = True
 
     async def run(self) -> None:
-        try:
-            if self.delta:
-                await self._run_delta()
-            else:
-                await self._run_sotw()
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() is not grpc.StatusCode.CANCELLED:
-                self.stats.errors.append(f"{self.node_id}: {exc.code().name}: {exc.details()}")
-        except TimeoutError:
-            self.stats.errors.append(f"{self.node_id}: a request could not be written in time")
+        """Keep a stream open until cancelled or until the server ends one cleanly."""
+        attempt = 0
+        while True:
+            self._first = True
+            try:
+                if self.delta:
+                    await self._run_delta()
+                else:
+                    await self._run_sotw()
+                return
+            except grpc.aio.AioRpcError as exc:
+                self.stats.failed(self.node_id, exc.code().name, str(exc.details()))
+            except TimeoutError:
+                self.stats.failed(
+                    self.node_id, "WRITE_TIMEOUT", "a request was not written in time"
+                )
+            attempt += 1
+            self.stats.reconnects += 1
+            backoff = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (attempt - 1))
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
 
     async def _write(self, call: Any, request: Any) -> None:
         if self._first:
@@ -129,11 +160,12 @@ class SimulatedEnvoy:
     # state of the world
 
     async def _run_sotw(self) -> None:
-        call = self.channel.stream_stream(
+        open_stream: Any = self.channel.stream_stream(
             SOTW_METHOD,
             request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
             response_deserializer=_sized(discovery_pb2.DiscoveryResponse.FromString),
-        )()
+        )
+        call = open_stream()
         names: dict[str, list[str]] = {CDS: [], EDS: [], LDS: [], RDS: []}
         last: dict[str, tuple[str, str]] = {}  # type → (version_info, nonce) last accepted
 
@@ -149,7 +181,7 @@ class SimulatedEnvoy:
         await self._write(call, request(CDS))
         while True:
             item = await call.read()
-            if item is grpc.aio.EOF:
+            if item is EOF:
                 return
             size, response = item
             url = response.type_url
@@ -177,11 +209,12 @@ class SimulatedEnvoy:
     # delta
 
     async def _run_delta(self) -> None:
-        call = self.channel.stream_stream(
+        open_stream: Any = self.channel.stream_stream(
             DELTA_METHOD,
             request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
             response_deserializer=_sized(discovery_pb2.DeltaDiscoveryResponse.FromString),
-        )()
+        )
+        call = open_stream()
         clusters: set[str] = set()
         eds: set[str] = set()
         seen: set[str] = set()
@@ -198,7 +231,7 @@ class SimulatedEnvoy:
         await self._write(call, request(CDS))
         while True:
             item = await call.read()
-            if item is grpc.aio.EOF:
+            if item is EOF:
                 return
             size, response = item
             url = response.type_url
@@ -253,4 +286,4 @@ async def stop_clients(
     if tasks:
         await asyncio.wait(tasks, timeout=timeout)
     for channel in channels:
-        await asyncio.wait_for(channel.close(), timeout)
+        await asyncio.wait_for(channel.close(grace=None), timeout)
