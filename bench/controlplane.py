@@ -86,6 +86,7 @@ from sidemesh.model import (
     WorkloadPort,
 )
 from sidemesh.xds import AdsServer, Publisher, SnapshotCache, StatusBoard
+from sidemesh.xds.server import GRPC_SERVER_OPTIONS
 
 NAMESPACE = "default"
 SERVICE_PORT = 9080
@@ -367,7 +368,7 @@ async def _serve(conn: Connection, services: int, workloads: int) -> None:
         on_connect=publisher.proxy_connected,
         on_disconnect=publisher.proxy_disconnected,
     )
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)  # as sidemesh.controlplane
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

@@ -27,6 +27,7 @@ from sidemesh.settings import ControlPlaneSettings
 from sidemesh.sources import FileSource
 from sidemesh.xds import AdsServer, Publisher, SnapshotCache, StatusBoard
 from sidemesh.xds.publisher import ResourceHook
+from sidemesh.xds.server import GRPC_SERVER_OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class ControlPlane:
             self.ca, self.tokens, self._identity_of, dt.timedelta(seconds=s.cert_lifetime_s)
         )
         await self._start_ca()
-        self._grpc = grpc.aio.server()
+        self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, self._grpc)
         self.xds_port = self._grpc.add_insecure_port(f"{s.xds_host}:{s.xds_port}")
         if self.xds_port == 0:

@@ -27,6 +27,13 @@ from sidemesh.xds.status import XdsCallbacks
 
 log = logging.getLogger(__name__)
 
+GRPC_SERVER_OPTIONS = [
+    # gRPC cancels calls beyond 1,000 waiting to be picked up; a restarted control
+    # plane with thousands of sidecars reconnecting at once would refuse some.
+    ("grpc.server.max_pending_requests", 20_000),
+    ("grpc.server.max_pending_requests_hard_limit", 40_000),
+]
+
 WILDCARD = "*"
 ABSENT = ""
 """Delta: the version we record for a name we told the proxy does not exist."""
