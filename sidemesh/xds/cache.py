@@ -3,10 +3,12 @@ snapshot changes. This is the whole interface the ADS server depends on."""
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Callable
 
-from sidemesh.xds.snapshot import ConsistencyChecker, Snapshot
+from sidemesh.envoy import ResourceType
+from sidemesh.xds.snapshot import ConsistencyChecker, ResourceDiff, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +18,7 @@ Notify = Callable[[], None]
 class SnapshotCache:
     def __init__(self) -> None:
         self._checker = ConsistencyChecker()
+        self._diff = ResourceDiff()
         self._snapshots: dict[str, Snapshot] = {}
         self._watches: dict[str, set[Notify]] = {}
 
@@ -29,6 +32,13 @@ class SnapshotCache:
         self._snapshots[node_id] = snapshot
         for notify in list(self._watches.get(node_id, ())):
             notify()
+
+    def changed_names(
+        self, old: Snapshot, new: Snapshot, rtype: ResourceType
+    ) -> builtins.set[str]:  # `set` alone would mean the method below
+        """Names of ``rtype`` that differ between two snapshots of one proxy. The part
+        shared by a namespace's proxies is compared once for all of them."""
+        return self._diff.changed(old.resources, new.resources, rtype)
 
     def clear(self, node_id: str) -> None:
         self._snapshots.pop(node_id, None)

@@ -98,6 +98,9 @@ class _TypeState:
     # Names to send again whatever the proxy reports having (endpoints of a cluster
     # that was just re-sent).
     must_resend: set[str] = field(default_factory=set)
+    # The snapshot this type was last brought up to date with, under the current
+    # subscription: from it, only what changed needs looking at.
+    answered: Snapshot | None = None
 
 
 class _Stream:
@@ -177,13 +180,17 @@ class _Stream:
                 )
             else:
                 self.server.callbacks.on_ack(self.node_id, rtype, state.sent_version)
-        self._subscribe(rtype, state, request)
+        if self._subscribe(rtype, state, request):
+            state.answered = None
         if self._snapshot is None:
             self._snapshot = self.server.cache.get(self.node_id)
         snapshot = self._snapshot
         if snapshot is None:
             return []
-        response = self._response(rtype, state, snapshot)
+        if state.answered is snapshot:
+            return []  # an ACK of what this snapshot holds: nothing new to say
+        response = self._response(rtype, state, snapshot, None)
+        state.answered = snapshot
         self.server.callbacks.on_snapshot(self.node_id, snapshot.state_version)
         return [response] if response is not None else []
 
@@ -200,10 +207,17 @@ class _Stream:
         out = []
         for rtype in ADS_ORDER:
             state = self.types[rtype]
-            if state.requested:
-                response = self._response(rtype, state, snapshot)
-                if response is not None:
-                    out.append(response)
+            if not state.requested:
+                continue
+            changed = (
+                None
+                if state.answered is None
+                else self.server.cache.changed_names(state.answered, snapshot, rtype)
+            )
+            response = self._response(rtype, state, snapshot, changed)
+            state.answered = snapshot
+            if response is not None:
+                out.append(response)
         self.server.callbacks.on_snapshot(self.node_id, snapshot.state_version)
         return out
 
@@ -238,12 +252,23 @@ class _Stream:
             for res in resources:
                 endpoints.sent.pop(res.name, None)
                 endpoints.must_resend.add(res.name)
+            if resources:
+                endpoints.answered = None
         return nonce
 
-    def _subscribe(self, rtype: ResourceType, state: _TypeState, request: Any) -> None:
+    def _subscribe(self, rtype: ResourceType, state: _TypeState, request: Any) -> bool:
+        """Apply the request's subscription; True if it changed what the proxy wants."""
         raise NotImplementedError
 
-    def _response(self, rtype: ResourceType, state: _TypeState, snapshot: Snapshot) -> Any:
+    def _response(
+        self,
+        rtype: ResourceType,
+        state: _TypeState,
+        snapshot: Snapshot,
+        changed: set[str] | None,
+    ) -> Any:
+        """The response that brings the proxy up to ``snapshot``, or None. ``changed``:
+        the names that differ from ``state.answered`` (None: look at everything)."""
         raise NotImplementedError
 
 
@@ -254,18 +279,30 @@ class _SotwStream(_Stream):
 
     def _subscribe(
         self, rtype: ResourceType, state: _TypeState, request: discovery_pb2.DiscoveryRequest
-    ) -> None:
+    ) -> bool:
         names = set(request.resource_names)
         wildcard = rtype.is_wildcard and (not names or WILDCARD in names)
-        if wildcard != state.wildcard or names != state.names or not state.requested:
+        changed = wildcard != state.wildcard or names != state.names or not state.requested
+        if changed:
             state.sent.clear()  # the subscription changed: answer it whole
         state.requested = True
         state.wildcard = wildcard
         state.names = names
+        return changed
 
     def _response(
-        self, rtype: ResourceType, state: _TypeState, snapshot: Snapshot
+        self,
+        rtype: ResourceType,
+        state: _TypeState,
+        snapshot: Snapshot,
+        changed: set[str] | None,
     ) -> discovery_pb2.DiscoveryResponse | None:
+        if (
+            changed is not None
+            and not state.must_resend
+            and not (changed if state.wildcard else changed & state.names)
+        ):
+            return None  # nothing this proxy asked for changed
         resources = self._wanted(state, snapshot, rtype)
         current = {r.name: r.version for r in resources}
         if state.nonce and current == state.sent:
@@ -293,9 +330,10 @@ class _DeltaStream(_Stream):
         rtype: ResourceType,
         state: _TypeState,
         request: discovery_pb2.DeltaDiscoveryRequest,
-    ) -> None:
+    ) -> bool:
         subscribe = set(request.resource_names_subscribe)
         first = not state.requested
+        changed = first or bool(subscribe - state.names) or bool(request.resource_names_unsubscribe)
         if first:
             state.requested = True
             # An empty first subscription to listeners or clusters means "all of them".
@@ -318,20 +356,33 @@ class _DeltaStream(_Stream):
                 for name, version in request.initial_resource_versions.items()
                 if name not in state.must_resend
             )
+        return changed
 
     def _response(
-        self, rtype: ResourceType, state: _TypeState, snapshot: Snapshot
+        self,
+        rtype: ResourceType,
+        state: _TypeState,
+        snapshot: Snapshot,
+        changed: set[str] | None,
     ) -> discovery_pb2.DeltaDiscoveryResponse | None:
-        wanted = {r.name: r for r in self._wanted(state, snapshot, rtype)}
-        updated = [r for name, r in wanted.items() if state.sent.get(name) != r.version]
-        removed = [
-            name
-            for name, version in state.sent.items()
-            if name not in wanted and version != ABSENT and (state.wildcard or name in state.names)
-        ]
-        if not state.wildcard:
-            # Asked for by name but absent: say so once, or Envoy waits for it.
-            removed += [n for n in state.names - wanted.keys() if n not in state.sent]
+        resources = snapshot.resources[rtype]
+        if changed is None:
+            names = set(resources if state.wildcard else state.names) | set(state.sent)
+        else:
+            names = changed | state.must_resend
+        updated: list[Resource] = []
+        removed: list[str] = []
+        for name in sorted(names):
+            if not (state.wildcard or name in state.names):
+                continue
+            res = resources.get(name)
+            have = state.sent.get(name)
+            if res is not None:
+                if have != res.version:
+                    updated.append(res)
+            elif have not in (None, ABSENT) or (have is None and not state.wildcard):
+                # Gone, or asked for by name but absent: say so once, or Envoy waits.
+                removed.append(name)
         first = not state.nonce
         if not updated and not removed and not first:
             return None
@@ -343,7 +394,7 @@ class _DeltaStream(_Stream):
                 state.sent[name] = ABSENT
             else:
                 state.sent.pop(name, None)
-        version = content_version(wanted.values())
+        version = snapshot.type_version(rtype)
         nonce = self._sent(rtype, state, snapshot, version, updated)
         return discovery_pb2.DeltaDiscoveryResponse(
             system_version_info=version,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -26,6 +27,17 @@ class Snapshot:
 
     resources: ProxyResources
     state_version: int
+
+    @cached_property
+    def _type_versions(self) -> dict[ResourceType, str]:
+        return {}
+
+    def type_version(self, rtype: ResourceType) -> str:
+        """A version for all resources of one type: changes when any of them does."""
+        versions = self._type_versions
+        if rtype not in versions:
+            versions[rtype] = content_version(self.resources[rtype].values())
+        return versions[rtype]
 
     def check_consistency(self, checker: ConsistencyChecker | None = None) -> None:
         """Raise ``SnapshotInconsistent`` naming every reference that points nowhere."""
@@ -59,6 +71,42 @@ class ConsistencyChecker:
         missing += _dangling(resources.local.values(), resources.__getitem__)
         if missing:
             raise SnapshotInconsistent("; ".join(missing))
+
+
+class ResourceDiff:
+    """Which names changed between two proxies' resource sets. Unchanged resources are
+    the very same objects from one translation to the next, so identity tells; and the
+    shared maps are compared once per pair for every proxy that has them."""
+
+    KEEP = 32
+
+    def __init__(self) -> None:
+        self._shared: dict[tuple[int, int], tuple[object, object, frozenset[str]]] = {}
+
+    def changed(self, old: ProxyResources, new: ProxyResources, rtype: ResourceType) -> set[str]:
+        names = set(_changed(old.local.get(rtype, {}), new.local.get(rtype, {})))
+        before, after = old.shared.get(rtype, {}), new.shared.get(rtype, {})
+        if before is not after:
+            key = (id(before), id(after))
+            hit = self._shared.get(key)
+            if hit is None:
+                if len(self._shared) >= self.KEEP:
+                    self._shared.pop(next(iter(self._shared)))
+                hit = (before, after, frozenset(_changed(before, after)))  # keeps ids alive
+                self._shared[key] = hit
+            names |= hit[2]
+        return names
+
+
+def _changed(before: Mapping[str, Resource], after: Mapping[str, Resource]) -> Iterator[str]:
+    if before is after:
+        return
+    for name, res in after.items():
+        if before.get(name) is not res:
+            yield name
+    for name in before:
+        if name not in after:
+            yield name
 
 
 def _dangling(
