@@ -22,7 +22,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from sidemesh.envoy import Resource, ResourceType
 from sidemesh.envoy.resources import ADS_ORDER
 from sidemesh.xds.cache import SnapshotCache
-from sidemesh.xds.snapshot import Snapshot, content_version
+from sidemesh.xds.snapshot import Snapshot
 from sidemesh.xds.status import XdsCallbacks
 
 log = logging.getLogger(__name__)
@@ -297,19 +297,28 @@ class _SotwStream(_Stream):
         snapshot: Snapshot,
         changed: set[str] | None,
     ) -> discovery_pb2.DiscoveryResponse | None:
-        if (
-            changed is not None
-            and not state.must_resend
-            and not (changed if state.wildcard else changed & state.names)
-        ):
-            return None  # nothing this proxy asked for changed
-        resources = self._wanted(state, snapshot, rtype)
-        current = {r.name: r.version for r in resources}
-        if state.nonce and current == state.sent:
-            return None
-        version = content_version(resources)
-        state.sent = current
-        state.must_resend.clear()  # a SotW response holds everything asked for
+        if changed is not None and not state.wildcard:
+            # Endpoints and routes are named subscriptions: a response need only hold
+            # what changed, and the proxy keeps the rest (listeners and clusters,
+            # wildcard, must always come whole: what is missing is deleted).
+            wanted = snapshot.resources[rtype]
+            names = (changed | state.must_resend) & state.names
+            resources = [wanted[n] for n in sorted(names) if n in wanted]
+            resources = [r for r in resources if state.sent.get(r.name) != r.version]
+            if not resources:
+                return None
+            state.sent.update((r.name, r.version) for r in resources)
+            state.must_resend.difference_update(r.name for r in resources)
+        else:
+            if changed is not None and not changed and not state.must_resend:
+                return None  # nothing of this type changed
+            resources = self._wanted(state, snapshot, rtype)
+            current = {r.name: r.version for r in resources}
+            if state.nonce and current == state.sent:
+                return None
+            state.sent = current
+            state.must_resend.clear()  # this response holds everything asked for
+        version = snapshot.type_version(rtype)
         nonce = self._sent(rtype, state, snapshot, version, resources)
         return discovery_pb2.DiscoveryResponse(
             version_info=version,
