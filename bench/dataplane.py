@@ -479,7 +479,7 @@ def fixed_rate(url: str, host: str, rate: int, duration: int) -> dict[str, float
                 "-n",
                 str(rate * duration),
                 "-H",
-                f"Host: {host}",
+                f":authority: {host}",  # h2load sets Host from :authority
                 url,
             ],
         ),
