@@ -10,10 +10,9 @@ from typing import Any
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, grpc_service_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import json_format
 
-from sidemesh.envoy.protos import http2_upstream_options, seconds, socket_address
+from sidemesh.envoy.protos import socket_address, static_cluster
 from sidemesh.envoy.proxy import ProxyId
 from sidemesh.envoy.tls import SDS_CLUSTER
 
@@ -78,59 +77,19 @@ def bootstrap(params: BootstrapParams) -> bootstrap_pb2.Bootstrap:
 
 
 def _xds_cluster(host: str, port: int) -> cluster_pb2.Cluster:
+    cluster = static_cluster(XDS_CLUSTER, socket_address(host, port), http2=True)
     try:
         ip_address(host)
-        discovery = cluster_pb2.Cluster.STATIC
     except ValueError:
-        discovery = cluster_pb2.Cluster.STRICT_DNS
-    cluster = cluster_pb2.Cluster(
-        name=XDS_CLUSTER,
-        type=discovery,
-        connect_timeout=seconds(1.0),
-        load_assignment=endpoint_pb2.ClusterLoadAssignment(
-            cluster_name=XDS_CLUSTER,
-            endpoints=[
-                endpoint_components_pb2.LocalityLbEndpoints(
-                    lb_endpoints=[
-                        endpoint_components_pb2.LbEndpoint(
-                            endpoint=endpoint_components_pb2.Endpoint(
-                                address=socket_address(host, port)
-                            )
-                        )
-                    ]
-                )
-            ],
-        ),
-    )
-    for key, value in http2_upstream_options().items():
-        cluster.typed_extension_protocol_options[key].CopyFrom(value)
+        cluster.type = cluster_pb2.Cluster.STRICT_DNS  # a host name, not an address
     return cluster
 
 
 def sds_cluster(socket_path: str) -> cluster_pb2.Cluster:
     """The local agent's SDS server, on a Unix socket only this user can open."""
-    cluster = cluster_pb2.Cluster(
-        name=SDS_CLUSTER,
-        type=cluster_pb2.Cluster.STATIC,
-        connect_timeout=seconds(1.0),
-        load_assignment=endpoint_pb2.ClusterLoadAssignment(
-            cluster_name=SDS_CLUSTER,
-            endpoints=[
-                endpoint_components_pb2.LocalityLbEndpoints(
-                    lb_endpoints=[
-                        endpoint_components_pb2.LbEndpoint(
-                            endpoint=endpoint_components_pb2.Endpoint(
-                                address=address_pb2.Address(pipe=address_pb2.Pipe(path=socket_path))
-                            )
-                        )
-                    ]
-                )
-            ],
-        ),
+    return static_cluster(
+        SDS_CLUSTER, address_pb2.Address(pipe=address_pb2.Pipe(path=socket_path)), http2=True
     )
-    for key, value in http2_upstream_options().items():
-        cluster.typed_extension_protocol_options[key].CopyFrom(value)
-    return cluster
 
 
 def to_json(message: bootstrap_pb2.Bootstrap) -> dict[str, Any]:

@@ -4,10 +4,15 @@ inbound cluster per port the proxy's own workload serves (the local app)."""
 from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
 from sidemesh.envoy import names
-from sidemesh.envoy.protos import ads_config_source, http2_upstream_options, seconds, socket_address
+from sidemesh.envoy.protos import (
+    ads_config_source,
+    http2_upstream_options,
+    seconds,
+    socket_address,
+    static_cluster,
+)
 from sidemesh.envoy.tls import upstream_mtls
 from sidemesh.model import MtlsMode, Service, ServiceKey, ServicePort
 
@@ -48,27 +53,9 @@ def outbound_cluster(
 
 def inbound_cluster(key: ServiceKey, port: ServicePort, app_port: int) -> cluster_pb2.Cluster:
     """The local app, reached on loopback by the sidecar's inbound listener."""
-    name = names.inbound_cluster(key, port.port)
-    cluster = cluster_pb2.Cluster(
-        name=name,
-        type=cluster_pb2.Cluster.STATIC,
-        connect_timeout=seconds(CONNECT_TIMEOUT_S),
-        load_assignment=endpoint_pb2.ClusterLoadAssignment(
-            cluster_name=name,
-            endpoints=[
-                endpoint_components_pb2.LocalityLbEndpoints(
-                    lb_endpoints=[
-                        endpoint_components_pb2.LbEndpoint(
-                            endpoint=endpoint_components_pb2.Endpoint(
-                                address=socket_address(LOCAL_APP_ADDRESS, app_port)
-                            )
-                        )
-                    ]
-                )
-            ],
-        ),
+    return static_cluster(
+        names.inbound_cluster(key, port.port),
+        socket_address(LOCAL_APP_ADDRESS, app_port),
+        http2=port.protocol.needs_http2,
+        connect_timeout_s=CONNECT_TIMEOUT_S,
     )
-    if port.protocol.needs_http2:
-        for k, v in http2_upstream_options().items():
-            cluster.typed_extension_protocol_options[k].CopyFrom(v)
-    return cluster

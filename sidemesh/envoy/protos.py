@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, config_source_pb2, protocol_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
@@ -43,3 +45,30 @@ def http2_upstream_options() -> dict[str, any_pb2.Any]:
         )
     )
     return {HTTP_PROTOCOL_OPTIONS: packed(options)}
+
+
+def static_cluster(
+    name: str, address: address_pb2.Address, *, http2: bool, connect_timeout_s: float = 1.0
+) -> cluster_pb2.Cluster:
+    """A cluster of one fixed address: the local app, the control plane, the agent."""
+    cluster = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=seconds(connect_timeout_s),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[
+                        endpoint_components_pb2.LbEndpoint(
+                            endpoint=endpoint_components_pb2.Endpoint(address=address)
+                        )
+                    ]
+                )
+            ],
+        ),
+    )
+    if http2:
+        for key, value in http2_upstream_options().items():
+            cluster.typed_extension_protocol_options[key].CopyFrom(value)
+    return cluster

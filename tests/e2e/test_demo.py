@@ -12,26 +12,9 @@ from pathlib import Path
 
 import httpx
 
+from tests.helpers.processes import alive, descendants
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _descendants(pid: int) -> set[int]:
-    out: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            out |= {int(child)} | _descendants(int(child))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def _stat(admin_port: int, pattern: str) -> dict[str, int]:
@@ -86,7 +69,7 @@ def test_make_demo_serves_bookinfo_over_mtls_and_stops_cleanly() -> None:
             seen_tls += sum(handshakes.values())
         assert seen_tls > 0
         _readme_status_matches()
-        family = _descendants(demo.pid)
+        family = descendants(demo.pid)
         # control plane process, 9 apps, 10 agents, 10 Envoys
         assert len(family) >= 29, len(family)
     finally:
@@ -96,7 +79,7 @@ def test_make_demo_serves_bookinfo_over_mtls_and_stops_cleanly() -> None:
     assert "sidemesh is down." in "".join(lines)
     _readme_up_matches("".join(lines))
     time.sleep(0.5)
-    assert [pid for pid in family if _alive(pid)] == []
+    assert [pid for pid in family if alive(pid)] == []
 
 
 def _readme_block(after: str) -> list[str]:

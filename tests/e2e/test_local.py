@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.helpers.net import free_port
+from tests.helpers.processes import alive, descendants
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOKINFO = ROOT / "examples" / "bookinfo" / "mesh.yaml"
@@ -56,26 +57,6 @@ def _up_args(runtime_dir: Path, mesh_file: Path) -> tuple[list[str], str]:
     return args, f"http://127.0.0.1:{api_port}"
 
 
-def _descendants(pid: int) -> set[int]:
-    out: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            out |= {int(child)} | _descendants(int(child))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    """Running: not gone, and not a zombie waiting for a parent that may never reap it."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def bookinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Up]:
     gateway_port = free_port()
@@ -85,14 +66,14 @@ def bookinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Up]:
     started = up.sidemesh(*args, "-d")
     assert started.returncode == 0, started.stdout + started.stderr
     assert "sidemesh is up." in started.stdout
-    family = _descendants(up.pid()) | {up.pid()}
+    family = descendants(up.pid()) | {up.pid()}
     try:
         yield up
     finally:
         stopped = up.sidemesh("down", "--runtime-dir", str(up.runtime_dir))
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         time.sleep(0.5)
-        left = [pid for pid in family if _alive(pid)]
+        left = [pid for pid in family if alive(pid)]
         assert left == [], f"processes left behind: {left}"
 
 
