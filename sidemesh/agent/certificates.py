@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from sidemesh.errors import SidemeshError
+from sidemesh.identity.ca import public_key_der
 
 
 class CertificateRequestFailed(SidemeshError):
@@ -99,7 +100,7 @@ async def request_certificate(
             f"the CA at {ca_url} answered something that is not a certificate: {exc}",
             retryable=True,
         ) from exc
-    if _public_der(leaf.public_key()) != _public_der(key.public_key()):
+    if public_key_der(leaf.public_key()) != public_key_der(key.public_key()):
         raise CertificateRequestFailed(
             f"the CA at {ca_url} returned a certificate for another key", retryable=True
         )
@@ -116,10 +117,4 @@ async def request_certificate(
         not_before=leaf.not_valid_before_utc,
         not_after=leaf.not_valid_after_utc,
         received_at=dt.datetime.now(dt.UTC),
-    )
-
-
-def _public_der(key: object) -> bytes:
-    return key.public_bytes(  # type: ignore[attr-defined, no-any-return]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -19,6 +19,7 @@ from sidemesh.agent.sidecar import IdentityParams, run_sidecar
 from sidemesh.cli import proxy_config as proxy_config_view
 from sidemesh.cli import status as status_view
 from sidemesh.cli.api_client import DEFAULT_API, ApiUnreachable, get_json
+from sidemesh.cli.format import duration
 from sidemesh.cli.logs import LogFormat, setup_logging
 from sidemesh.cli.tail import follow_log
 from sidemesh.cli.up import UpOptions, run_foreground, start_detached
@@ -236,19 +237,9 @@ def proxies(
             str(nacks),
             cert.get("identity", "-"),
             cert.get("serial", "-")[:16],
-            _duration(cert.get("expiresInSeconds")),
+            duration(cert.get("expiresInSeconds")),
         )
     Console().print(table)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 0:
-        return "expired"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 RuntimeDirOption = Annotated[

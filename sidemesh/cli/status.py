@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sidemesh.cli.api_client import ApiUnreachable, get_json
+from sidemesh.cli.format import duration
 
 
 def gather(api: str) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def render(data: dict[str, Any], console: Console) -> None:
             _health(w),
             str(restarts),
             sync,
-            _duration(w["certExpiresInSeconds"]),
+            duration(w["certExpiresInSeconds"]),
         )
     console.print(workloads)
 
@@ -87,13 +88,3 @@ def _health(row: dict[str, Any]) -> str:
     if state == "restarting":
         return f"[yellow]restarting[/] (exit {process['lastExit']})"
     return state
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 0:
-        return "expired"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

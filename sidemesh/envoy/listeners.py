@@ -79,6 +79,15 @@ def outbound_listener(port: int) -> listener_pb2.Listener:
     )
 
 
+def _tcp_proxy(name: str, cluster: str) -> listener_components_pb2.Filter:
+    return listener_components_pb2.Filter(
+        name=TCP_PROXY_FILTER,
+        typed_config=packed(
+            tcp_proxy_pb2.TcpProxy(stat_prefix=names.stat_prefix(name), cluster=cluster)
+        ),
+    )
+
+
 def upstream_listener(
     name: str, port: int, cluster: str, *, http: bool, streaming: bool
 ) -> listener_pb2.Listener:
@@ -90,12 +99,7 @@ def upstream_listener(
             route_config=prefix_route_config(name, [("/", cluster, streaming)]),
         )
     else:
-        network_filter = listener_components_pb2.Filter(
-            name=TCP_PROXY_FILTER,
-            typed_config=packed(
-                tcp_proxy_pb2.TcpProxy(stat_prefix=names.stat_prefix(name), cluster=cluster)
-            ),
-        )
+        network_filter = _tcp_proxy(name, cluster)
     return listener_pb2.Listener(
         name=name,
         address=socket_address(OUTBOUND_BIND_ADDRESS, port),
@@ -143,12 +147,7 @@ def inbound_listener(
             names.stat_prefix(name), route_config=inbound_route_config(name, cluster), inbound=True
         )
     else:
-        network_filter = listener_components_pb2.Filter(
-            name=TCP_PROXY_FILTER,
-            typed_config=packed(
-                tcp_proxy_pb2.TcpProxy(stat_prefix=names.stat_prefix(name), cluster=cluster)
-            ),
-        )
+        network_filter = _tcp_proxy(name, cluster)
     mtls_chain = listener_components_pb2.FilterChain(
         name="mtls",
         filters=[network_filter],

@@ -178,7 +178,7 @@ class CertificateAuthority:
             raise CaError(
                 f"{directory / CA_CERT} is not signed by {directory / ROOT_CERT}"
             ) from exc
-        if _public_der(key.public_key()) != _public_der(intermediate.public_key()):
+        if public_key_der(key.public_key()) != public_key_der(intermediate.public_key()):
             raise CaError(f"{directory / CA_KEY} is not the key of {directory / CA_CERT}")
         if intermediate.not_valid_after_utc - _now() < INTERMEDIATE_RENEW_BEFORE:
             intermediate, key = _renew_intermediate(directory, root, trust_domain)
@@ -323,7 +323,8 @@ def _renew_intermediate(
     return intermediate, key
 
 
-def _public_der(key: object) -> bytes:
+def public_key_der(key: object) -> bytes:
+    """A public key's DER bytes: two keys are the same key when these are equal."""
     return key.public_bytes(  # type: ignore[attr-defined, no-any-return]
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -78,10 +78,10 @@ class MeshState:
         return tuple(sorted({self.spiffe_id(w) for w in self.workloads_of(key)}))
 
     def spiffe_id(self, workload: Workload) -> str:
-        return (
-            f"spiffe://{self.mesh.trust_domain}/ns/{workload.namespace}"
-            f"/sa/{workload.service_account}"
-        )
+        return self._spiffe_id(workload.namespace or "", workload.service_account or "")
+
+    def _spiffe_id(self, namespace: str, service_account: str) -> str:
+        return f"spiffe://{self.mesh.trust_domain}/ns/{namespace}/sa/{service_account}"
 
     def gateway(self, name: str, namespace: str) -> Gateway | None:
         return self.gateways.get((name, namespace))
@@ -93,7 +93,7 @@ class MeshState:
             return self.spiffe_id(workload)
         gateway = self.gateway(name, namespace)
         if gateway is not None:
-            return f"spiffe://{self.mesh.trust_domain}/ns/{namespace}/sa/{gateway.service_account}"
+            return self._spiffe_id(namespace, gateway.service_account or "")
         return None
 
     def reuse_unchanged(self, previous: MeshState) -> MeshState:

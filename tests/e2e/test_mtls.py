@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -300,14 +302,14 @@ class _Impostor(threading.Thread):
                 self.outcomes.append(type(exc).__name__)
 
 
-class _tls_server:
-    def __init__(self, context: ssl.SSLContext, port: int, outcomes: list[str]) -> None:
-        self.thread = _Impostor(context, port, outcomes)
-
-    def __enter__(self) -> None:
-        self.thread.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.thread.stopped = True
-        self.thread.join(timeout=5)
-        self.thread.sock.close()
+@contextmanager
+def _tls_server(context: ssl.SSLContext, port: int, outcomes: list[str]) -> Iterator[None]:
+    """An impostor TLS server on ``port`` for the duration of the block."""
+    thread = _Impostor(context, port, outcomes)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.stopped = True
+        thread.join(timeout=5)
+        thread.sock.close()
