@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from sidemesh.errors import ConfigError, Problem
+from sidemesh.model.addresses import resolve_addresses
 from sidemesh.model.checks import check_document, check_ports
 from sidemesh.model.mesh import MeshDocument
 from sidemesh.model.resolve import PortPicker, resolve
@@ -19,34 +21,93 @@ from sidemesh.model.state import MeshState, service_key
 
 
 def load_mesh_file(
-    path: Path | str, version: int = 1, *, ports: PortPicker | None = None
+    path: Path | str,
+    version: int = 1,
+    *,
+    ports: PortPicker | None = None,
+    require_workloads: bool = False,
+    reserved_ports: Mapping[int, str] | None = None,
 ) -> MeshState:
-    """Read and validate a mesh.yaml. Raises ``ConfigError`` naming ``path``."""
+    """Read and validate a mesh.yaml. Raises ``ConfigError`` naming ``path``.
+    ``require_workloads``, ``reserved_ports``: see ``parse_mesh_document``."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(source, [Problem("", f"cannot read file: {exc.strerror}")]) from exc
-    return parse_mesh_document(text, source, version, ports=ports)
+    return parse_mesh_document(
+        text,
+        source,
+        version,
+        ports=ports,
+        require_workloads=require_workloads,
+        reserved_ports=reserved_ports,
+    )
 
 
 def parse_mesh_document(
-    text: str, source: str, version: int = 1, *, ports: PortPicker | None = None
+    text: str,
+    source: str,
+    version: int = 1,
+    *,
+    ports: PortPicker | None = None,
+    require_workloads: bool = False,
+    reserved_ports: Mapping[int, str] | None = None,
 ) -> MeshState:
     """Validate mesh.yaml text; ``source`` is the name used in error messages.
 
     ``ports`` is given in local mode (``sidemesh up``): it picks a free port for each
-    one the file leaves out, and every workload must have a command."""
+    one the file leaves out, and every workload must have a command.
+    ``require_workloads`` is set for an edit of a mesh that has workloads: a document
+    that leaves ``workloads`` out would stop them all, which is far more often a
+    half-saved or mangled file than the operator's wish, so it takes ``workloads: []``.
+    ``reserved_ports`` (port → what holds it, such as "the control plane's xDS port")
+    are refused to workloads and gateways on the control plane's host, and never
+    picked.
+
+    Workload and gateway addresses become IP literals: a host name is resolved here,
+    once (see ``addresses``)."""
+    if not text.strip():
+        # An editor that truncates before it writes, or a failed copy, leaves an empty
+        # file; read as an empty mesh it would stop every workload without a word.
+        raise ConfigError(
+            source,
+            [Problem("", "the file is empty; to run no workloads, write `workloads: []`")],
+        )
     raw = _parse_yaml(_expand_variables(text, source), source)
+    if raw is None:
+        raise ConfigError(
+            source,
+            [
+                Problem(
+                    "",
+                    "the file holds no document (only comments?); "
+                    "to run no workloads, write `workloads: []`",
+                )
+            ],
+        )
+    if require_workloads and "workloads" not in raw:
+        raise ConfigError(
+            source,
+            [
+                Problem(
+                    "workloads",
+                    "missing: this edit would stop every workload; "
+                    "to stop them all, write `workloads: []`",
+                )
+            ],
+        )
     try:
         document = MeshDocument.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(source, _problems_from_pydantic(exc.errors())) from exc
     problems = list(check_document(document, local=ports is not None))
+    document, address_problems = resolve_addresses(document)
+    problems += address_problems
     if problems:
         raise ConfigError(source, problems)
-    resolved = resolve(document, ports)
-    problems = list(check_ports(resolved))
+    resolved = resolve(document, ports, reserved=frozenset(reserved_ports or ()))
+    problems = list(check_ports(resolved, reserved_ports))
     if problems:
         raise ConfigError(source, problems)
     return _to_state(resolved.document, version)
@@ -113,7 +174,7 @@ def _parse_yaml(text: str, source: str) -> Any:
     except yaml.YAMLError as exc:
         raise ConfigError(source, [Problem("", f"invalid YAML: {exc}")]) from exc
     if raw is None:
-        return {}
+        return None
     if not isinstance(raw, dict):
         raise ConfigError(source, [Problem("", "the top level must be a mapping")])
     return raw

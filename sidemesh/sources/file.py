@@ -1,23 +1,30 @@
 """mesh.yaml as a source: load it, watch it, and hand each good version on.
 
 A bad edit is logged with the file, field and reason, and nothing changes: the
-last good state keeps serving until the file is fixed."""
+last good state keeps serving until the file is fixed. A file is read only once it
+has stopped changing, so a half-written save is never taken for an edit."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sidemesh.errors import ConfigError
-from sidemesh.model import MeshState, PortPicker, load_mesh_file
+from sidemesh.errors import ConfigError, Problem
+from sidemesh.model import MeshState, PortPicker, load_mesh_file, parse_mesh_document
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.2
 """How often the file's stat is read. Polling (not inotify) also catches editors that
 replace the file and bind mounts that update in place."""
+SETTLE_S = 0.1
+"""A changed file is read once its stat has stayed the same for one poll and its last
+write is at least this old: an editor or ``cp`` in the middle of writing is waited out."""
+
+Signature = tuple[int, int, int]
 
 
 class FileSource:
@@ -26,34 +33,73 @@ class FileSource:
         path: Path,
         on_state: Callable[[MeshState], None],
         ports: PortPicker | None = None,
+        fallback: Callable[[], MeshState | None] | None = None,
     ) -> None:
-        """``ports`` is given in local mode: it picks the ports the file leaves out."""
+        """``ports`` is given in local mode: it picks the ports the file leaves out.
+        ``fallback`` gives the last state this mesh ran, if it knows one: a control
+        plane restarted while the file is bad serves that instead of refusing to start."""
         self.path = path
         self.on_state = on_state
         self.ports = ports
+        self.fallback = fallback
         self.state: MeshState | None = None
         self.rejected = 0
         """How many edits were refused since start."""
         self.last_error: ConfigError | None = None
-        self._signature: tuple[int, int, int] | None = None
+        self._signature: Signature | None = None
+        self._seen: Signature | None = None
+        """The signature of the previous poll: a change is read once it holds still."""
 
     def load_initial(self) -> MeshState:
-        """Load the file once; raises ``ConfigError`` if it is bad."""
-        self._signature = self._stat()
-        state = load_mesh_file(self.path, version=1, ports=self.ports)
+        """Load the file once; raises ``ConfigError`` if it is bad (and no fallback)."""
+        self._signature = self._seen = self._stat()
+        try:
+            state = load_mesh_file(self.path, version=1, ports=self.ports)
+        except ConfigError as exc:
+            last_good = self.fallback() if self.fallback is not None else None
+            if last_good is None:
+                raise
+            self.rejected += 1
+            self.last_error = exc
+            log.error(
+                "%s is not valid; serving the mesh as it last ran until it is fixed:\n%s",
+                self.path,
+                exc,
+            )
+            state = last_good
         self.state = state
         self.on_state(state)
         return state
 
     def check(self) -> bool:
-        """Reload if the file changed. Returns True if a new state was accepted."""
+        """Reload if the file changed and has settled. Returns True if a new state
+        was accepted."""
         signature = self._stat()
-        if signature == self._signature:
+        seen, self._seen = self._seen, signature
+        if signature == self._signature or signature != seen or not _settled(signature):
             return False
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except OSError as exc:
+            text = None
+            unreadable = exc
+        if self._stat() != signature:
+            return False  # written to while read: wait for it to settle again
         self._signature = signature
         version = (self.state.version if self.state else 0) + 1
+        previous = self.state
         try:
-            state = load_mesh_file(self.path, version=version, ports=self.ports)
+            if text is None:
+                raise ConfigError(
+                    str(self.path), [Problem("", f"cannot read file: {unreadable.strerror}")]
+                )
+            state = parse_mesh_document(
+                text,
+                str(self.path),
+                version,
+                ports=self.ports,
+                require_workloads=bool(previous is not None and previous.workloads),
+            )
         except ConfigError as exc:
             self.rejected += 1
             self.last_error = exc
@@ -64,8 +110,9 @@ class FileSource:
                 exc,
             )
             return False
-        if self.state is not None:
-            state = state.reuse_unchanged(self.state)
+        if previous is not None:
+            state = state.reuse_unchanged(previous)
+            _warn_if_most_removed(previous, state, self.path)
         self.state = state
         self.last_error = None
         log.info("loaded %s as mesh version %d", self.path, state.version)
@@ -77,9 +124,34 @@ class FileSource:
             await asyncio.sleep(interval)
             self.check()
 
-    def _stat(self) -> tuple[int, int, int] | None:
+    def _stat(self) -> Signature | None:
         try:
             st = self.path.stat()
         except OSError:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _settled(signature: Signature | None) -> bool:
+    if signature is None:
+        return True  # gone: loading reports "cannot read file", which is what happened
+    return time.time_ns() - signature[0] >= SETTLE_S * 1e9
+
+
+def _warn_if_most_removed(previous: MeshState, state: MeshState, path: Path) -> None:
+    """An edit that removes more than half of the workloads is allowed, but it is the
+    kind of edit an operator wants to see in the log next to the outage it caused."""
+    removed = sorted(
+        f"{name}.{namespace}"
+        for name, namespace in previous.workloads
+        if (name, namespace) not in state.workloads
+    )
+    if removed and len(removed) * 2 > len(previous.workloads):
+        log.warning(
+            "mesh version %d from %s removes %d of %d workloads: %s",
+            state.version,
+            path,
+            len(removed),
+            len(previous.workloads),
+            ", ".join(removed),
+        )

@@ -141,6 +141,22 @@ def test_load_file_names_the_path(tmp_path: Path) -> None:
         load_mesh_file(tmp_path / "missing.yaml")
 
 
-def test_empty_file_is_an_empty_mesh() -> None:
-    state = parse_mesh_document("", "mesh.yaml")
+@pytest.mark.parametrize("text", ["", "  \n\t\n", "# all commented out\n"])
+def test_an_empty_file_is_refused_not_read_as_an_empty_mesh(text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_mesh_document(text, "mesh.yaml")
+    assert str(info.value).startswith("mesh.yaml: ")
+    assert "write `workloads: []`" in str(info.value)
+
+
+def test_a_mesh_with_no_workloads_is_written_out() -> None:
+    state = parse_mesh_document("workloads: []\n", "mesh.yaml")
     assert not state.services and state.mesh.trust_domain == "cluster.local"
+
+
+def test_an_edit_that_leaves_workloads_out_is_refused_when_they_are_required() -> None:
+    text = "services: [{name: a, ports: [{port: 80}]}]\n"
+    assert not parse_mesh_document(text, "mesh.yaml").workloads  # a first load may
+    with pytest.raises(ConfigError, match=r"workloads: missing: this edit would stop"):
+        parse_mesh_document(text, "mesh.yaml", require_workloads=True)
+    parse_mesh_document(text + "workloads: []\n", "mesh.yaml", require_workloads=True)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from sidemesh.errors import ConfigError
-from sidemesh.model import MeshState, ServiceKey
+from sidemesh.model import MeshState, ServiceKey, parse_mesh_document
 from sidemesh.sources import FileSource
 
 GOOD = "services: [{name: a, ports: [{port: 80}]}]\n"
@@ -21,14 +24,31 @@ def _source(tmp_path: Path, text: str = GOOD) -> tuple[FileSource, list[MeshStat
     return FileSource(path, seen.append), seen
 
 
+def _edit(source: FileSource, text: str | None) -> None:
+    """Write (or, with None, delete) the file as an editor that finished a while ago."""
+    if text is None:
+        source.path.unlink()
+        return
+    source.path.write_text(text)
+    past = time.time() - 1
+    os.utime(source.path, (past, past))
+
+
+def _settled_check(source: FileSource) -> bool:
+    """Two polls: the first sees the change, the second reads it once it held still."""
+    assert source.check() is False
+    return source.check()
+
+
 def test_good_edit_becomes_the_next_version(tmp_path: Path) -> None:
     source, seen = _source(tmp_path)
     source.load_initial()
     assert source.check() is False  # unchanged file: nothing to do
-    source.path.write_text(
-        "services:\n  - {name: a, ports: [{port: 80}]}\n  - {name: b, ports: [{port: 81}]}\n"
+    _edit(
+        source,
+        "services:\n  - {name: a, ports: [{port: 80}]}\n  - {name: b, ports: [{port: 81}]}\n",
     )
-    assert source.check() is True
+    assert _settled_check(source) is True
     assert [s.version for s in seen] == [1, 2]
     # Unchanged services are the same objects as before, so translation can skip them.
     key = ServiceKey("a", "default")
@@ -38,22 +58,22 @@ def test_good_edit_becomes_the_next_version(tmp_path: Path) -> None:
 def test_bad_edit_keeps_last_good_state(tmp_path: Path) -> None:
     source, seen = _source(tmp_path)
     source.load_initial()
-    source.path.write_text("services: [{name: a, ports: [{port: 80, protocol: htp}]}]\n")
-    assert source.check() is False
+    _edit(source, "services: [{name: a, ports: [{port: 80, protocol: htp}]}]\n")
+    assert _settled_check(source) is False
     assert source.rejected == 1
     assert source.state is seen[0]
     assert source.last_error is not None
     assert "services[0].ports[0].protocol: 'htp' is not one of" in str(source.last_error)
-    source.path.write_text(GOOD.replace("80", "8080"))
-    assert source.check() is True
+    _edit(source, GOOD.replace("80", "8080"))
+    assert _settled_check(source) is True
     assert source.last_error is None and seen[-1].version == 2
 
 
 def test_file_deleted_while_running_keeps_state(tmp_path: Path) -> None:
     source, seen = _source(tmp_path)
     source.load_initial()
-    source.path.unlink()
-    assert source.check() is False
+    _edit(source, None)
+    assert _settled_check(source) is False
     assert "cannot read file" in str(source.last_error)
     assert source.state is seen[0]
 
@@ -78,3 +98,73 @@ async def test_watch_picks_up_edits(tmp_path: Path) -> None:
         assert len(seen) == 2
     finally:
         task.cancel()
+
+
+WITH_WORKLOADS = "services: [{name: a, ports: [{port: 80}]}]\nworkloads:\n" + "".join(
+    f"  - {{name: a-{i}, service: a, port: {9000 + i}, appPort: {9100 + i}, "
+    f"sidecar: {{outboundPort: {9200 + i}, adminPort: {9300 + i}}}}}\n"
+    for i in range(4)
+)
+
+
+@pytest.mark.parametrize("text", ["", "\n   \n", "# nothing here yet\n"])
+def test_an_emptied_file_is_refused_and_every_workload_keeps_running(
+    tmp_path: Path, text: str
+) -> None:
+    source, seen = _source(tmp_path, WITH_WORKLOADS)
+    source.load_initial()
+    _edit(source, text)
+    assert _settled_check(source) is False
+    assert source.rejected == 1 and "write `workloads: []`" in str(source.last_error)
+    assert seen == [source.state] and len(source.state.workloads) == 4
+
+
+def test_stopping_every_workload_takes_an_explicit_empty_list(tmp_path: Path) -> None:
+    source, seen = _source(tmp_path, WITH_WORKLOADS)
+    source.load_initial()
+    _edit(source, GOOD)  # the workloads key is gone: a mangled file, most likely
+    assert _settled_check(source) is False
+    assert "workloads: missing: this edit would stop every workload" in str(source.last_error)
+    _edit(source, GOOD + "workloads: []\n")
+    assert _settled_check(source) is True
+    assert seen[-1].workloads == {}
+
+
+def test_a_file_still_being_written_is_not_read(tmp_path: Path) -> None:
+    source, seen = _source(tmp_path, WITH_WORKLOADS)
+    source.load_initial()
+    # Half of a save: cut mid-line, and just written.
+    source.path.write_text(WITH_WORKLOADS[: len(WITH_WORKLOADS) // 2])
+    assert source.check() is False
+    assert source.check() is False  # written a moment ago: not settled yet
+    assert source.rejected == 0 and source.last_error is None
+    source.path.write_text(WITH_WORKLOADS.replace("9000", "9010"))
+    past = time.time() - 1
+    os.utime(source.path, (past, past))
+    assert _settled_check(source) is True
+    assert source.rejected == 0 and len(seen) == 2
+
+
+def test_an_edit_removing_most_workloads_is_logged_with_their_names(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source, seen = _source(tmp_path, WITH_WORKLOADS)
+    source.load_initial()
+    kept = WITH_WORKLOADS.split("  - ")[0] + "  - " + WITH_WORKLOADS.split("  - ")[1]
+    with caplog.at_level(logging.WARNING):
+        _edit(source, kept)
+        assert _settled_check(source) is True
+    assert len(seen[-1].workloads) == 1
+    warning = next(r for r in caplog.records if r.levelno == logging.WARNING)
+    assert "removes 3 of 4 workloads: a-1.default, a-2.default, a-3.default" in warning.getMessage()
+
+
+def test_a_bad_file_at_start_serves_the_fallback_and_reports_the_error(tmp_path: Path) -> None:
+    last_good = parse_mesh_document(WITH_WORKLOADS, "mesh.yaml")
+    path = tmp_path / "mesh.yaml"
+    path.write_text("services: 3\n")
+    seen: list[MeshState] = []
+    source = FileSource(path, seen.append, fallback=lambda: last_good)
+    assert source.load_initial() is last_good
+    assert seen == [last_good] and source.rejected == 1
+    assert "services: Input should be a valid tuple" in str(source.last_error)
