@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sidemesh.cli.api_client import ApiUnreachable, get_json
@@ -15,12 +16,10 @@ def gather(api: str) -> dict[str, Any]:
     state = get_json(api, "/v1/state")
     proxies = {p["node"]: p for p in get_json(api, "/v1/proxies")["proxies"]}
     try:
-        local = {
-            (w["name"], w["namespace"]): w
-            for w in get_json(api, "/v1/local/workloads")["workloads"]
-        }
+        local_run = get_json(api, "/v1/local/workloads")
     except ApiUnreachable:  # not local mode: no processes to show
-        local = {}
+        local_run = {"workloads": []}
+    local = {(w["name"], w["namespace"]): w for w in local_run["workloads"]}
     rows = []
     for kind, items in (("workload", state["workloads"]), ("gateway", state.get("gateways", []))):
         for item in items:
@@ -28,6 +27,14 @@ def gather(api: str) -> dict[str, Any]:
             proxy = proxies.get(node, {})
             process = local.get((item["name"], item["namespace"]), {})
             cert = proxy.get("certificate") or {}
+            rejected = rejected_config(proxy)
+            ready = process.get("ready")
+            reason = None
+            if rejected is not None:
+                # Envoy keeps serving its last good config, so the processes look
+                # healthy, but this sidecar no longer follows the mesh.
+                ready = False
+                reason = f"config rejected: {short_error(rejected['error'])}"
             rows.append(
                 {
                     "name": item["name"],
@@ -37,17 +44,30 @@ def gather(api: str) -> dict[str, Any]:
                     "version": (item.get("labels") or {}).get("version"),
                     "app": process.get("app"),
                     "sidecar": process.get("sidecar"),
-                    "ready": process.get("ready"),
+                    "ready": ready,
+                    "reason": reason,
                     "connected": proxy.get("connected", False),
                     "synced": proxy.get("synced", False),
+                    "configRejected": rejected,
                     "identity": item.get("identity"),
                     "certExpiresInSeconds": cert.get("expiresInSeconds"),
                 }
             )
-    return {"meshVersion": state["version"], "services": state["services"], "workloads": rows}
+    return {
+        "meshVersion": state["version"],
+        "controlPlane": local_run.get("controlPlane"),
+        "services": state["services"],
+        "workloads": rows,
+    }
 
 
 def render(data: dict[str, Any], console: Console) -> None:
+    control_plane = data.get("controlPlane")
+    if control_plane:  # local mode: sidemesh up runs it and restarts it if it dies
+        console.print(
+            f"control plane: {control_plane['state']} (pid {control_plane['pid']}), "
+            f"{control_plane['restarts']} restarts; log: {control_plane['log']}"
+        )
     services = Table(title=f"services (mesh version {data['meshVersion']})")
     for column in ("service", "namespace", "ports", "mTLS", "workloads"):
         services.add_column(column)
@@ -67,7 +87,12 @@ def render(data: dict[str, Any], console: Console) -> None:
         workloads.add_column(column)
     for w in data["workloads"]:
         restarts = sum((p or {}).get("restarts", 0) for p in (w["app"], w["sidecar"]))
-        sync = "synced" if w["synced"] else ("connected" if w["connected"] else "not connected")
+        if w.get("configRejected"):
+            sync = f"[red]{escape(w['reason'])}[/]"
+        elif w["synced"]:
+            sync = "synced"
+        else:
+            sync = "connected" if w["connected"] else "not connected"
         workloads.add_row(
             w["name"],
             w["service"] or f"({w['kind']})",
@@ -88,3 +113,31 @@ def _health(row: dict[str, Any]) -> str:
     if state == "restarting":
         return f"[yellow]restarting[/] (exit {process['lastExit']})"
     return state
+
+
+def rejected_config(proxy: dict[str, Any]) -> dict[str, Any] | None:
+    """The NACK of the version last sent to a proxy, of the first type that has one
+    (``/v1/proxies`` shape), or None. A NACK of an older version does not count: what
+    was sent since is still on its way or was accepted."""
+    for rtype, status in (proxy.get("types") or {}).items():
+        nack = status.get("lastNack")
+        if nack and not status.get("synced") and nack.get("version") == status.get("sentVersion"):
+            return {"type": rtype, "version": nack["version"], "error": nack.get("error", "")}
+    return None
+
+
+PROTO_VALIDATION = "Proto constraint validation failed ("
+ERROR_WIDTH = 80
+
+
+def short_error(message: str, width: int = ERROR_WIDTH) -> str:
+    """Envoy's rejection, cut to what fits a table cell: a proto validation error is
+    a chain of "caused by" from the whole resource (dumped before it) down to the one
+    field, so only the field's part is kept; otherwise the first sentence."""
+    text = " ".join(message.split())
+    if PROTO_VALIDATION in text:
+        chain = text.split(PROTO_VALIDATION, 1)[1].removesuffix(")")
+        text = chain.rsplit("| caused by ", 1)[-1].replace("ValidationError.", ".")
+    elif len(text) > width and ". " in text:
+        text = text.split(". ", 1)[0]
+    return text if len(text) <= width else text[: width - 1] + "…"

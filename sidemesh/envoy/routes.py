@@ -17,11 +17,19 @@ HTTP_ROUTE_TIMEOUT_S = 15.0
 
 
 DEFAULT_RETRY_ON = (
-    "connect-failure,refused-stream,unavailable,cancelled,reset-before-request,"
-    "retriable-status-codes"
+    "connect-failure,refused-stream,unavailable,cancelled,reset,retriable-status-codes"
 )
-"""What a mesh retries unless told otherwise: failures where the request never reached
-an app, and 503, which a peer sidecar answers when its app is down (as Istio does)."""
+"""What a mesh retries unless told otherwise: a request that got no response at all
+(connection refused or cut, stream reset), and 503, which a peer sidecar answers when
+its app is down (as Istio does).
+
+``reset``, not ``reset-before-request``: a peer sidecar that dies cuts off the requests
+it was carrying after they were sent, and those are retried only by ``reset`` (Envoy:
+"the upstream server does not respond at all (disconnect/reset/read timeout)"). No
+response byte has reached the app's caller then, so the retry is invisible to it; but
+the peer's app may have acted on the request, so a non-idempotent request can be
+applied twice, as with a 503 retry. Measured: killing one of two replicas' Envoy at
+250 requests/s, ``reset-before-request`` failed 5-6 requests this way, ``reset`` none."""
 RETRIABLE_STATUS_CODES = (503,)
 DEFAULT_RETRIES = 2
 PREVIOUS_HOSTS_PREDICATE = "envoy.retry_host_predicates.previous_hosts"

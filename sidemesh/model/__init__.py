@@ -3,9 +3,11 @@
 Owns: the pydantic models, loading and validating ``mesh.yaml``, the immutable
 versioned ``MeshState`` every other room reads.
 Must not: import grpc, Envoy protos, Kubernetes or any other sidemesh room; do I/O
-other than reading the one file it is asked to load.
+other than reading the one file it is asked to load and looking up, once and within a
+bounded time, the host names that file gives as addresses (``addresses.py``).
 """
 
+from sidemesh.model.addresses import parse_ip
 from sidemesh.model.loader import load_mesh_file, parse_mesh_document
 from sidemesh.model.mesh import (
     Gateway,
@@ -41,5 +43,6 @@ __all__ = [
     "Workload",
     "WorkloadPort",
     "load_mesh_file",
+    "parse_ip",
     "parse_mesh_document",
 ]

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import string
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from sidemesh.errors import Problem
+from sidemesh.model.addresses import parse_ip
 from sidemesh.model.mesh import Gateway, MeshDocument, Service, Workload
 from sidemesh.model.resolve import Resolved, replica_names
 from sidemesh.model.state import ServiceKey
@@ -69,9 +70,17 @@ def check_document(doc: MeshDocument, *, local: bool) -> Iterator[Problem]:
         yield from _check_gateway(where, gw, ns, services)
 
 
-def check_ports(resolved: Resolved) -> Iterator[Problem]:
+def check_ports(resolved: Resolved, reserved: Mapping[int, str] | None = None) -> Iterator[Problem]:
     """No two listeners on one address and port, across workloads, their sidecars,
-    upstream ports and gateways."""
+    upstream ports and gateways; and none on a port of ``reserved`` (port → what holds
+    it) on the control plane's host.
+
+    Which workloads share the control plane's host is not known here: an address is
+    taken to stand for its workload's host, and only a loopback one (127.0.0.0/8, ::1)
+    or a wildcard one (0.0.0.0, ::, which binds loopback too) is counted as the control
+    plane's. That is every workload of local mode, where a clash would stop a sidecar
+    or the control plane from binding; a workload at another address may run on
+    another host, where the port is free, so refusing it would be a false alarm."""
     bound: dict[tuple[str, int], str] = {}
     for field_path, address, port in _bound_ports(resolved):
         other = bound.get((address, port))
@@ -79,6 +88,16 @@ def check_ports(resolved: Resolved) -> Iterator[Problem]:
             yield Problem(field_path, f"port {port} on {address} is already used by {other}")
         else:
             bound[(address, port)] = field_path
+        holder = (reserved or {}).get(port)
+        if holder is not None and _on_control_plane_host(address):
+            yield Problem(
+                field_path, f"port {port} on {address} clashes with {holder}: pick another"
+            )
+
+
+def _on_control_plane_host(address: str) -> bool:
+    ip = parse_ip(address)
+    return ip is not None and (ip.is_loopback or ip.is_unspecified)
 
 
 def _unknown_service(name: str, ns: str, services: dict[ServiceKey, Service]) -> str:

@@ -18,8 +18,9 @@ from sidemesh.model.mesh import (
 from sidemesh.model.state import ServiceKey
 
 PortPicker = Callable[[str, str, frozenset[int]], int]
-"""(owner, role, ports pinned in the file) → a free port. The same owner and role
-must get the same port again, so a reload moves nothing."""
+"""(owner, role, ports it must not pick) → a free port. The same owner and role must
+get the same port again, so a reload moves nothing. The ports not to pick are those
+pinned in the file and those reserved (the control plane's own)."""
 
 DEFAULT_OUTBOUND_PORT = 15001
 DEFAULT_ADMIN_PORT = 15000
@@ -50,11 +51,14 @@ def pinned_ports(doc: MeshDocument) -> frozenset[int]:
     return frozenset(ports)
 
 
-def resolve(doc: MeshDocument, picker: PortPicker | None) -> Resolved:
+def resolve(
+    doc: MeshDocument, picker: PortPicker | None, *, reserved: frozenset[int] = frozenset()
+) -> Resolved:
     """``doc`` must have passed the document checks. Without a picker, unpinned sidecar
-    ports take the defaults and workload ports must be given."""
+    ports take the defaults and workload ports must be given. The picker is told to
+    avoid the ports of ``reserved`` (the control plane's own) as well as the pinned ones."""
     default_ns = doc.mesh.default_namespace
-    pinned = pinned_ports(doc)
+    pinned = pinned_ports(doc) | reserved
 
     def port(owner: str, role: str, given: int | None, default: int | None = None) -> int:
         if given is not None:

@@ -111,6 +111,36 @@ class MeshState:
         }
         return MeshState(self.version, mesh, services, workloads, gateways)
 
+    def to_plan(self) -> dict[str, Any]:
+        """Everything, env values included: what local mode runs (a private file; the
+        API shows ``to_json`` instead). ``from_plan`` reads it back."""
+        return {
+            "version": self.version,
+            "mesh": self.mesh.model_dump(mode="json", by_alias=True),
+            **{
+                kind: [m.model_dump(mode="json", by_alias=True) for m in items.values()]
+                for kind, items in (
+                    ("services", self.services),
+                    ("workloads", self.workloads),
+                    ("gateways", self.gateways),
+                )
+            },
+        }
+
+    @classmethod
+    def from_plan(cls, data: Mapping[str, Any]) -> MeshState:
+        """A state ``to_plan`` wrote (already resolved: it is not checked again)."""
+        services = [Service.model_validate(s) for s in data["services"]]
+        workloads = [Workload.model_validate(w) for w in data["workloads"]]
+        gateways = [Gateway.model_validate(g) for g in data["gateways"]]
+        return cls(
+            version=int(data["version"]),
+            mesh=MeshConfig.model_validate(data["mesh"]),
+            services={service_key(s): s for s in services},
+            workloads={(w.name, w.namespace or ""): w for w in workloads},
+            gateways={(g.name, g.namespace or ""): g for g in gateways},
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "version": self.version,

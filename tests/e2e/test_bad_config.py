@@ -12,6 +12,7 @@ import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from google.protobuf import duration_pb2
 
+from sidemesh.cli import status as status_view
 from sidemesh.envoy import ProxyId, ProxyResources, Resource, ResourceType
 from tests.helpers.harness import Mesh
 
@@ -27,7 +28,7 @@ def _poll(fn: Any, timeout: float = 20) -> Any:
 
 
 def _all_answer_b1(mesh: Mesh, count: int = 20) -> None:
-    answers = Counter()
+    answers: Counter[str] = Counter()
     for _ in range(count):
         reply = mesh.request("a-1", "b")
         assert reply.status_code == 200, reply.text
@@ -68,6 +69,11 @@ def test_nack_is_reported_and_traffic_keeps_flowing(mesh: Mesh) -> None:
     assert "Expected positive duration" in clusters["lastNack"]["error"]
     assert clusters["ackedVersion"] != clusters["sentVersion"]
     assert mesh.proxies()[node]["synced"] is False
+    rows = {row["name"]: row for row in status_view.gather(mesh.api_url)["workloads"]}
+    assert rows["a-1"]["ready"] is False
+    assert rows["a-1"]["reason"].startswith("config rejected: ")
+    assert "Expected positive duration" in rows["a-1"]["configRejected"]["error"]
+    assert rows["b-1"]["reason"] is None
     metrics = httpx.get(mesh.api_url + "/metrics").text
     assert 'sidemesh_xds_nacks_total{type="clusters"}' in metrics
     assert 'sidemesh_xds_nacks_total{type="clusters"} 0.0' not in metrics
@@ -77,6 +83,8 @@ def test_nack_is_reported_and_traffic_keeps_flowing(mesh: Mesh) -> None:
     cp.call(cp.control_plane.publisher.republish)
     mesh.wait_synced()
     _all_answer_b1(mesh)
+    rows = {row["name"]: row for row in status_view.gather(mesh.api_url)["workloads"]}
+    assert rows["a-1"]["reason"] is None and rows["a-1"]["synced"] is True
 
 
 @pytest.mark.parametrize("xds_mode", ["delta"])

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,12 +51,23 @@ def _decode_address(hex_address: str) -> str:
     return socket.inet_ntop(socket.AF_INET6, words)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A caller that went away mid-answer (a sidecar killed on purpose) is no
+        error of the app's; anything else is printed as usual."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 @contextmanager
-def backend(name: str, port: int) -> Iterator[None]:
-    """An HTTP app on 127.0.0.1:port answering JSON with its name and the Host it saw."""
+def backend(name: str, port: int, delay_s: float = 0.0) -> Iterator[None]:
+    """An HTTP app on 127.0.0.1:port answering JSON with its name and the Host it saw,
+    ``delay_s`` after it read the request (so that requests are in flight)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if delay_s:
+                time.sleep(delay_s)
             answer = {"workload": name, "host": self.headers.get("Host"), "path": self.path}
             xfcc = self.headers.get("X-Forwarded-Client-Cert")
             if xfcc is not None:
@@ -69,7 +82,7 @@ def backend(name: str, port: int) -> Iterator[None]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = _QuietServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

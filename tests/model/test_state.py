@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from sidemesh.model import MeshState, ServiceKey, parse_mesh_document
 from tests.conftest import MULTI_SERVICE_MESH
 
@@ -27,3 +29,13 @@ def test_to_json_lists_identities(multi_service_state: MeshState) -> None:
     assert data["mesh"]["trustDomain"] == "example.org"
     ids = {w["name"]: w["identity"] for w in data["workloads"]}
     assert ids["reviews-other"] == "spiffe://example.org/ns/other/sa/reviews"
+
+
+def test_a_plan_reads_back_as_an_equal_state(multi_service_state: MeshState) -> None:
+    plan = json.loads(json.dumps(multi_service_state.to_plan()))
+    again = MeshState.from_plan(plan)
+    assert again.version == multi_service_state.version
+    assert again.mesh == multi_service_state.mesh
+    assert dict(again.services) == dict(multi_service_state.services)
+    assert dict(again.workloads) == dict(multi_service_state.workloads)
+    assert dict(again.gateways) == dict(multi_service_state.gateways)
