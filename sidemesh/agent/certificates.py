@@ -17,6 +17,8 @@ from cryptography.x509.oid import NameOID
 from sidemesh.errors import SidemeshError
 from sidemesh.identity.ca import public_key_der
 
+CONNECT_TIMEOUT_S = 2.0
+
 
 class CertificateRequestFailed(SidemeshError):
     """The CA refused or could not be reached; ``retryable`` says whether trying
@@ -71,7 +73,10 @@ async def request_certificate(
             f"cannot read the mesh root certificate {ca_bundle}: {exc}", retryable=False
         ) from exc
     try:
-        async with httpx.AsyncClient(verify=verify, timeout=timeout) as client:
+        # A short connect timeout: a CA address that drops packets must not hold a
+        # renewal that is retried every second for the whole request timeout.
+        limits = httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_S))
+        async with httpx.AsyncClient(verify=verify, timeout=limits) as client:
             response = await client.post(
                 f"{ca_url}/v1/certificates",
                 json={"csr": csr_for(key).decode()},

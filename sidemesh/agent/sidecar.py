@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from sidemesh.agent.certificates import (
     request_certificate,
 )
 from sidemesh.agent.envoy_binary import find_envoy
+from sidemesh.agent.parent_death import die_with_parent
 from sidemesh.agent.sds import SdsServer
 from sidemesh.envoy.bootstrap import BootstrapParams, bootstrap, to_json
 
@@ -52,12 +52,8 @@ def envoy_command(
     if concurrency is not None:
         command += ["--concurrency", str(concurrency)]
     # The kernel sends Envoy SIGTERM if the agent dies, even by SIGKILL, so no Envoy is
-    # left running without its agent. setpriv (util-linux) sets that and execs Envoy;
-    # doing it in a preexec_fn would fork a process that runs gRPC threads.
-    setpriv = shutil.which("setpriv")
-    if setpriv is not None:
-        command = [setpriv, "--pdeathsig", "TERM", "--", *command]
-    return command
+    # left running without its agent.
+    return die_with_parent(command, "TERM")
 
 
 @dataclass(frozen=True)
@@ -143,7 +139,9 @@ class Agent:
                     raise
                 log.warning("%s; trying again in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                # Capped low: a sidecar that starts during a CA outage should have its
+                # certificate within a couple of seconds of the CA's return.
+                delay = min(delay * 2, 2.0)
 
     async def _renew_forever(self, token: str) -> None:
         while True:
@@ -167,12 +165,16 @@ class Agent:
             )
 
     async def _renew(self, token: str, current: WorkloadCertificate) -> WorkloadCertificate:
-        """Ask until the CA gives a new certificate, backing off with jitter. A refusal
-        is retried too (the workload may come back into the mesh), only more slowly."""
-        delay = RENEW_RETRY_FIRST_S
+        """Ask until the CA gives a new certificate; how long to wait between attempts is
+        ``renewal_retry_delay``'s to say. A refusal is retried too (the workload may come
+        back into the mesh)."""
+        backoff = RENEW_RETRY_FIRST_S
+        failures = 0
+        first_failure = last_logged = _now()
+        logged_urgent = logged_expired = False
         while True:
             try:
-                return await request_certificate(
+                renewed = await request_certificate(
                     self.identity.ca_url, token, self.identity.ca_bundle
                 )
             except CertificateRequestFailed as exc:
@@ -180,19 +182,99 @@ class Agent:
             except Exception as exc:  # a bug must not silently stop renewal
                 log.exception("unexpected error renewing the certificate of %s", self.params.proxy)
                 problem, retryable = repr(exc), True
-            left = (current.not_after - _now()).total_seconds()
-            cap = RENEW_RETRY_MAX_S if retryable else RENEW_REFUSED_RETRY_S
-            if left > 0:
-                cap = min(cap, max(left / 4, RENEW_RETRY_FIRST_S))
-            log.error(
-                "could not renew the certificate of %s (%s); trying again in %.0fs: %s",
-                self.params.proxy,
-                f"expires in {left:.0f}s" if left > 0 else "EXPIRED: peers refuse it",
-                min(delay, cap),
-                problem,
-            )
-            await asyncio.sleep(min(delay, cap) * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, cap)
+            else:
+                if failures:
+                    log.warning(
+                        "renewed the certificate of %s after %d failed attempts over %.0fs",
+                        self.params.proxy,
+                        failures,
+                        (_now() - first_failure).total_seconds(),
+                    )
+                return renewed
+            failures += 1
+            now = _now()
+            if failures == 1:
+                first_failure = now
+            lifetime = current.lifetime.total_seconds()
+            left = (current.not_after - now).total_seconds()
+            urgent = _in_last_stretch(left, lifetime)
+            delay = renewal_retry_delay(backoff, left, lifetime, retryable, random.random())
+            # Once retrying every second, one line a second for a long outage would bury
+            # everything else: log the first failure, the moments it gets worse, then a
+            # reminder every RENEW_LOG_EVERY_S, each with the count so far.
+            if (
+                failures == 1
+                or (urgent and not logged_urgent)
+                or (left <= 0 and not logged_expired)
+                or (now - last_logged).total_seconds() >= RENEW_LOG_EVERY_S
+            ):
+                last_logged = now
+                logged_urgent = logged_urgent or urgent
+                logged_expired = logged_expired or left <= 0
+                log.error(
+                    "could not renew the certificate of %s (%s); attempt %d failed, "
+                    "next in %.1fs: %s",
+                    self.params.proxy,
+                    _expiry_state(left, urgent),
+                    failures,
+                    delay,
+                    problem,
+                    extra={"renewal_failures": failures, "certificate_expires_in_s": round(left)},
+                )
+            await asyncio.sleep(delay)
+            backoff = min(backoff * 2, RENEW_REFUSED_RETRY_S)
+
+
+def renewal_retry_delay(
+    backoff_s: float, left_s: float, lifetime_s: float, retryable: bool, jitter: float
+) -> float:
+    """Seconds to wait before asking the CA again after a failed renewal.
+
+    ``backoff_s`` is the exponential backoff so far, ``left_s`` the seconds until the
+    current certificate expires (negative once it has), ``lifetime_s`` its whole usable
+    lifetime, ``retryable`` false for a refusal (4xx), and ``jitter`` a uniform random
+    number in [0, 1): the caller draws it, so this stays a pure function.
+    """
+    if _in_last_stretch(left_s, lifetime_s):
+        # Expired or about to: every new mTLS connection to or from this workload fails
+        # (or soon will), so waiting protects nothing and each second lost is a second of
+        # outage after the CA is back. Ask every second whatever the backoff had reached.
+        if retryable:
+            return RENEW_URGENT_RETRY_S * _spread(jitter)
+        # A refusal is retried almost as fast: at this point it is most likely passing
+        # (a control plane that has not yet seen the workload again after a restart, a
+        # token being replaced) and costs the CA only a token check. Somewhat slower all
+        # the same, since a refusal is likelier to last (a workload removed from the
+        # mesh, whose agent is stopped along with it) and each is a line in the CA's log.
+        low = RENEW_URGENT_REFUSED_MIN_S
+        return low + (RENEW_URGENT_MAX_S - low) * jitter
+    cap = RENEW_RETRY_MAX_S if retryable else RENEW_REFUSED_RETRY_S
+    # Several more attempts before it expires, however long the backoff has grown.
+    cap = min(cap, max(left_s / 4, RENEW_RETRY_FIRST_S))
+    return min(backoff_s, cap) * _spread(jitter)
+
+
+def _spread(jitter: float) -> float:
+    """A factor in [1 - RENEW_JITTER, 1 + RENEW_JITTER) for ``jitter`` in [0, 1)."""
+    return 1 - RENEW_JITTER + 2 * RENEW_JITTER * jitter
+
+
+def _in_last_stretch(left_s: float, lifetime_s: float) -> bool:
+    """Expired, or in the last RENEW_URGENT_FRACTION of its lifetime."""
+    return left_s <= lifetime_s * RENEW_URGENT_FRACTION
+
+
+def _expiry_state(left_s: float, urgent: bool) -> str:
+    """What an operator needs to know about the certificate that could not be renewed."""
+    if left_s <= 0:
+        ago = f"{-left_s:.0f}s ago" if left_s <= -1 else "just now"
+        return (
+            f"EXPIRED {ago}: new mTLS connections to and from it fail until the CA "
+            "answers, open ones keep serving"
+        )
+    if urgent:
+        return f"expires in {left_s:.0f}s: retrying every 1-2s from now on"
+    return f"expires in {left_s:.0f}s"
 
 
 def _now() -> dt.datetime:
@@ -202,6 +284,15 @@ def _now() -> dt.datetime:
 RENEW_RETRY_FIRST_S = 1.0
 RENEW_RETRY_MAX_S = 60.0
 RENEW_REFUSED_RETRY_S = 300.0
+RENEW_JITTER = 0.2
+"""Each delay is spread +-20%, so workloads that failed together don't retry together."""
+RENEW_URGENT_FRACTION = 0.1
+"""In the last 10% of its lifetime (or past it) a certificate is renewed every second."""
+RENEW_URGENT_RETRY_S = 1.0
+RENEW_URGENT_REFUSED_MIN_S = 1.5
+RENEW_URGENT_MAX_S = 2.0
+"""The longest wait between attempts once a certificate is expired or about to be."""
+RENEW_LOG_EVERY_S = 30.0
 
 
 def run_sidecar(
@@ -226,4 +317,11 @@ def _envoy_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("SIDEMESH_")}
 
 
-__all__ = ["Agent", "IdentityParams", "envoy_command", "run_sidecar", "write_bootstrap"]
+__all__ = [
+    "Agent",
+    "IdentityParams",
+    "envoy_command",
+    "renewal_retry_delay",
+    "run_sidecar",
+    "write_bootstrap",
+]
