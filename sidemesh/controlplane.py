@@ -22,6 +22,8 @@ from sidemesh.identity import CertificateAuthority, SpiffeId
 from sidemesh.identity.ca import serving_certificate, write_private
 from sidemesh.identity.service import SigningService
 from sidemesh.identity.tokens import BootstrapTokens, WorkloadRef
+from sidemesh.local.ports import StickyPorts
+from sidemesh.local.runfiles import RunFiles, read_json, write_json
 from sidemesh.model import MeshState, PortPicker
 from sidemesh.settings import ControlPlaneSettings
 from sidemesh.sources import FileSource
@@ -44,10 +46,12 @@ class ControlPlane:
         settings: ControlPlaneSettings,
         hook: ResourceHook | None = None,
         ports: PortPicker | None = None,
-        local_status: Callable[[], list[dict[str, Any]]] | None = None,
+        local_status: Callable[[], dict[str, Any]] | None = None,
+        fallback: Callable[[], MeshState | None] | None = None,
     ) -> None:
-        """``ports`` and ``local_status`` are given by local mode (``sidemesh up``): the
-        first picks ports mesh.yaml leaves out, the second reports the processes."""
+        """``ports``, ``local_status`` and ``fallback`` are given by local mode
+        (``local_control_plane``): the first picks ports mesh.yaml leaves out, the
+        second reports the processes, the third is the state the mesh last ran."""
         self.settings = settings
         self.local_status = local_status
         self.state_listeners: list[Callable[[MeshState], None]] = []
@@ -56,7 +60,9 @@ class ControlPlane:
         self.status = StatusBoard()
         self.publisher = Publisher(self.cache, hook=hook)
         self.tokens = BootstrapTokens(settings.state_dir / "tokens")
-        self.source = FileSource(settings.config, self._on_state, ports)
+        self.source = FileSource(
+            settings.config, self._on_state, ports, fallback, settings.own_ports()
+        )
         self.ca: CertificateAuthority | None = None
         self.signing: SigningService | None = None
         self.ads = AdsServer(
@@ -174,6 +180,27 @@ class ControlPlane:
             await asyncio.Event().wait()
         finally:
             await self.stop()
+
+
+def local_control_plane(settings: ControlPlaneSettings, run: RunFiles) -> ControlPlane:
+    """The control plane of a ``sidemesh up``, which runs it as a supervised child and
+    talks to it through the run files: it keeps the ports it picks in ``ports.json`` (a
+    restart must not move running workloads), writes each accepted state to
+    ``plan.json`` for ``up`` to run, falls back to that plan if mesh.yaml is bad when it
+    restarts, and reports the processes ``up`` writes to ``workloads.json``."""
+
+    def last_plan() -> MeshState | None:
+        data = read_json(run.plan_file)
+        return MeshState.from_plan(data) if data is not None else None
+
+    def local_status() -> dict[str, Any]:
+        return read_json(run.status_file) or {"workloads": [], "controlPlane": None}
+
+    control_plane = ControlPlane(
+        settings, ports=StickyPorts(run.ports_file), local_status=local_status, fallback=last_plan
+    )
+    control_plane.state_listeners.append(lambda state: write_json(run.plan_file, state.to_plan()))
+    return control_plane
 
 
 def _bound_socket(host: str, port: int) -> socket.socket:

@@ -34,3 +34,13 @@ class ControlPlaneSettings(BaseModel):
     """The CA (root kept across restarts) and bootstrap tokens live here."""
     cert_lifetime_s: float = Field(default=3600.0, gt=0)
     """Lifetime of workload certificates: short, since agents renew them."""
+
+    def own_ports(self) -> dict[int, str]:
+        """The ports the control plane listens on (those fixed in advance), each with
+        what holds it: no workload may take one."""
+        ports = {
+            self.xds_port: "the control plane's xDS port",
+            self.api_port: "the control plane's API port",
+            self.ca_port: "the control plane's CA port",
+        }
+        return {port: what for port, what in ports.items() if port != 0}

@@ -30,8 +30,8 @@ class ApiView:
     status: StatusBoard
     source: FileSource | None = None
     signing: SigningService | None = None
-    local_status: Callable[[], list[dict[str, Any]]] | None = None
-    """Local mode: the processes ``sidemesh up`` runs."""
+    local_status: Callable[[], dict[str, Any]] | None = None
+    """Local mode: the processes ``sidemesh up`` runs (``workloads``, ``controlPlane``)."""
 
 
 def create_app(view: ApiView) -> FastAPI:
@@ -75,7 +75,7 @@ def create_app(view: ApiView) -> FastAPI:
     async def local_workloads() -> dict[str, Any]:
         if view.local_status is None:
             raise HTTPException(404, "this control plane does not run workloads (not local mode)")
-        return {"workloads": view.local_status()}
+        return view.local_status()
 
     @app.get(
         "/v1/proxies/{node}/config",

@@ -24,10 +24,11 @@ from sidemesh.cli.logs import LogFormat, setup_logging
 from sidemesh.cli.tail import follow_log
 from sidemesh.cli.up import UpOptions, run_foreground, start_detached
 from sidemesh.cli.up import down as stop_mesh
-from sidemesh.controlplane import ControlPlane
+from sidemesh.controlplane import ControlPlane, local_control_plane
 from sidemesh.envoy import ProxyId
 from sidemesh.envoy.bootstrap import BootstrapParams, XdsMode
 from sidemesh.errors import ConfigError, EnvoyNotFound
+from sidemesh.local.runfiles import RunFiles
 from sidemesh.settings import (
     DEFAULT_CA_PORT,
     DEFAULT_RUNTIME_DIR,
@@ -88,6 +89,10 @@ def controlplane(
     ] = 3600.0,
     log_format: LogFormatOption = LogFormat.TEXT,
     log_level: LogLevelOption = "info",
+    local_run_dir: Annotated[
+        Path | None,
+        typer.Option(hidden=True, help="Set by sidemesh up: its runtime directory"),
+    ] = None,
 ) -> None:
     """Serve mesh.yaml to sidecars over xDS; reload it when it changes."""
     setup_logging(log_format, log_level)
@@ -101,8 +106,13 @@ def controlplane(
         state_dir=state_dir,
         cert_lifetime_s=cert_lifetime,
     )
+    plane = (
+        ControlPlane(settings)
+        if local_run_dir is None
+        else local_control_plane(settings, RunFiles(local_run_dir))
+    )
     try:
-        asyncio.run(ControlPlane(settings).run())
+        asyncio.run(plane.run())
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from exc
@@ -153,6 +163,13 @@ def sidecar(
     workdir: Annotated[
         Path | None, typer.Option(help="Where to write the bootstrap (default: a temp dir)")
     ] = None,
+    socket_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="A private directory for the SDS socket, removed on exit "
+            "(default: a new temp dir; keep its path short)"
+        ),
+    ] = None,
     concurrency: Annotated[
         int | None, typer.Option(min=1, help="Envoy worker threads (default: one per core)")
     ] = None,
@@ -166,7 +183,11 @@ def sidecar(
         typer.echo(f"--control-plane: {control_plane!r} is not HOST:PORT", err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
     # A short private directory: Unix socket paths are limited to about 100 bytes.
-    socket_dir = Path(tempfile.mkdtemp(prefix="sidemesh-"))
+    if socket_dir is None:
+        socket_dir = Path(tempfile.mkdtemp(prefix="sidemesh-"))
+    else:
+        socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        socket_dir.chmod(0o700)  # it holds the socket that hands out the private key
     params = BootstrapParams(
         proxy=ProxyId(workload, namespace),
         service=service or workload,
@@ -265,18 +286,38 @@ def up(
     xds_mode: Annotated[XdsMode, typer.Option(help="delta or sotw, for every sidecar")] = (
         XdsMode.DELTA
     ),
+    cert_lifetime: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            envvar="SIDEMESH_CERT_LIFETIME",
+            help="Workload certificate lifetime, seconds (how long sidecars ride out a "
+            "control plane outage for new connections)",
+        ),
+    ] = 3600.0,
     log_format: LogFormatOption = LogFormat.TEXT,
     log_level: LogLevelOption = "warning",
 ) -> None:
     """Run every workload of mesh.yaml on this machine, each with its sidecar, and the
     control plane: a whole mesh, no Kubernetes. Ctrl-C stops it all."""
-    options = UpOptions(file, runtime_dir, xds_port, api_port, ca_port, xds_mode.value)
+    options = UpOptions(
+        file,
+        runtime_dir,
+        xds_port,
+        api_port,
+        ca_port,
+        xds_mode.value,
+        cert_lifetime_s=cert_lifetime,
+        log_format=log_format.value,
+        log_level=log_level,
+    )
     console = Console()
     if detach:
         argv = [
             "up", "-f", str(file), "--runtime-dir", str(runtime_dir),
             "--xds-port", str(xds_port), "--api-port", str(api_port),
             "--ca-port", str(ca_port), "--xds-mode", xds_mode.value,
+            "--cert-lifetime", str(cert_lifetime),
             "--log-format", log_format.value, "--log-level", log_level,
         ]  # fmt: skip
         raise typer.Exit(start_detached(options, argv, console))

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sidemesh.controlplane import ControlPlane
 from sidemesh.errors import ConfigError
-from sidemesh.local.ports import StickyPorts
-from sidemesh.local.runner import LocalMesh, LocalSettings
-from sidemesh.model import MeshState
+from sidemesh.local.ports import StickyPorts, free_port
+from sidemesh.local.runfiles import RunFiles, clean_up, leftovers
+from sidemesh.local.supervisor import ControlPlaneFailed, MeshSupervisor, SupervisorOptions
+from sidemesh.model import MeshState, load_mesh_file
 from sidemesh.settings import ControlPlaneSettings
 
 EXIT_BAD_INPUT = 2
@@ -33,28 +33,23 @@ class UpOptions:
     api_port: int
     ca_port: int
     xds_mode: str
+    cert_lifetime_s: float = 3600.0
+    log_format: str = "text"
+    log_level: str = "warning"
 
     @property
-    def pid_file(self) -> Path:
-        return self.runtime_dir / "up.pid"
-
-    @property
-    def ready_file(self) -> Path:
-        return self.runtime_dir / "up.ready"
-
-    @property
-    def log_file(self) -> Path:
-        return self.runtime_dir / "up.log"
+    def files(self) -> RunFiles:
+        return RunFiles(self.runtime_dir)
 
 
 def running_pid(runtime_dir: Path) -> int | None:
     """The pid of the ``sidemesh up`` that owns ``runtime_dir``, if it still runs."""
     try:
-        pid = int((runtime_dir / "up.pid").read_text().strip())
+        pid = int(RunFiles(runtime_dir).pid_file.read_text().strip())
         os.kill(pid, 0)
     except (OSError, ValueError):
         return None
-    return pid
+    return pid if _alive(pid) else None
 
 
 def run_foreground(options: UpOptions, console: Console) -> int:
@@ -62,6 +57,7 @@ def run_foreground(options: UpOptions, console: Console) -> int:
 
 
 async def _run(options: UpOptions, console: Console) -> int:
+    files = options.files
     other = running_pid(options.runtime_dir)
     if other is not None:
         console.print(
@@ -70,80 +66,69 @@ async def _run(options: UpOptions, console: Console) -> int:
         )
         return 1
     options.runtime_dir.mkdir(parents=True, exist_ok=True)
-    options.ready_file.unlink(missing_ok=True)
-    local: LocalMesh | None = None
+    _stop_leftovers(files, console)
     settings = ControlPlaneSettings(
         config=options.mesh_file,
-        xds_port=options.xds_port,
-        api_port=options.api_port,
-        ca_port=options.ca_port,
-        state_dir=options.runtime_dir / "controlplane",
+        xds_port=options.xds_port or free_port(),
+        api_port=options.api_port or free_port(),
+        ca_port=options.ca_port or free_port(),
+        state_dir=files.state_dir,
     )
-    control_plane = ControlPlane(
-        settings,
-        ports=StickyPorts(),
-        local_status=lambda: local.status() if local is not None else [],
-    )
+    # A bad file is refused before anything starts, every problem listed.
     try:
-        await control_plane.start()
+        first = load_mesh_file(
+            options.mesh_file, ports=StickyPorts(), reserved_ports=settings.own_ports()
+        )
     except ConfigError as exc:
         # Plain, unwrapped, on stderr: each line names the file, the field and the reason.
         print(f"{exc}\nnothing was started.", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except OSError as exc:
-        console.print(f"[red]cannot start the control plane:[/] {exc}")
-        await control_plane.stop()
-        return 1
-    options.pid_file.write_text(str(os.getpid()))
-    local = LocalMesh(
-        LocalSettings(
-            runtime_dir=options.runtime_dir,
-            state_dir=settings.state_dir,
-            workdir=options.mesh_file.resolve().parent,
-            xds_address=f"127.0.0.1:{control_plane.xds_port}",
-            ca_address=f"127.0.0.1:{control_plane.ca_port}",
+    supervisor = MeshSupervisor(
+        SupervisorOptions(
+            mesh_file=options.mesh_file,
+            files=files,
+            xds_port=settings.xds_port,
+            api_port=settings.api_port,
+            ca_port=settings.ca_port,
             xds_mode=options.xds_mode,
+            cert_lifetime_s=options.cert_lifetime_s,
+            log_format=options.log_format,
+            log_level=options.log_level,
         ),
         progress=console.print,
     )
-    applying: set[asyncio.Task[None]] = set()
-
-    def on_state(state: MeshState) -> None:
-        assert local is not None
-        task = asyncio.create_task(local.apply(state))
-        applying.add(task)
-        task.add_done_callback(applying.discard)
-
-    control_plane.state_listeners.append(on_state)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    files.pid_file.write_text(str(os.getpid()))
     try:
-        state = control_plane.publisher.state
-        count = len(state.workloads) + len(state.gateways)
+        count = len(first.workloads) + len(first.gateways)
         console.print(
-            f"starting {count} workloads and gateways from {options.mesh_file} "
-            f"(logs in {options.runtime_dir / 'logs'}) ..."
+            f"starting the control plane and {count} workloads and gateways from "
+            f"{options.mesh_file} (logs in {files.logs}) ..."
         )
-        await local.apply(state)
-        _print_ready(console, state, local, control_plane.api_port)
-        options.ready_file.write_text(str(os.getpid()))
+        try:
+            state = await supervisor.start()
+        except ControlPlaneFailed as exc:
+            console.print(f"[red]cannot start the control plane:[/] {exc}", markup=True)
+            return 1
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        _print_ready(console, state, supervisor, settings.api_port)
+        files.ready_file.write_text(str(os.getpid()))
         await stop.wait()
         console.print("stopping: apps, then sidecars, then the control plane ...")
     finally:
-        for task in list(applying):
-            task.cancel()
-        await local.stop()
-        await control_plane.stop()
-        options.ready_file.unlink(missing_ok=True)
-        options.pid_file.unlink(missing_ok=True)
-        console.print("sidemesh is down.")
+        await supervisor.stop()
+        files.ready_file.unlink(missing_ok=True)
+        files.pid_file.unlink(missing_ok=True)
+    console.print("sidemesh is down.")
     return 0
 
 
-def _print_ready(console: Console, state: MeshState, local: LocalMesh, api_port: int) -> None:
-    failed = [m["name"] for m in local.status() if not m["ready"]]
+def _print_ready(
+    console: Console, state: MeshState, supervisor: MeshSupervisor, api_port: int
+) -> None:
+    failed = [m["name"] for m in supervisor.local.status() if not m["ready"]]
     if failed:
         console.print(f"[yellow]not ready:[/] {', '.join(failed)} (sidemesh logs NAME)")
     console.print("\n[bold]sidemesh is up.[/]")
@@ -159,15 +144,25 @@ def _print_ready(console: Console, state: MeshState, local: LocalMesh, api_port:
     )
 
 
+def _stop_leftovers(files: RunFiles, console: Console) -> None:
+    """A run that was killed may have left processes: they hold ports this run needs."""
+    found = leftovers(files)
+    if found.processes:
+        names = ", ".join(sorted(p.name for p in found.processes))
+        console.print(f"[yellow]stopping what an earlier run left behind:[/] {names}")
+    clean_up(files)
+
+
 def start_detached(options: UpOptions, argv: list[str], console: Console) -> int:
     """Run ``sidemesh up`` in the background and return once the mesh is up."""
+    files = options.files
     other = running_pid(options.runtime_dir)
     if other is not None:
         console.print(f"[red]a mesh already runs from {options.runtime_dir} (pid {other})[/]")
         return 1
     options.runtime_dir.mkdir(parents=True, exist_ok=True)
-    options.ready_file.unlink(missing_ok=True)
-    with open(options.log_file, "wb") as log:
+    files.ready_file.unlink(missing_ok=True)
+    with open(files.log_file, "wb") as log:
         child = subprocess.Popen(
             [sys.executable, "-m", "sidemesh", *argv],
             stdin=subprocess.DEVNULL,
@@ -178,37 +173,54 @@ def start_detached(options: UpOptions, argv: list[str], console: Console) -> int
         )
     deadline = time.monotonic() + DETACHED_START_TIMEOUT_S
     with console.status("starting the mesh in the background ..."):
-        while not options.ready_file.exists():
+        while not files.ready_file.exists():
             code = child.poll()
             if code is not None:
-                console.print(options.log_file.read_text(errors="replace"), markup=False)
+                console.print(files.log_file.read_text(errors="replace"), markup=False)
                 return code or 1
             if time.monotonic() > deadline:
                 console.print(f"[red]not up after {DETACHED_START_TIMEOUT_S:.0f}s[/]")
                 return 1
             time.sleep(0.1)
-    console.print(options.log_file.read_text(errors="replace"), markup=False, highlight=False)
-    console.print(f"running in the background (pid {child.pid}); its log: {options.log_file}")
+    console.print(files.log_file.read_text(errors="replace"), markup=False, highlight=False)
+    console.print(f"running in the background (pid {child.pid}); its log: {files.log_file}")
     return 0
 
 
 def down(runtime_dir: Path, console: Console, timeout: float = 60.0) -> int:
+    """Stop the mesh in order if its ``up`` runs; then stop whatever a run left behind
+    (a killed ``up`` or control plane) from its run files, and remove its temp dir."""
+    files = RunFiles(runtime_dir)
     pid = running_pid(runtime_dir)
-    if pid is None:
-        console.print(f"no mesh runs from {runtime_dir}.")
-        return 0
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    with console.status(f"stopping the mesh (pid {pid}) ..."):
-        while _alive(pid):
-            if time.monotonic() > deadline:
-                console.print(f"[red]pid {pid} did not stop in {timeout:.0f}s; killing it[/]")
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                return 1
-            time.sleep(0.1)
+    code = 0
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        with console.status(f"stopping the mesh (pid {pid}) ..."):
+            while _alive(pid):
+                if time.monotonic() > deadline:
+                    console.print(f"[red]pid {pid} did not stop in {timeout:.0f}s; killing it[/]")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    code = 1
+                    break
+                time.sleep(0.1)
+    found = leftovers(files)
+    if found.processes or found.temp_dir is not None:
+        with console.status("stopping what the run left behind ..."):
+            clean_up(files)
+        names = ", ".join(sorted(p.name for p in found.processes)) or "none"
+        console.print(
+            f"stopped {len(found.processes)} processes a run left behind ({names})"
+            + (f" and removed {found.temp_dir}" if found.temp_dir is not None else "")
+        )
+    else:
+        clean_up(files)  # run files only
+        if pid is None:
+            console.print(f"no mesh runs from {runtime_dir}.")
+            return 0
     console.print("sidemesh is down.")
-    return 0
+    return code
 
 
 def _alive(pid: int) -> bool:

@@ -4,25 +4,45 @@ every reload so a running process never has to move."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
+
+from sidemesh.local.runfiles import read_json, write_json
 
 
 class StickyPorts:
-    """A ``PortPicker``: (owner, role) → the port it was given first."""
+    """A ``PortPicker``: (owner, role) → the port it was given first.
 
-    def __init__(self) -> None:
+    With ``path``, the choices are kept in that file and read back at start: a control
+    plane restarted under running sidecars must give every workload the ports it
+    already listens on."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
         self._given: dict[tuple[str, str], int] = {}
+        saved = read_json(path) if path is not None else None
+        for entry in saved or []:
+            self._given[(entry["owner"], entry["role"])] = int(entry["port"])
 
     def __call__(self, owner: str, role: str, pinned: frozenset[int]) -> int:
         key = (owner, role)
         port = self._given.get(key)
         if port is None:
             taken = set(self._given.values()) | pinned
-            port = _free_port(taken)
+            port = free_port(taken)
             self._given[key] = port
+            self._save()
         return port
 
+    def _save(self) -> None:
+        if self.path is not None:
+            write_json(
+                self.path,
+                [{"owner": o, "role": r, "port": p} for (o, r), p in sorted(self._given.items())],
+            )
 
-def _free_port(taken: set[int]) -> int:
+
+def free_port(taken: set[int] | frozenset[int] = frozenset()) -> int:
+    """A port on 127.0.0.1 that nothing listens on now and that is not in ``taken``."""
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))

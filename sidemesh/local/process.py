@@ -9,11 +9,13 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from sidemesh.agent.parent_death import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +40,18 @@ class ProcessSpec:
     env: Mapping[str, str]
     cwd: Path
     log_path: Path
+    backoff_first_s: float = BACKOFF_FIRST_S
+    backoff_max_s: float = BACKOFF_MAX_S
+
+
+SpawnHook = Callable[["Supervised"], None]
+"""Called each time a process is (re)started, with its new pid (run files record it)."""
 
 
 class Supervised:
-    def __init__(self, spec: ProcessSpec) -> None:
+    def __init__(self, spec: ProcessSpec, on_spawn: SpawnHook | None = None) -> None:
         self.spec = spec
+        self.on_spawn = on_spawn
         self.state = ProcessState.STOPPED
         self.restarts = 0
         self.last_exit: int | None = None
@@ -67,7 +76,8 @@ class Supervised:
         self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.spec.log_path, "ab") as out:
             self.process = await asyncio.create_subprocess_exec(
-                *self.spec.argv,
+                # If the supervisor is killed, its children go too: nothing is orphaned.
+                *die_with_parent(self.spec.argv),
                 env=dict(self.spec.env),
                 cwd=self.spec.cwd,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -77,9 +87,11 @@ class Supervised:
                 start_new_session=True,
             )
         self.state = ProcessState.RUNNING
+        if self.on_spawn is not None:
+            self.on_spawn(self)
 
     async def _watch(self) -> None:
-        backoff = BACKOFF_FIRST_S
+        backoff = self.spec.backoff_first_s
         while True:
             assert self.process is not None
             started = time.monotonic()
@@ -90,7 +102,7 @@ class Supervised:
                 self.state = ProcessState.STOPPED
                 return
             if time.monotonic() - started > HEALTHY_AFTER_S:
-                backoff = BACKOFF_FIRST_S
+                backoff = self.spec.backoff_first_s
             self.restarts += 1
             self.state = ProcessState.RESTARTING
             log.warning(
@@ -102,7 +114,7 @@ class Supervised:
                 self.spec.log_path,
             )
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            backoff = min(backoff * 2, self.spec.backoff_max_s)
             if self._stopping:
                 self.state = ProcessState.STOPPED
                 return

@@ -8,6 +8,7 @@ new, stops what is gone, and restarts what changed."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import shlex
@@ -20,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from sidemesh.local.process import ProcessSpec, Supervised
+from sidemesh.local.process import ProcessSpec, SpawnHook, Supervised
 from sidemesh.model import Gateway, MeshState, Workload
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ class LocalSettings:
     """Where app commands run: the directory of mesh.yaml."""
     xds_address: str
     ca_address: str
+    socket_root: Path
+    """A private temp directory for the sidecars' SDS sockets (Unix socket paths are
+    short, so not under ``runtime_dir``); removed by ``up`` and ``down``."""
     xds_mode: str = "delta"
 
     @property
@@ -77,9 +81,15 @@ Progress = Callable[[str], None]
 
 
 class LocalMesh:
-    def __init__(self, settings: LocalSettings, progress: Progress = lambda _: None) -> None:
+    def __init__(
+        self,
+        settings: LocalSettings,
+        progress: Progress = lambda _: None,
+        on_spawn: SpawnHook | None = None,
+    ) -> None:
         self.settings = settings
         self.progress = progress
+        self.on_spawn = on_spawn
         self.members: dict[tuple[str, str], Member] = {}
         self._lock = asyncio.Lock()
 
@@ -116,7 +126,8 @@ class LocalMesh:
     ) -> None:
         name, namespace = key
         kind = "workload" if isinstance(spec, Workload) else "gateway"
-        member = Member(name, namespace, kind, spec, Supervised(self._sidecar_spec(spec, key)))
+        sidecar = Supervised(self._sidecar_spec(spec, key), self.on_spawn)
+        member = Member(name, namespace, kind, spec, sidecar)
         self.members[key] = member
         await member.sidecar.start()
         admin = spec.sidecar.admin_port if isinstance(spec, Workload) else spec.admin_port
@@ -129,7 +140,7 @@ class LocalMesh:
             self.progress(f"[red]✗[/] {name}: {exc}")
             return
         if isinstance(spec, Workload):
-            member.app = Supervised(self._app_spec(state, spec))
+            member.app = Supervised(self._app_spec(state, spec), self.on_spawn)
             await member.app.start()
             try:
                 await _wait_listening(member.app, [p.app_port for p in spec.ports])
@@ -160,6 +171,7 @@ class LocalMesh:
             "--control-plane", s.xds_address, "--ca-address", s.ca_address,
             "--state-dir", str(s.state_dir.resolve()), "--admin-port", str(admin),
             "--xds-mode", s.xds_mode, "--log-level", "warning",
+            "--socket-dir", str(s.socket_root / _short_name(name, namespace)),
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIDEMESH_")}
         return ProcessSpec(
@@ -213,6 +225,11 @@ class LocalMesh:
             cwd=self.settings.workdir,
             log_path=self.settings.logs / f"{workload.name}.log",
         )
+
+
+def _short_name(name: str, namespace: str) -> str:
+    """A few characters that name one sidecar: its SDS socket path must stay short."""
+    return hashlib.sha256(f"{name}.{namespace}".encode()).hexdigest()[:12]
 
 
 def _env_name(name: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from sidemesh.errors import ConfigError, Problem
@@ -34,14 +34,18 @@ class FileSource:
         on_state: Callable[[MeshState], None],
         ports: PortPicker | None = None,
         fallback: Callable[[], MeshState | None] | None = None,
+        reserved_ports: Mapping[int, str] | None = None,
     ) -> None:
         """``ports`` is given in local mode: it picks the ports the file leaves out.
         ``fallback`` gives the last state this mesh ran, if it knows one: a control
-        plane restarted while the file is bad serves that instead of refusing to start."""
+        plane restarted while the file is bad serves that instead of refusing to start.
+        ``reserved_ports``: the control plane's own (port → what), which no workload
+        may take."""
         self.path = path
         self.on_state = on_state
         self.ports = ports
         self.fallback = fallback
+        self.reserved_ports = reserved_ports
         self.state: MeshState | None = None
         self.rejected = 0
         """How many edits were refused since start."""
@@ -54,7 +58,9 @@ class FileSource:
         """Load the file once; raises ``ConfigError`` if it is bad (and no fallback)."""
         self._signature = self._seen = self._stat()
         try:
-            state = load_mesh_file(self.path, version=1, ports=self.ports)
+            state = load_mesh_file(
+                self.path, version=1, ports=self.ports, reserved_ports=self.reserved_ports
+            )
         except ConfigError as exc:
             last_good = self.fallback() if self.fallback is not None else None
             if last_good is None:
@@ -98,6 +104,7 @@ class FileSource:
                 str(self.path),
                 version,
                 ports=self.ports,
+                reserved_ports=self.reserved_ports,
                 require_workloads=bool(previous is not None and previous.workloads),
             )
         except ConfigError as exc:

@@ -58,6 +58,10 @@ class ControlPlaneThread:
         await self._stop.wait()
         await self.control_plane.stop()
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the control plane's loop and return its result."""
 
@@ -137,10 +141,27 @@ class Mesh:
         }
 
     def write(self, text: str | None = None) -> None:
-        """Replace mesh.yaml atomically, as an editor that saves by rename does."""
+        """Replace mesh.yaml atomically, as an editor that saves by rename does; with
+        the control plane running, return once it has accepted or refused the edit."""
+        before = self._source_position()
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(text if text is not None else yaml.safe_dump(self.document()))
         os.replace(tmp, self.path)
+        if before is None:
+            return
+        deadline = time.monotonic() + 10
+        while self._source_position() == before:
+            assert time.monotonic() < deadline, "the control plane never read the edit"
+            time.sleep(0.02)
+
+    def _source_position(self) -> tuple[int, int] | None:
+        """(mesh version, refused edits) of the running control plane's file source."""
+        if self.control_plane is None or not self.control_plane.running:
+            return None
+        source = self.control_plane.control_plane.source
+        return self.control_plane.call(
+            lambda: (source.state.version if source.state else 0, source.rejected)
+        )
 
     # --- processes -----------------------------------------------------------
     def start_control_plane(

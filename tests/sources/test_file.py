@@ -168,3 +168,18 @@ def test_a_bad_file_at_start_serves_the_fallback_and_reports_the_error(tmp_path:
     assert source.load_initial() is last_good
     assert seen == [last_good] and source.rejected == 1
     assert "services: Input should be a valid tuple" in str(source.last_error)
+
+
+def test_an_edit_taking_a_control_plane_port_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "mesh.yaml"
+    path.write_text(WITH_WORKLOADS)
+    seen: list[MeshState] = []
+    source = FileSource(path, seen.append, reserved_ports={9001: "the control plane's xDS port"})
+    with pytest.raises(ConfigError, match="the control plane's xDS port"):
+        source.load_initial()
+    path.write_text(WITH_WORKLOADS.replace("9001", "9091"))
+    source.load_initial()
+    _edit(source, WITH_WORKLOADS)
+    assert _settled_check(source) is False
+    assert "workloads[1].port" in str(source.last_error), source.last_error
+    assert "the control plane's xDS port" in str(source.last_error)
