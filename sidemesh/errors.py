@@ -14,7 +14,8 @@ YAML, gRPC, OS) are translated with ``raise ... from`` where they cross a room's
      │    └── CsrForAnotherIdentity   it asks for an identity its sender does not have
      ├── InvalidToken           (identity.tokens) missing or unknown bootstrap token
      ├── UnknownWorkload        (identity.service) the token's workload left the mesh
-     └── CertificateRequestFailed   (agent.certificates) the CA refused or is unreachable
+     ├── CertificateRequestFailed   (agent.certificates) the CA refused or is unreachable
+     └── ControlPlaneFailed     the control plane ``sidemesh up`` started did not come up
 """
 
 from __future__ import annotations
@@ -62,3 +63,8 @@ class SnapshotInconsistent(SidemeshError):
 
 class EnvoyNotFound(SidemeshError):
     """No Envoy binary was found."""
+
+
+class ControlPlaneFailed(SidemeshError):
+    """The control plane ``sidemesh up`` runs as its child did not come up; the message
+    says why (its exit status and last log lines) and where its log is."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import stat
 import tempfile
 from enum import StrEnum
 from pathlib import Path
@@ -185,9 +187,16 @@ def sidecar(
     # A short private directory: Unix socket paths are limited to about 100 bytes.
     if socket_dir is None:
         socket_dir = Path(tempfile.mkdtemp(prefix="sidemesh-"))
+    elif socket_dir.exists():
+        # Removed on exit, and it holds the socket that hands out the private key: only
+        # a private directory holding nothing but a stale socket (a sidecar before this
+        # one was killed) is reused; the operator's own directories are left alone.
+        problem = _unusable_socket_dir(socket_dir)
+        if problem:
+            typer.echo(f"--socket-dir: {socket_dir} {problem}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT)
     else:
-        socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        socket_dir.chmod(0o700)  # it holds the socket that hands out the private key
+        socket_dir.mkdir(mode=0o700, parents=True)
     params = BootstrapParams(
         proxy=ProxyId(workload, namespace),
         service=service or workload,
@@ -217,6 +226,21 @@ def sidecar(
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
     raise typer.Exit(code)
+
+
+def _unusable_socket_dir(path: Path) -> str | None:
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return "exists and is not a private (0700) directory of this user"
+    # What a sidecar leaves there itself: its socket and its bootstrap.
+    extra = sorted(
+        p.name
+        for p in path.iterdir()
+        if p.name != "sds.sock" and not p.name.endswith(".bootstrap.json")
+    )
+    if extra:
+        return f"exists and holds other files ({', '.join(extra[:3])}): give a new path"
+    return None
 
 
 class Output(StrEnum):

@@ -14,10 +14,17 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sidemesh.errors import ConfigError
+from sidemesh.errors import ConfigError, ControlPlaneFailed
 from sidemesh.local.ports import StickyPorts, free_port
-from sidemesh.local.runfiles import RunFiles, clean_up, leftovers
-from sidemesh.local.supervisor import ControlPlaneFailed, MeshSupervisor, SupervisorOptions
+from sidemesh.local.runfiles import (
+    RunFiles,
+    clean_up,
+    leftovers,
+    read_pid_file,
+    start_ticks,
+    write_pid_file,
+)
+from sidemesh.local.supervisor import MeshSupervisor, SupervisorOptions
 from sidemesh.model import MeshState, load_mesh_file
 from sidemesh.settings import ControlPlaneSettings
 
@@ -43,13 +50,9 @@ class UpOptions:
 
 
 def running_pid(runtime_dir: Path) -> int | None:
-    """The pid of the ``sidemesh up`` that owns ``runtime_dir``, if it still runs."""
-    try:
-        pid = int(RunFiles(runtime_dir).pid_file.read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid if _alive(pid) else None
+    """The pid of the ``sidemesh up`` that owns ``runtime_dir``, if it still runs (the
+    very process: a pid reused since by another is not taken for it)."""
+    return read_pid_file(RunFiles(runtime_dir).pid_file)
 
 
 def run_foreground(options: UpOptions, console: Console) -> int:
@@ -97,27 +100,38 @@ async def _run(options: UpOptions, console: Console) -> int:
         ),
         progress=console.print,
     )
-    files.pid_file.write_text(str(os.getpid()))
+    write_pid_file(files.pid_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # From the start: a `down` (SIGTERM) or Ctrl-C while workloads are still starting
+    # stops them in order too, and leaves no run files.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stopping = asyncio.create_task(stop.wait())
     try:
         count = len(first.workloads) + len(first.gateways)
         console.print(
             f"starting the control plane and {count} workloads and gateways from "
             f"{options.mesh_file} (logs in {files.logs}) ..."
         )
-        try:
-            state = await supervisor.start()
-        except ControlPlaneFailed as exc:
-            console.print(f"[red]cannot start the control plane:[/] {exc}", markup=True)
+        starting = asyncio.create_task(supervisor.start())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            console.print("stopped while starting.")
             return 1
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        try:
+            state = starting.result()
+        except ControlPlaneFailed as exc:
+            console.print(f"[red]cannot start the control plane:[/] {exc}")
+            return 1
         _print_ready(console, state, supervisor, settings.api_port)
         files.ready_file.write_text(str(os.getpid()))
-        await stop.wait()
+        await stopping
         console.print("stopping: apps, then sidecars, then the control plane ...")
     finally:
+        stopping.cancel()
         await supervisor.stop()
         files.ready_file.unlink(missing_ok=True)
         files.pid_file.unlink(missing_ok=True)
@@ -224,12 +238,5 @@ def down(runtime_dir: Path, console: Console, timeout: float = 60.0) -> int:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
     # A child of ours that exited is a zombie until reaped: that counts as gone.
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-            return False
-    return True
+    return start_ticks(pid) is not None

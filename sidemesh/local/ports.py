@@ -26,8 +26,10 @@ class StickyPorts:
     def __call__(self, owner: str, role: str, pinned: frozenset[int]) -> int:
         key = (owner, role)
         port = self._given.get(key)
-        if port is None:
-            taken = set(self._given.values()) | pinned
+        # A port saved for this role that the file now pins for something else (or
+        # reserves) is given up: the pin wins, this role moves.
+        if port is None or port in pinned:
+            taken = {p for k, p in self._given.items() if k != key} | pinned
             port = free_port(taken)
             self._given[key] = port
             self._save()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sidemesh.agent.parent_death import die_with_parent
+from sidemesh.local.runfiles import signal_group
 
 log = logging.getLogger(__name__)
 
@@ -118,22 +118,38 @@ class Supervised:
             if self._stopping:
                 self.state = ProcessState.STOPPED
                 return
-            await self._spawn()
+            while True:
+                try:
+                    await self._spawn()
+                    break
+                except OSError as exc:  # fork failed, binary gone: keep trying, say why
+                    log.error(
+                        "%s could not be started: %s; retrying in %.1fs",
+                        self.spec.name,
+                        exc,
+                        backoff,
+                    )
+                    self.state = ProcessState.RESTARTING
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self.spec.backoff_max_s)
+                    if self._stopping:
+                        self.state = ProcessState.STOPPED
+                        return
 
     async def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         self._stopping = True
         process = self.process
         if process is not None and process.returncode is None:
-            _signal_group(process.pid, signal.SIGTERM)
+            signal_group(process.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), timeout)
             except TimeoutError:
                 log.warning("%s did not stop in %.0fs; killing it", self.spec.name, timeout)
-                _signal_group(process.pid, signal.SIGKILL)
+                signal_group(process.pid, signal.SIGKILL)
                 await process.wait()
         # Anything the process left behind in its group goes too.
         if process is not None:
-            _signal_group(process.pid, signal.SIGKILL)
+            signal_group(process.pid, signal.SIGKILL)
         if self._monitor is not None:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -148,8 +164,3 @@ class Supervised:
             "lastExit": self.last_exit,
             "log": str(self.spec.log_path),
         }
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)

@@ -102,6 +102,26 @@ def start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
+def write_pid_file(path: Path) -> None:
+    """This process's pid and start time: a later reader can tell it from another
+    process that got the same pid after this one died."""
+    pid = os.getpid()
+    path.write_text(f"{pid} {start_ticks(pid)}\n")
+
+
+def read_pid_file(path: Path) -> int | None:
+    """The pid in ``path`` (``write_pid_file``) if that very process still runs."""
+    try:
+        pid_text, _, started = path.read_text().strip().partition(" ")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    ticks = start_ticks(pid)
+    if ticks is None or (started and started != str(ticks)):
+        return None
+    return pid
+
+
 @dataclass(frozen=True)
 class ProcessRecord:
     name: str
@@ -163,21 +183,30 @@ def clean_up(files: RunFiles, timeout: float = 10.0) -> Leftovers:
     what was found."""
     found = leftovers(files)
     for record in found.processes:
-        _signal_group(record.pid, signal.SIGTERM)
+        signal_group(record.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while any(r.running() for r in found.processes) and time.monotonic() < deadline:
         time.sleep(0.05)
     for record in found.processes:
         # Whatever is left in the group, the recorded process included.
-        _signal_group(record.pid, signal.SIGKILL)
+        signal_group(record.pid, signal.SIGKILL)
     if found.temp_dir is not None:
         shutil.rmtree(found.temp_dir, ignore_errors=True)
-    for path in (files.processes_file, files.ready_file, files.pid_file, files.status_file):
+    # The plan holds env values expanded from ${VAR}: it does not outlive the run.
+    for path in (
+        files.processes_file,
+        files.ready_file,
+        files.pid_file,
+        files.status_file,
+        files.plan_file,
+        files.ports_file,
+    ):
         path.unlink(missing_ok=True)
     return found
 
 
-def _signal_group(pid: int, sig: int) -> None:
-    # Every process of a run leads its own group (it was started in a new session).
+def signal_group(pid: int, sig: int) -> None:
+    """Signal the process group ``pid`` leads: every process of a run leads its own
+    (it was started in a new session), with whatever it started."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)

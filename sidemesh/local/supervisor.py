@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from sidemesh.errors import ControlPlaneFailed
 from sidemesh.local.process import ProcessSpec, Supervised
 from sidemesh.local.runfiles import ProcessRegistry, RunFiles, read_json, write_json
 from sidemesh.local.runner import LocalMesh, LocalSettings, Progress
@@ -54,10 +55,6 @@ class SupervisorOptions:
     log_level: str
 
 
-class ControlPlaneFailed(Exception):
-    """The control plane did not come up; the message says why and where its log is."""
-
-
 class MeshSupervisor:
     def __init__(self, options: SupervisorOptions, progress: Progress) -> None:
         self.options = options
@@ -80,7 +77,7 @@ class MeshSupervisor:
             on_spawn=self._record,
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self._plan_signature: tuple[int, int] | None = None
+        self._plan_signature: tuple[int, int, int] | None = None
         self._status_text = ""
         self._log_offset = 0
 
@@ -113,9 +110,8 @@ class MeshSupervisor:
         """Apps, then sidecars, then the control plane; then the run's files."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A task that died of a bug must not keep the workloads from being stopped.
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.local.stop()
         await self.control_plane.stop()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
@@ -179,7 +175,7 @@ class MeshSupervisor:
         data = read_json(path)
         if data is None:
             return None
-        self._plan_signature = (st.st_mtime_ns, st.st_ino)
+        self._plan_signature = _plan_signature(st)
         return MeshState.from_plan(data)
 
     async def _follow_plan(self) -> None:
@@ -192,15 +188,14 @@ class MeshSupervisor:
                 st = path.stat()
             except OSError:
                 continue
-            if (st.st_mtime_ns, st.st_ino) == self._plan_signature:
+            if _plan_signature(st) == self._plan_signature:
                 continue
             try:
                 state = self._read_plan()
-            except ValueError as exc:  # a plan from another sidemesh version, say
-                log.error("cannot read %s: %s", path, exc)
-                continue
-            if state is not None:
-                await self.local.apply(state)
+                if state is not None:
+                    await self.local.apply(state)
+            except Exception:  # a bug here must not stop following later plans
+                log.exception("could not apply %s; the workloads keep running as they are", path)
 
     # --- what runs, for the API ----------------------------------------------------
     def _write_status(self) -> None:
@@ -217,7 +212,10 @@ class MeshSupervisor:
     async def _keep_writing_status(self) -> None:
         while True:
             await asyncio.sleep(STATUS_WRITE_S)
-            self._write_status()
+            try:
+                self._write_status()
+            except OSError as exc:  # a full disk, say: status goes stale, nothing stops
+                log.error("cannot write %s: %s", self.options.files.status_file, exc)
 
     async def _echo_control_plane_log(self) -> None:
         """What the control plane logs (refused edits, NACKs; warnings and up by default)
@@ -237,6 +235,10 @@ class MeshSupervisor:
                 offset += end
                 sys.stderr.write(chunk[:end].decode(errors="replace"))
                 sys.stderr.flush()
+
+
+def _plan_signature(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_mtime_ns, st.st_ino, st.st_size)
 
 
 def _tail(path: Path, lines: int = 5) -> str:

@@ -56,13 +56,18 @@ class FileSource:
 
     def load_initial(self) -> MeshState:
         """Load the file once; raises ``ConfigError`` if it is bad (and no fallback)."""
-        self._signature = self._seen = self._stat()
+        last_good = self.fallback() if self.fallback is not None else None
+        self._signature = self._seen = self._wait_settled()
         try:
             state = load_mesh_file(
-                self.path, version=1, ports=self.ports, reserved_ports=self.reserved_ports
+                self.path,
+                version=1,
+                ports=self.ports,
+                reserved_ports=self.reserved_ports,
+                # A restart must not be the way round the rule for edits.
+                require_workloads=bool(last_good is not None and last_good.workloads),
             )
         except ConfigError as exc:
-            last_good = self.fallback() if self.fallback is not None else None
             if last_good is None:
                 raise
             self.rejected += 1
@@ -80,26 +85,38 @@ class FileSource:
     def check(self) -> bool:
         """Reload if the file changed and has settled. Returns True if a new state
         was accepted."""
+        return self._accept(self._load_if_changed())
+
+    async def watch(self, interval: float = POLL_INTERVAL_S) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            # Loading may resolve host names: off the event loop, so a slow resolver
+            # never holds up xDS or the API. Accepting (and publishing) stays on it.
+            self._accept(await asyncio.to_thread(self._load_if_changed))
+
+    def _load_if_changed(self) -> MeshState | ConfigError | None:
+        """The file's next state, or why it is refused; None if there is nothing new
+        (unchanged, or still being written)."""
         signature = self._stat()
         seen, self._seen = self._seen, signature
         if signature == self._signature or signature != seen or not _settled(signature):
-            return False
+            return None
         try:
             text = self.path.read_text(encoding="utf-8")
         except OSError as exc:
             text = None
             unreadable = exc
         if self._stat() != signature:
-            return False  # written to while read: wait for it to settle again
+            return None  # written to while read: wait for it to settle again
         self._signature = signature
-        version = (self.state.version if self.state else 0) + 1
         previous = self.state
+        version = (previous.version if previous else 0) + 1
+        if text is None:
+            return ConfigError(
+                str(self.path), [Problem("", f"cannot read file: {unreadable.strerror}")]
+            )
         try:
-            if text is None:
-                raise ConfigError(
-                    str(self.path), [Problem("", f"cannot read file: {unreadable.strerror}")]
-                )
-            state = parse_mesh_document(
+            return parse_mesh_document(
                 text,
                 str(self.path),
                 version,
@@ -108,15 +125,22 @@ class FileSource:
                 require_workloads=bool(previous is not None and previous.workloads),
             )
         except ConfigError as exc:
+            return exc
+
+    def _accept(self, loaded: MeshState | ConfigError | None) -> bool:
+        if loaded is None:
+            return False
+        if isinstance(loaded, ConfigError):
             self.rejected += 1
-            self.last_error = exc
+            self.last_error = loaded
             log.error(
                 "rejected an edit of %s; still serving mesh version %s:\n%s",
                 self.path,
                 self.state.version if self.state else "none",
-                exc,
+                loaded,
             )
             return False
+        state, previous = loaded, self.state
         if previous is not None:
             state = state.reuse_unchanged(previous)
             _warn_if_most_removed(previous, state, self.path)
@@ -126,10 +150,22 @@ class FileSource:
         self.on_state(state)
         return True
 
-    async def watch(self, interval: float = POLL_INTERVAL_S) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            self.check()
+    def _wait_settled(self, timeout: float = 2.0) -> Signature | None:
+        """The file's signature once it holds still (at start, when an editor may be
+        in the middle of a save); after ``timeout``, whatever it is then."""
+        deadline = time.monotonic() + timeout
+        signature = self._stat()
+        while time.monotonic() < deadline:
+            if _settled(signature):
+                time.sleep(SETTLE_S)
+                again = self._stat()
+                if again == signature:
+                    break
+                signature = again
+            else:
+                time.sleep(SETTLE_S)
+                signature = self._stat()
+        return signature
 
     def _stat(self) -> Signature | None:
         try:
@@ -142,7 +178,10 @@ class FileSource:
 def _settled(signature: Signature | None) -> bool:
     if signature is None:
         return True  # gone: loading reports "cannot read file", which is what happened
-    return time.time_ns() - signature[0] >= SETTLE_S * 1e9
+    age_ns = time.time_ns() - signature[0]
+    # A time in the future (clock skew, a network file system) says nothing about
+    # when it was written: polls that see the same signature twice decide alone.
+    return not 0 <= age_ns < SETTLE_S * 1e9
 
 
 def _warn_if_most_removed(previous: MeshState, state: MeshState, path: Path) -> None:

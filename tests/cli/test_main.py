@@ -54,3 +54,13 @@ def test_proxies_without_a_control_plane_says_so() -> None:
     result = _sidemesh("proxies", "--api", "http://127.0.0.1:9")
     assert result.returncode == 1
     assert "cannot read /v1/proxies from the control plane at http://127.0.0.1:9" in result.stderr
+
+
+def test_sidecar_never_takes_over_a_directory_of_the_operators_as_its_socket_dir(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    result = _sidemesh("sidecar", "-w", "a-1", "--socket-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert f"--socket-dir: {tmp_path} exists and" in result.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -44,7 +44,7 @@ class Up:
         return {w["name"]: w for w in data}
 
     def pid(self) -> int:
-        return int((self.runtime_dir / "up.pid").read_text())
+        return int((self.runtime_dir / "up.pid").read_text().split()[0])
 
 
 def _up_args(runtime_dir: Path, mesh_file: Path) -> tuple[list[str], str]:

@@ -162,7 +162,7 @@ def test_an_edit_removing_most_workloads_is_logged_with_their_names(
 def test_a_bad_file_at_start_serves_the_fallback_and_reports_the_error(tmp_path: Path) -> None:
     last_good = parse_mesh_document(WITH_WORKLOADS, "mesh.yaml")
     path = tmp_path / "mesh.yaml"
-    path.write_text("services: 3\n")
+    path.write_text("services: 3\nworkloads: []\n")
     seen: list[MeshState] = []
     source = FileSource(path, seen.append, fallback=lambda: last_good)
     assert source.load_initial() is last_good
@@ -183,3 +183,12 @@ def test_an_edit_taking_a_control_plane_port_is_refused(tmp_path: Path) -> None:
     assert _settled_check(source) is False
     assert "workloads[1].port" in str(source.last_error), source.last_error
     assert "the control plane's xDS port" in str(source.last_error)
+
+
+def test_a_restart_is_not_a_way_round_the_explicit_empty_list(tmp_path: Path) -> None:
+    last_good = parse_mesh_document(WITH_WORKLOADS, "mesh.yaml")
+    path = tmp_path / "mesh.yaml"
+    path.write_text(GOOD)  # the workloads key lost while the control plane was down
+    source = FileSource(path, lambda _: None, fallback=lambda: last_good)
+    assert source.load_initial() is last_good
+    assert "this edit would stop every workload" in str(source.last_error)
