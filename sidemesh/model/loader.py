@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from sidemesh.errors import ConfigError, Problem
 from sidemesh.model.addresses import resolve_addresses
 from sidemesh.model.checks import check_document, check_ports
 from sidemesh.model.mesh import MeshDocument
+from sidemesh.model.policy.checks import check_policies
+from sidemesh.model.policy.documents import Policies, RawDocument, parse_policies
 from sidemesh.model.resolve import PortPicker, resolve
 from sidemesh.model.state import MeshState, service_key
 
@@ -42,6 +45,7 @@ def load_mesh_file(
         ports=ports,
         require_workloads=require_workloads,
         reserved_ports=reserved_ports,
+        base_dir=Path(path).parent,
     )
 
 
@@ -53,8 +57,14 @@ def parse_mesh_document(
     ports: PortPicker | None = None,
     require_workloads: bool = False,
     reserved_ports: Mapping[int, str] | None = None,
+    base_dir: Path | None = None,
 ) -> MeshState:
     """Validate mesh.yaml text; ``source`` is the name used in error messages.
+
+    The first YAML document is the compact local form (mesh, services, workloads,
+    gateways, ``include``); every further document, and every document of the files
+    ``include`` names (relative to ``base_dir``, globs allowed), is a policy in
+    Kubernetes form (``HTTPRoute``, ``BackendPolicy``, ...).
 
     ``ports`` is given in local mode (``sidemesh up``): it picks a free port for each
     one the file leaves out, and every workload must have a command.
@@ -74,8 +84,8 @@ def parse_mesh_document(
             source,
             [Problem("", "the file is empty; to run no workloads, write `workloads: []`")],
         )
-    raw = _parse_yaml(_expand_variables(text, source), source)
-    if raw is None:
+    documents = [d for d in _parse_yaml(_expand_variables(text, source), source) if d is not None]
+    if not documents:
         raise ConfigError(
             source,
             [
@@ -86,7 +96,14 @@ def parse_mesh_document(
                 )
             ],
         )
-    if require_workloads and "workloads" not in raw:
+    first = documents[0]
+    if isinstance(first, dict) and "kind" in first:
+        first = {}  # only policies: the mesh itself is empty
+    else:
+        documents = documents[1:]
+    if not isinstance(first, dict):
+        raise ConfigError(source, [Problem("", "the top level must be a mapping")])
+    if require_workloads and "workloads" not in first:
         raise ConfigError(
             source,
             [
@@ -98,10 +115,16 @@ def parse_mesh_document(
             ],
         )
     try:
-        document = MeshDocument.model_validate(raw)
+        document = MeshDocument.model_validate(first)
     except ValidationError as exc:
         raise ConfigError(source, _problems_from_pydantic(exc.errors())) from exc
-    problems = list(check_document(document, local=ports is not None))
+    offset = 1 if first else 0
+    raw_policies = [
+        RawDocument(f"document {i + 1 + offset}", doc) for i, doc in enumerate(documents)
+    ]
+    raw_policies += _included(document.include, base_dir, source)
+    parsed = parse_policies(raw_policies, document.mesh.default_namespace, _problems_from_pydantic)
+    problems = list(check_document(document, local=ports is not None)) + parsed.problems
     document, address_problems = resolve_addresses(document)
     problems += address_problems
     if problems:
@@ -110,7 +133,46 @@ def parse_mesh_document(
     problems = list(check_ports(resolved, reserved_ports))
     if problems:
         raise ConfigError(source, problems)
-    return _to_state(resolved.document, version)
+    state = _to_state(resolved.document, version, parsed.policies)
+    found = check_policies(
+        parsed.policies,
+        parsed.where,
+        state.services,
+        {key: state.workloads_of(key) for key in state.services},
+    )
+    if found.errors:
+        raise ConfigError(source, found.errors)
+    if found.warnings:
+        state = replace(state, warnings=tuple(f"{source}: {w}" for w in found.warnings))
+    return state
+
+
+def _included(patterns: Sequence[str], base_dir: Path | None, source: str) -> list[RawDocument]:
+    """The policy documents of the files ``include`` names, in the order named (a glob's
+    files in name order)."""
+    base = base_dir or Path(source).parent
+    out: list[RawDocument] = []
+    problems: list[Problem] = []
+    for i, pattern in enumerate(patterns):
+        paths = sorted(base.glob(pattern)) if any(c in pattern for c in "*?[") else [base / pattern]
+        if not paths:
+            problems.append(Problem(f"include[{i}]", f"{pattern!r} matches no file in {base}"))
+        for path in paths:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                problems.append(Problem(f"include[{i}]", f"cannot read {path}: {exc.strerror}"))
+                continue
+            name = str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+            docs = _parse_yaml(_expand_variables(text, name), name)
+            out += [
+                RawDocument(f"{name} document {j + 1}", doc)
+                for j, doc in enumerate(docs)
+                if doc is not None
+            ]
+    if problems:
+        raise ConfigError(source, problems)
+    return out
 
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -162,22 +224,17 @@ _UniqueKeyLoader.add_constructor(
 )
 
 
-def _parse_yaml(text: str, source: str) -> Any:
+def _parse_yaml(text: str, source: str) -> list[Any]:
+    """Every YAML document of ``text`` (``---`` separates them)."""
     try:
-        raw = yaml.load(
-            text, Loader=_UniqueKeyLoader
-        )  # a SafeLoader subclass: no arbitrary objects
+        # A SafeLoader subclass: no arbitrary objects.
+        return list(yaml.load_all(text, Loader=_UniqueKeyLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(source, [Problem(where, f"invalid YAML: {exc.problem}")]) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(source, [Problem("", f"invalid YAML: {exc}")]) from exc
-    if raw is None:
-        return None
-    if not isinstance(raw, dict):
-        raise ConfigError(source, [Problem("", "the top level must be a mapping")])
-    return raw
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
@@ -227,7 +284,7 @@ def _problem_from_pydantic(error: Any) -> Problem:
     return Problem(path, str(error["msg"]))
 
 
-def _to_state(doc: MeshDocument, version: int) -> MeshState:
+def _to_state(doc: MeshDocument, version: int, policies: Policies) -> MeshState:
     """``doc`` is resolved: namespaces, ports and accounts are filled in."""
     return MeshState(
         version=version,
@@ -235,4 +292,5 @@ def _to_state(doc: MeshDocument, version: int) -> MeshState:
         services={service_key(s): s for s in doc.services},
         workloads={(w.name, w.namespace or ""): w for w in doc.workloads},
         gateways={(g.name, g.namespace or ""): g for g in doc.gateways},
+        policies=policies,
     )

@@ -6,27 +6,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-from pydantic.alias_generators import to_camel
+from pydantic import Field, StringConstraints
 
-# DNS-1123 label: what Kubernetes accepts as a service or namespace name, so a mesh.yaml
-# written for local mode moves to Kubernetes unchanged.
-DnsLabel = Annotated[
-    str,
-    StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63),
-]
-PortNumber = Annotated[int, Field(ge=1, le=65535)]
-
-
-class _Model(BaseModel):
-    """Frozen, strict about unknown keys, camelCase in YAML."""
-
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
-        alias_generator=to_camel,
-        populate_by_name=True,
-    )
+from sidemesh.model.base import DnsLabel, Model, PortNumber
 
 
 class Protocol(StrEnum):
@@ -50,7 +32,7 @@ class MtlsMode(StrEnum):
     DISABLE = "DISABLE"
 
 
-class MeshConfig(_Model):
+class MeshConfig(Model):
     """Mesh-wide settings."""
 
     trust_domain: str = Field(default="cluster.local", min_length=1)
@@ -61,7 +43,7 @@ class MeshConfig(_Model):
     """Default mutual-TLS mode between sidecars."""
 
 
-class ServicePort(_Model):
+class ServicePort(Model):
     """A port a service is called on (``reviews:9080``)."""
 
     port: PortNumber
@@ -74,7 +56,7 @@ class ServicePort(_Model):
         return self.name or f"{self.protocol.value}-{self.port}"
 
 
-class Service(_Model):
+class Service(Model):
     """A name other workloads call."""
 
     name: DnsLabel
@@ -83,9 +65,13 @@ class Service(_Model):
     mtls: MtlsMode | None = None
     """How this service's workloads accept traffic; defaults to the mesh's mode.
     PERMISSIVE also accepts plaintext, to move a service into the mesh gradually."""
+    selector: dict[str, str] | None = None
+    """Also serve from every workload of the namespace whose labels include these (as a
+    Kubernetes Service selects pods), beside the workloads that name this service: so
+    ``reviews-v2`` can be the v2 workloads of ``reviews``, for routes to split between."""
 
 
-class WorkloadPort(_Model):
+class WorkloadPort(Model):
     """Where one workload serves one port of its service."""
 
     name: DnsLabel
@@ -96,7 +82,7 @@ class WorkloadPort(_Model):
     """Where the application itself listens, on 127.0.0.1."""
 
 
-class Sidecar(_Model):
+class Sidecar(Model):
     """Ports of the workload's sidecar that the control plane must know. Left out, they
     are 15001 and 15000 (one workload per address), or free ones under ``sidemesh up``."""
 
@@ -106,7 +92,7 @@ class Sidecar(_Model):
     """Envoy's admin interface, bound to 127.0.0.1 only."""
 
 
-class Upstream(_Model):
+class Upstream(Model):
     """A service the app reaches on a local port of its sidecar (for TCP and gRPC,
     which an HTTP proxy setting does not cover). Exported to the app as
     ``SIDEMESH_UPSTREAM_<SERVICE>=127.0.0.1:<localPort>``."""
@@ -118,7 +104,7 @@ class Upstream(_Model):
     """Where the sidecar listens for it on 127.0.0.1; free one if left out."""
 
 
-class Workload(_Model):
+class Workload(Model):
     """One running instance of a service, with one address."""
 
     name: DnsLabel
@@ -145,14 +131,14 @@ class Workload(_Model):
     """Local mode: extra environment of the app (templated like ``command``)."""
 
 
-class GatewayRoute(_Model):
+class GatewayRoute(Model):
     prefix: Annotated[str, StringConstraints(pattern=r"^/")] = "/"
     service: DnsLabel
     port: PortNumber | None = None
     """The service port; defaults to the service's first HTTP port."""
 
 
-class Gateway(_Model):
+class Gateway(Model):
     """An entry into the mesh: an Envoy listening on ``address:port`` for callers
     outside the mesh, routing by path prefix to services over mTLS."""
 
@@ -166,10 +152,12 @@ class Gateway(_Model):
     admin_port: PortNumber | None = None
 
 
-class MeshDocument(_Model):
-    """The whole of mesh.yaml."""
+class MeshDocument(Model):
+    """mesh.yaml's first document: the compact local form."""
 
     mesh: MeshConfig = Field(default_factory=MeshConfig)
     services: tuple[Service, ...] = ()
     workloads: tuple[Workload, ...] = ()
     gateways: tuple[Gateway, ...] = ()
+    include: tuple[str, ...] = ()
+    """Files of policy documents (Kubernetes form), relative to mesh.yaml; globs allowed."""

@@ -13,6 +13,9 @@ from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
 from sidemesh.model.mesh import Gateway, MeshConfig, MtlsMode, Service, Workload
+from sidemesh.model.policy.backend import BackendPolicy, FaultInjection
+from sidemesh.model.policy.documents import KINDS, Policies, Policy
+from sidemesh.model.policy.routes import GRPCRoute, HTTPRoute
 
 
 class ServiceKey(NamedTuple):
@@ -45,6 +48,11 @@ class MeshState:
     """Keyed by (workload name, namespace)."""
     gateways: Mapping[tuple[str, str], Gateway] = field(default_factory=dict)
     """Keyed by (gateway name, namespace)."""
+    policies: Policies = field(default_factory=Policies)
+    """Routes, backend policies and faults, namespaces filled in, checked."""
+    warnings: tuple[str, ...] = ()
+    """What loading accepted but an operator should see (an unresolved backendRef, a
+    subset selecting nothing, two routes that conflict), each naming file and field."""
     _by_service: Mapping[ServiceKey, tuple[Workload, ...]] = field(
         init=False, repr=False, compare=False
     )
@@ -56,6 +64,17 @@ class MeshState:
         index: dict[ServiceKey, list[Workload]] = {key: [] for key in self.services}
         for workload in self.workloads.values():
             index.setdefault(workload_service_key(workload), []).append(workload)
+        # A selector picks workloads by labels, as a Kubernetes Service picks pods.
+        for key, service in self.services.items():
+            if service.selector:
+                wanted = service.selector.items()
+                index[key] += [
+                    w
+                    for w in self.workloads.values()
+                    if w.namespace == key.namespace
+                    and wanted <= w.labels.items()
+                    and w not in index[key]
+                ]
         object.__setattr__(
             self, "_by_service", MappingProxyType({k: tuple(v) for k, v in index.items()})
         )
@@ -109,7 +128,8 @@ class MeshState:
         gateways = {
             key: _same_or(previous.gateways.get(key), gw) for key, gw in self.gateways.items()
         }
-        return MeshState(self.version, mesh, services, workloads, gateways)
+        policies = self.policies.reuse_unchanged(previous.policies)
+        return MeshState(self.version, mesh, services, workloads, gateways, policies, self.warnings)
 
     def to_plan(self) -> dict[str, Any]:
         """Everything, env values included: what local mode runs (a private file; the
@@ -125,6 +145,8 @@ class MeshState:
                     ("gateways", self.gateways),
                 )
             },
+            "policies": [p.model_dump(mode="json", by_alias=True) for p in self.policies],
+            "warnings": list(self.warnings),
         }
 
     @classmethod
@@ -133,12 +155,20 @@ class MeshState:
         services = [Service.model_validate(s) for s in data["services"]]
         workloads = [Workload.model_validate(w) for w in data["workloads"]]
         gateways = [Gateway.model_validate(g) for g in data["gateways"]]
+        policies = [_policy_from_plan(p) for p in data.get("policies", [])]
         return cls(
             version=int(data["version"]),
             mesh=MeshConfig.model_validate(data["mesh"]),
             services={service_key(s): s for s in services},
             workloads={(w.name, w.namespace or ""): w for w in workloads},
             gateways={(g.name, g.namespace or ""): g for g in gateways},
+            policies=Policies(
+                http_routes=tuple(p for p in policies if isinstance(p, HTTPRoute)),
+                grpc_routes=tuple(p for p in policies if isinstance(p, GRPCRoute)),
+                backend_policies=tuple(p for p in policies if isinstance(p, BackendPolicy)),
+                fault_injections=tuple(p for p in policies if isinstance(p, FaultInjection)),
+            ),
+            warnings=tuple(data.get("warnings", ())),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -165,10 +195,19 @@ class MeshState:
                 }
                 for g in self.gateways.values()
             ],
+            "policies": [
+                p.model_dump(mode="json", by_alias=True, exclude_none=True) for p in self.policies
+            ],
+            "warnings": list(self.warnings),
         }
 
 
 T = TypeVar("T")
+
+
+def _policy_from_plan(data: Mapping[str, Any]) -> Policy:
+    group = str(data["apiVersion"]).rpartition("/")[0]
+    return KINDS[(group, str(data["kind"]))].model_validate(data)
 
 
 def _same_or(old: T | None, new: T) -> T:

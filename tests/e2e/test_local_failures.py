@@ -64,6 +64,7 @@ def web_without_setpriv(
 ) -> Iterator[tuple[Up, Path]]:
     """The same, on a machine without setpriv: children do not die with ``up``."""
     monkeypatch.setenv("PATH", str(ROOT / ".venv" / "bin"))
+    monkeypatch.setenv("SIDEMESH_CERT_LIFETIME", "900")  # up honours it, as controlplane does
     yield from _web(tmp_path)
 
 
@@ -235,6 +236,8 @@ def test_down_stops_what_a_killed_run_left_behind(
 ) -> None:
     up, _ = web_without_setpriv
     files = RunFiles(up.runtime_dir)
+    proxies = httpx.get(f"{up.api}/v1/proxies", timeout=5).json()["proxies"]
+    assert all(0 < p["certificate"]["expiresInSeconds"] <= 900 for p in proxies), proxies
     temp_dir = Path(read_json(files.processes_file)["tempDir"])
     family = descendants(up.pid())
     records = read_json(files.processes_file)["processes"]

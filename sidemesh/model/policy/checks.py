@@ -1,0 +1,338 @@
+"""Checks of policies against the mesh they are written for: references that must
+resolve, values Envoy would reject (a regex RE2 cannot compile, a per-try timeout
+longer than the request's), and what is allowed but worth a warning (a backend that
+does not exist, a subset selecting no workload, two routes that conflict).
+
+Errors refuse the whole file; warnings are logged and shown in ``/v1/state``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import re2
+
+from sidemesh.errors import Problem
+from sidemesh.model.base import parse_duration
+from sidemesh.model.mesh import Service, Workload
+from sidemesh.model.policy.backend import BackendPolicy
+from sidemesh.model.policy.common import SIDEMESH_GROUP, BackendRef, ParentRef
+from sidemesh.model.policy.documents import Policies, describe
+from sidemesh.model.policy.routes import (
+    FilterType,
+    GRPCRoute,
+    HTTPRoute,
+    HTTPRouteFilter,
+    PathMatchType,
+    StringMatchType,
+)
+from sidemesh.model.state import ServiceKey
+
+
+@dataclass
+class Findings:
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+
+def check_policies(
+    policies: Policies,
+    where: Mapping[int, str],
+    services: Mapping[ServiceKey, Service],
+    workloads_of: Mapping[ServiceKey, Sequence[Workload]],
+) -> Findings:
+    """``where``: id(policy) → how to name it in a message."""
+    found = Findings()
+    for route in policies.http_routes:
+        _check_http_route(route, where[id(route)], services, policies, found)
+    for grpc in policies.grpc_routes:
+        _check_grpc_route(grpc, where[id(grpc)], services, found)
+    targeted: dict[ServiceKey, str] = {}
+    for policy in policies.backend_policies:
+        _check_backend_policy(policy, where[id(policy)], services, workloads_of, targeted, found)
+    found.warnings.extend(_route_conflicts(policies.http_routes, where))
+    return found
+
+
+# --- routes -------------------------------------------------------------------------
+
+
+def _check_parents(
+    parents: Sequence[ParentRef],
+    namespace: str,
+    label: str,
+    services: Mapping[ServiceKey, Service],
+    found: Findings,
+) -> None:
+    for i, parent in enumerate(parents):
+        at = f"{label} spec.parentRefs[{i}]"
+        if not parent.is_service:
+            found.errors.append(
+                Problem(
+                    f"{at}.kind",
+                    'a mesh route attaches to a Service (kind: Service, group: ""), '
+                    f"not {parent.kind or 'Gateway'}: entry gateways take mesh.yaml's "
+                    "gateways: for now",
+                )
+            )
+            continue
+        key = ServiceKey(parent.name, parent.namespace or namespace)
+        service = services.get(key)
+        if service is None:
+            found.errors.append(Problem(f"{at}.name", _unknown_service(key, services)))
+        elif parent.port is not None and parent.port not in {p.port for p in service.ports}:
+            found.errors.append(
+                Problem(
+                    f"{at}.port",
+                    f"{parent.port} is not a port of service {key} "
+                    f"(ports: {', '.join(str(p.port) for p in service.ports)})",
+                )
+            )
+
+
+def _check_backends(
+    refs: Sequence[BackendRef],
+    namespace: str,
+    at: str,
+    services: Mapping[ServiceKey, Service],
+    found: Findings,
+) -> None:
+    for j, ref in enumerate(refs):
+        if (ref.kind or "Service") != "Service" or (ref.group or "") != "":
+            found.errors.append(
+                Problem(f"{at}[{j}].kind", f"a backend is a Service, not {ref.kind!r}")
+            )
+            continue
+        key = ServiceKey(ref.name, ref.namespace or namespace)
+        service = services.get(key)
+        if service is None:
+            # The Gateway API accepts the route and answers this backend's share of
+            # requests with 500: a typo must not take down the rest of the route.
+            found.warnings.append(
+                Problem(
+                    f"{at}[{j}].name",
+                    f"{_unknown_service(key, services)}; its share of requests is answered 500",
+                )
+            )
+        elif ref.port is None and len(service.ports) > 1:
+            found.errors.append(
+                Problem(
+                    f"{at}[{j}].port",
+                    f"service {key} has {len(service.ports)} ports: name one",
+                )
+            )
+        elif ref.port is not None and ref.port not in {p.port for p in service.ports}:
+            found.errors.append(
+                Problem(f"{at}[{j}].port", f"{ref.port} is not a port of service {key}")
+            )
+
+
+def _check_http_route(
+    route: HTTPRoute,
+    label: str,
+    services: Mapping[ServiceKey, Service],
+    policies: Policies,
+    found: Findings,
+) -> None:
+    namespace = route.metadata.namespace or ""
+    _check_parents(route.spec.parent_refs, namespace, label, services, found)
+    for i, rule in enumerate(route.spec.rules):
+        at = f"{label} spec.rules[{i}]"
+        for j, match in enumerate(rule.matches):
+            if match.path is not None and match.path.type is PathMatchType.REGULAR_EXPRESSION:
+                _regex(match.path.value, f"{at}.matches[{j}].path.value", found)
+            for k, header in enumerate(match.headers):
+                if header.type is StringMatchType.REGULAR_EXPRESSION:
+                    _regex(header.value, f"{at}.matches[{j}].headers[{k}].value", found)
+            for k, param in enumerate(match.query_params):
+                if param.type is StringMatchType.REGULAR_EXPRESSION:
+                    _regex(param.value, f"{at}.matches[{j}].queryParams[{k}].value", found)
+        refs = rule.backend_refs
+        if refs and not any(r.weight for r in refs):
+            found.errors.append(
+                Problem(
+                    f"{at}.backendRefs",
+                    "every weight is 0, so no request could be sent anywhere: "
+                    "give at least one backend a weight",
+                )
+            )
+        _check_backends(refs, namespace, f"{at}.backendRefs", services, found)
+        _check_filters(rule.filters, namespace, f"{at}.filters", services, policies, found)
+        for j, ref in enumerate(refs):
+            _check_filters(
+                ref.filters, namespace, f"{at}.backendRefs[{j}].filters", services, policies, found
+            )
+        redirects = any(f.type is FilterType.REQUEST_REDIRECT for f in rule.filters)
+        if redirects and refs:
+            found.errors.append(
+                Problem(f"{at}.backendRefs", "a rule that redirects sends to no backend")
+            )
+        if rule.timeouts is not None:
+            request, per_try = rule.timeouts.request, rule.timeouts.backend_request
+            if request is not None and per_try is not None:
+                total, each = parse_duration(request), parse_duration(per_try)
+                if total and each > total:
+                    found.errors.append(
+                        Problem(
+                            f"{at}.timeouts.backendRequest",
+                            f"{per_try} is longer than the request timeout {request}: "
+                            "a try cannot outlast the whole request",
+                        )
+                    )
+
+
+def _check_filters(
+    filters: Sequence[HTTPRouteFilter],
+    namespace: str,
+    at: str,
+    services: Mapping[ServiceKey, Service],
+    policies: Policies,
+    found: Findings,
+) -> None:
+    for j, item in enumerate(filters):
+        if item.type is FilterType.EXTENSION_REF and item.extension_ref is not None:
+            ref = item.extension_ref
+            if ref.group != SIDEMESH_GROUP or ref.kind != "FaultInjection":
+                found.errors.append(
+                    Problem(
+                        f"{at}[{j}].extensionRef",
+                        f"sidemesh knows one extension, FaultInjection ({SIDEMESH_GROUP}), "
+                        f"not {ref.kind} ({ref.group})",
+                    )
+                )
+            elif policies.fault(namespace, ref.name) is None:
+                found.errors.append(
+                    Problem(
+                        f"{at}[{j}].extensionRef.name",
+                        f"no FaultInjection {namespace}/{ref.name}",
+                    )
+                )
+        if item.type is FilterType.REQUEST_MIRROR and item.request_mirror is not None:
+            _check_backends(
+                [item.request_mirror.backend_ref],
+                namespace,
+                f"{at}[{j}].requestMirror.backendRef",
+                services,
+                found,
+            )
+
+
+def _check_grpc_route(
+    route: GRPCRoute, label: str, services: Mapping[ServiceKey, Service], found: Findings
+) -> None:
+    namespace = route.metadata.namespace or ""
+    _check_parents(route.spec.parent_refs, namespace, label, services, found)
+    for i, rule in enumerate(route.spec.rules):
+        at = f"{label} spec.rules[{i}]"
+        for j, match in enumerate(rule.matches):
+            method = match.method
+            if method is not None and method.type is StringMatchType.REGULAR_EXPRESSION:
+                for part, value in (("service", method.service), ("method", method.method)):
+                    if value is not None:
+                        _regex(value, f"{at}.matches[{j}].method.{part}", found)
+        refs = rule.backend_refs
+        if refs and not any(r.weight for r in refs):
+            found.errors.append(
+                Problem(f"{at}.backendRefs", "every weight is 0: give at least one a weight")
+            )
+        _check_backends(refs, namespace, f"{at}.backendRefs", services, found)
+
+
+def _regex(pattern: str, at: str, found: Findings) -> None:
+    """Compiled with RE2, the engine Envoy uses: Python's ``re`` accepts what Envoy
+    refuses (backreferences, lookaround)."""
+    try:
+        re2.compile(pattern)
+    except re2.error as exc:
+        found.errors.append(Problem(at, f"{pattern!r} is not a valid RE2 regex: {exc}"))
+
+
+def _route_conflicts(routes: Sequence[HTTPRoute], where: Mapping[int, str]) -> Iterator[Problem]:
+    """Two rules of different routes on one parent with the very same match: only one
+    can win. The Gateway API gives it to the older route, then the one first in
+    alphabetical order (namespace/name); here routes have no creation time, so the
+    alphabetical order decides."""
+    claimed: dict[tuple[object, ...], tuple[str, str]] = {}
+    ordered = sorted(routes, key=lambda r: (r.metadata.namespace or "", r.metadata.name))
+    for route in ordered:
+        for parent in route.spec.parent_refs:
+            for i, rule in enumerate(route.spec.rules):
+                for match in rule.effective_matches:
+                    key = (
+                        parent.name,
+                        parent.namespace or route.metadata.namespace,
+                        parent.port,
+                        route.metadata.namespace,
+                        match.effective_path,
+                        match.method,
+                        frozenset(match.headers),
+                        frozenset(match.query_params),
+                    )
+                    mine = f"{where[id(route)]} spec.rules[{i}]"
+                    if key in claimed and claimed[key][0] != describe(route):
+                        winner = claimed[key][1]
+                        yield Problem(
+                            mine,
+                            f"matches the same requests as {winner}, which wins "
+                            "(routes are ordered by namespace/name when equally specific)",
+                        )
+                    else:
+                        claimed.setdefault(key, (describe(route), mine))
+
+
+# --- backend policies ---------------------------------------------------------------
+
+
+def _check_backend_policy(
+    policy: BackendPolicy,
+    label: str,
+    services: Mapping[ServiceKey, Service],
+    workloads_of: Mapping[ServiceKey, Sequence[Workload]],
+    targeted: dict[ServiceKey, str],
+    found: Findings,
+) -> None:
+    namespace = policy.metadata.namespace or ""
+    for i, target in enumerate(policy.spec.target_refs):
+        at = f"{label} spec.targetRefs[{i}]"
+        if target.kind != "Service" or target.group != "":
+            found.errors.append(
+                Problem(f"{at}.kind", f"a BackendPolicy targets a Service, not {target.kind!r}")
+            )
+            continue
+        key = ServiceKey(target.name, namespace)
+        if key not in services:
+            found.errors.append(Problem(f"{at}.name", _unknown_service(key, services)))
+            continue
+        if key in targeted:
+            found.warnings.append(
+                Problem(
+                    at,
+                    f"service {key} is also the target of {targeted[key]}, which wins "
+                    "(policies are ordered by name)",
+                )
+            )
+        else:
+            targeted[key] = label
+        members = workloads_of.get(key, ())
+        known_keys = {k for w in members for k in w.labels}
+        for j, subset in enumerate(policy.spec.subsets):
+            sub_at = f"{label} spec.subsets[{j}].labels"
+            unknown = sorted(set(subset.labels) - known_keys)
+            if unknown:
+                found.errors.append(
+                    Problem(
+                        sub_at,
+                        f"no workload of {key} has the label {', '.join(map(repr, unknown))} "
+                        f"(labels: {', '.join(sorted(known_keys)) or 'none'})",
+                    )
+                )
+            elif not any(subset.labels.items() <= w.labels.items() for w in members):
+                found.warnings.append(Problem(sub_at, f"selects no workload of {key} (yet)"))
+
+
+def _unknown_service(key: ServiceKey, services: Mapping[ServiceKey, Service]) -> str:
+    known = ", ".join(sorted(str(k) for k in services if k.namespace == key.namespace))
+    return (
+        f"{key.name!r} is not a service in namespace {key.namespace!r} "
+        f"(services: {known or 'none'})"
+    )

@@ -1,0 +1,276 @@
+"""Policy documents in mesh.yaml and included files: Gateway API routes and sidemesh's
+own kinds, loaded and checked against the mesh, errors naming file, document and field."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sidemesh.errors import ConfigError
+from sidemesh.model import MeshState, ServiceKey, load_mesh_file, parse_mesh_document
+
+MESH = textwrap.dedent(
+    """
+    services:
+      - {name: reviews, ports: [{port: 9080}]}
+      - {name: reviews-v1, ports: [{port: 9080}], selector: {version: v1}}
+      - {name: reviews-v2, ports: [{port: 9080}], selector: {version: v2}}
+      - {name: ratings, ports: [{port: 9080}, {port: 9090, protocol: grpc}]}
+    workloads:
+      - {name: reviews-1, service: reviews, labels: {version: v1}, port: 21001, appPort: 21002,
+         sidecar: {outboundPort: 21003, adminPort: 21004}}
+      - {name: reviews-2, service: reviews, labels: {version: v2}, port: 21011, appPort: 21012,
+         sidecar: {outboundPort: 21013, adminPort: 21014}}
+    """
+)
+
+# As the Gateway API docs write a GAMMA canary, apiVersion to the last field.
+GAMMA_CANARY = textwrap.dedent(
+    """
+    apiVersion: gateway.networking.k8s.io/v1
+    kind: HTTPRoute
+    metadata:
+      name: reviews-canary
+      namespace: default
+    spec:
+      parentRefs:
+      - group: ""
+        kind: Service
+        name: reviews
+        port: 9080
+      rules:
+      - matches:
+        - headers:
+          - name: end-user
+            value: jason
+        backendRefs:
+        - name: reviews-v2
+          port: 9080
+      - backendRefs:
+        - name: reviews-v1
+          port: 9080
+          weight: 90
+        - name: reviews-v2
+          port: 9080
+          weight: 10
+    """
+)
+
+
+def _load(*documents: str) -> MeshState:
+    return parse_mesh_document("\n---\n".join([MESH, *documents]), "mesh.yaml")
+
+
+def _error(*documents: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        _load(*documents)
+    return str(info.value)
+
+
+def _route(
+    rules: str, parent: str = "{kind: Service, group: '', name: reviews, port: 9080}"
+) -> str:
+    return textwrap.dedent(
+        f"""
+        apiVersion: gateway.networking.k8s.io/v1
+        kind: HTTPRoute
+        metadata: {{name: r}}
+        spec:
+          parentRefs: [{parent}]
+          rules: {rules}
+        """
+    )
+
+
+def test_a_gamma_route_written_for_kubernetes_loads_unchanged() -> None:
+    state = _load(GAMMA_CANARY)
+    (route,) = state.policies.http_routes
+    assert route.metadata.namespace == "default"
+    assert [r.weight for r in route.spec.rules[1].backend_refs] == [90, 10]
+    assert route.spec.rules[0].matches[0].headers[0].name == "end-user"
+    assert state.warnings == ()
+
+
+def test_a_service_selects_workloads_by_labels_beside_those_naming_it() -> None:
+    state = _load()
+    names = lambda svc: sorted(w.name for w in state.workloads_of(ServiceKey(svc, "default")))  # noqa: E731
+    assert names("reviews") == ["reviews-1", "reviews-2"]
+    assert names("reviews-v1") == ["reviews-1"]
+    assert names("reviews-v2") == ["reviews-2"]
+    # Both identities may answer for reviews-v2: the workloads' own service accounts.
+    assert state.identities_of(ServiceKey("reviews-v2", "default")) == (
+        "spiffe://cluster.local/ns/default/sa/reviews",
+    )
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        (
+            _route(
+                "[{backendRefs: [{name: reviews-v1, port: 9080, weight: 0}, {name: reviews-v2, port: 9080, weight: 0}]}]"
+            ),
+            "mesh.yaml: document 2 (HTTPRoute default/r) spec.rules[0].backendRefs: every weight is 0",
+        ),
+        (
+            _route("[{backendRefs: [{name: reviews-v1, port: 9080, weight: -1}]}]"),
+            "mesh.yaml: document 2 (HTTPRoute r) spec.rules[0].backendRefs[0].weight: Input should be greater than or equal to 0",
+        ),
+        (
+            _route(
+                "[{matches: [{path: {type: RegularExpression, value: '/(?=a)b'}}], backendRefs: [{name: reviews, port: 9080}]}]"
+            ),
+            "spec.rules[0].matches[0].path.value: '/(?=a)b' is not a valid RE2 regex",
+        ),
+        (
+            _route(
+                "[{timeouts: {request: 1s, backendRequest: 2s}, backendRefs: [{name: reviews, port: 9080}]}]"
+            ),
+            "spec.rules[0].timeouts.backendRequest: 2s is longer than the request timeout 1s",
+        ),
+        (
+            _route("[{timeouts: {request: 10 seconds}}]"),
+            "spec.rules[0].timeouts.request: Value error, '10 seconds' is not a duration",
+        ),
+        (
+            _route("[{}]", parent="{kind: Service, group: '', name: reviewz}"),
+            "spec.parentRefs[0].name: 'reviewz' is not a service in namespace 'default'",
+        ),
+        (
+            _route("[{}]", parent="{kind: Service, group: '', name: reviews, port: 80}"),
+            "spec.parentRefs[0].port: 80 is not a port of service reviews.default",
+        ),
+        (
+            _route("[{backendRefs: [{name: ratings}]}]"),
+            "spec.rules[0].backendRefs[0].port: service ratings.default has 2 ports: name one",
+        ),
+        (
+            _route(
+                "[{filters: [{type: ExtensionRef, extensionRef: {group: sidemesh.io, kind: FaultInjection, name: slow}}]}]"
+            ),
+            "spec.rules[0].filters[0].extensionRef.name: no FaultInjection default/slow",
+        ),
+        (
+            _route("[{filters: [{type: RequestHeaderModifier, urlRewrite: {hostname: x}}]}]"),
+            "spec.rules[0].filters[0]: Value error, a filter of type RequestHeaderModifier sets requestHeaderModifier and nothing else",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\n",
+            "mesh.yaml: document 2 kind: 'VirtualService' of 'networking.istio.io/v1' is not a kind sidemesh knows",
+        ),
+        (
+            textwrap.dedent(
+                """
+                apiVersion: sidemesh.io/v1alpha1
+                kind: BackendPolicy
+                metadata: {name: p}
+                spec:
+                  targetRefs: [{name: reviews}]
+                  subsets: [{labels: {track: canary}}]
+                """
+            ),
+            "spec.subsets[0].labels: no workload of reviews.default has the label 'track' (labels: version)",
+        ),
+        (
+            textwrap.dedent(
+                """
+                apiVersion: sidemesh.io/v1alpha1
+                kind: BackendPolicy
+                metadata: {name: p}
+                spec:
+                  targetRefs: [{name: reviews}]
+                  loadBalancer: {type: RingHash}
+                """
+            ),
+            "spec.loadBalancer: Value error, RingHash needs hashOn",
+        ),
+    ],
+)
+def test_bad_policies_are_refused_naming_document_and_field(document: str, expected: str) -> None:
+    assert expected in _error(document)
+
+
+def test_every_problem_of_every_document_is_reported_at_once() -> None:
+    message = _error(
+        _route("[{backendRefs: [{name: reviews, port: 9080, weight: 0}]}]"),
+        _route("[{}]", parent="{kind: Service, group: '', name: nope}").replace(
+            "name: r}", "name: r2}"
+        ),
+    )
+    assert (
+        "document 2 (HTTPRoute default/r)" in message
+        and "document 3 (HTTPRoute default/r2)" in message
+    )
+
+
+def test_an_unknown_backend_is_accepted_with_a_warning_as_the_gateway_api_says() -> None:
+    state = _load(_route("[{backendRefs: [{name: reviews-v3, port: 9080}]}]"))
+    assert len(state.policies.http_routes) == 1
+    (warning,) = state.warnings
+    assert warning.startswith(
+        "mesh.yaml: document 2 (HTTPRoute default/r) spec.rules[0].backendRefs[0].name:"
+    )
+    assert "its share of requests is answered 500" in warning
+
+
+def test_a_subset_selecting_no_workload_is_a_warning() -> None:
+    state = _load(
+        textwrap.dedent(
+            """
+            apiVersion: sidemesh.io/v1alpha1
+            kind: BackendPolicy
+            metadata: {name: p}
+            spec:
+              targetRefs: [{name: reviews}]
+              subsets: [{labels: {version: v3}, loadBalancer: {type: LeastRequest}}]
+            """
+        )
+    )
+    assert any("selects no workload of reviews.default" in w for w in state.warnings)
+
+
+def test_two_routes_with_the_same_match_are_reported_with_the_winner() -> None:
+    first = _route("[{matches: [{path: {value: /x}}], backendRefs: [{name: reviews, port: 9080}]}]")
+    second = first.replace("name: r}", "name: a-first}")
+    state = _load(first, second)
+    (warning,) = state.warnings
+    assert "(HTTPRoute default/r) spec.rules[0]: matches the same requests as" in warning
+    assert "(HTTPRoute default/a-first) spec.rules[0], which wins" in warning
+
+
+def test_policies_come_from_included_files_with_their_names_in_errors(tmp_path: Path) -> None:
+    (tmp_path / "routes").mkdir()
+    (tmp_path / "routes" / "canary.yaml").write_text(GAMMA_CANARY)
+    (tmp_path / "routes" / "faults.yaml").write_text(
+        "apiVersion: sidemesh.io/v1alpha1\nkind: FaultInjection\nmetadata: {name: slow}\n"
+        "spec: {delay: {fixedDelay: 1s, percentage: 50}}\n"
+    )
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text(MESH + "include: ['routes/*.yaml']\n")
+    state = load_mesh_file(mesh)
+    assert len(state.policies) == 2
+    (tmp_path / "routes" / "faults.yaml").write_text(
+        "apiVersion: sidemesh.io/v1alpha1\nkind: FaultInjection\nmetadata: {name: slow}\nspec: {}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_mesh_file(mesh)
+    assert str(info.value).startswith(
+        f"{mesh}: routes/faults.yaml document 1 (FaultInjection slow) spec: Value error, "
+        "a FaultInjection has a delay, an abort, or both"
+    )
+    mesh.write_text(MESH + "include: [routes/missing.yaml]\n")
+    with pytest.raises(ConfigError, match=r"include\[0\]: cannot read .*missing.yaml"):
+        load_mesh_file(mesh)
+
+
+def test_policies_survive_the_plan_and_keep_their_identity_across_versions() -> None:
+    state = _load(GAMMA_CANARY)
+    again = MeshState.from_plan(json.loads(json.dumps(state.to_plan())))
+    assert again.policies == state.policies
+    edited = parse_mesh_document(
+        "\n---\n".join([MESH.replace("21002", "21005"), GAMMA_CANARY]), "mesh.yaml", version=2
+    ).reuse_unchanged(state)
+    assert edited.policies.http_routes[0] is state.policies.http_routes[0]
