@@ -1,10 +1,12 @@
 """The mesh's own vocabulary: services, workloads, mesh settings, and ``MeshState``.
 
-Owns: the pydantic models, loading and validating ``mesh.yaml``, the immutable
+Owns: the pydantic models, loading and validating ``mesh.yaml`` and its policy
+documents (``policy/``: Gateway API routes, sidemesh's own kinds), the immutable
 versioned ``MeshState`` every other room reads.
 Must not: import grpc, Envoy protos, Kubernetes or any other sidemesh room; do I/O
-other than reading the one file it is asked to load and looking up, once and within a
-bounded time, the host names that file gives as addresses (``addresses.py``).
+other than reading the file it is asked to load (and the files it includes) and
+looking up, once and within a bounded time, the host names that file gives as
+addresses (``addresses.py``).
 """
 
 from sidemesh.model.addresses import parse_ip
