@@ -1,6 +1,6 @@
-"""The composition root: builds the file source, translator, cache, ADS server and
-HTTP API, and runs them in one event loop. Everything is created here, nothing at
-import time."""
+"""The composition root: builds the sources and their aggregator, translator, cache,
+ADS server and HTTP API, and runs them in one event loop. Everything is created here,
+nothing at import time."""
 
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ from sidemesh.api.certificates import create_signing_app
 from sidemesh.identity import CertificateAuthority, SpiffeId
 from sidemesh.identity.ca import serving_certificate, write_private
 from sidemesh.identity.service import SigningService
-from sidemesh.identity.tokens import BootstrapTokens, WorkloadRef
+from sidemesh.identity.tokens import BootstrapTokens
 from sidemesh.local.ports import StickyPorts
 from sidemesh.local.runfiles import RunFiles, read_json, write_json
 from sidemesh.model import MeshState, PortPicker
+from sidemesh.model.refs import WorkloadRef
 from sidemesh.settings import ControlPlaneSettings
-from sidemesh.sources import FileSource
+from sidemesh.sources import Aggregator, FileSource, Source
 from sidemesh.xds import AdsServer, Publisher, SnapshotCache, StatusBoard
 from sidemesh.xds.publisher import ResourceHook
 from sidemesh.xds.server import GRPC_SERVER_OPTIONS
@@ -60,9 +61,17 @@ class ControlPlane:
         self.status = StatusBoard()
         self.publisher = Publisher(self.cache, hook=hook)
         self.tokens = BootstrapTokens(settings.state_dir / "tokens")
+        self.aggregator = Aggregator([self._on_state])
         self.source = FileSource(
-            settings.config, self._on_state, ports, fallback, settings.own_ports()
+            settings.config,
+            self.aggregator.feed(str(settings.config)),
+            ports,
+            fallback,
+            settings.own_ports(),
+            settings.poll_interval_s,
         )
+        self.sources: list[Source] = [self.source]
+        """In merge order: the first is the primary (see ``Aggregator``)."""
         self.ca: CertificateAuthority | None = None
         self.signing: SigningService | None = None
         self.ads = AdsServer(
@@ -79,7 +88,7 @@ class ControlPlane:
         self._ca_task: asyncio.Task[None] | None = None
         self.ca_port = 0
         self._api_task: asyncio.Task[None] | None = None
-        self._watch_task: asyncio.Task[None] | None = None
+        self._watch_tasks: list[asyncio.Task[None]] = []
 
     def _on_state(self, state: MeshState) -> None:
         # Every workload has a token ready before anyone starts it.
@@ -94,8 +103,12 @@ class ControlPlane:
         return SpiffeId.parse(identity) if identity is not None else None
 
     async def start(self) -> None:
-        """Load mesh.yaml (raises ``ConfigError`` if bad), then serve ADS, the CA and the API."""
-        state = self.source.load_initial()
+        """Load every source (raises ``ConfigError`` if one is bad), then serve ADS, the
+        CA and the API."""
+        for source in self.sources:
+            source.load_initial()
+        state = self.aggregator.state
+        assert state is not None, "every source has reported a first snapshot"
         s = self.settings
         self.ca = CertificateAuthority.load_or_create(s.state_dir / "ca", state.mesh.trust_domain)
         self.signing = SigningService(
@@ -118,7 +131,7 @@ class ControlPlane:
             uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         )
         self._api_task = asyncio.create_task(self._api.serve(sockets=[api_socket]))
-        self._watch_task = asyncio.create_task(self.source.watch(s.poll_interval_s))
+        self._watch_tasks = [asyncio.create_task(source.watch()) for source in self.sources]
         log.info(
             "control plane serving mesh version %d from %s: xDS on %s:%d, "
             "API on http://%s:%d, CA on https://%s:%d (root %s)",
@@ -163,10 +176,10 @@ class ControlPlane:
         if self._ca_server is not None and self._ca_task is not None:
             self._ca_server.should_exit = True
             await self._ca_task
-        if self._watch_task is not None:
-            self._watch_task.cancel()
+        for task in self._watch_tasks:
+            task.cancel()
             with suppress(asyncio.CancelledError):
-                await self._watch_task
+                await task
         if self._api is not None and self._api_task is not None:
             self._api.should_exit = True
             await self._api_task

@@ -22,6 +22,7 @@ from sidemesh.agent.envoy_binary import find_envoy
 from sidemesh.agent.parent_death import die_with_parent
 from sidemesh.agent.sds import SdsServer
 from sidemesh.envoy.bootstrap import BootstrapParams, bootstrap, to_json
+from sidemesh.model.refs import WorkloadRef
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 def write_bootstrap(params: BootstrapParams, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{params.proxy.workload}.{params.proxy.namespace}.bootstrap.json"
+    workload = WorkloadRef(params.proxy.workload, params.proxy.namespace)
+    path = directory / f"{workload}.bootstrap.json"
     path.write_text(json.dumps(to_json(bootstrap(params)), indent=2))
     return path
 

@@ -10,6 +10,9 @@ from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+CONNECT_TIMEOUT_S = 1.0
+"""How long a sidecar waits for a TCP connection: to a peer sidecar, to its own app on
+loopback, to the control plane or the agent."""
 
 
 def socket_address(address: str, port: int) -> address_pb2.Address:
@@ -48,7 +51,11 @@ def http2_upstream_options() -> dict[str, any_pb2.Any]:
 
 
 def static_cluster(
-    name: str, address: address_pb2.Address, *, http2: bool, connect_timeout_s: float = 1.0
+    name: str,
+    address: address_pb2.Address,
+    *,
+    http2: bool,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
 ) -> cluster_pb2.Cluster:
     """A cluster of one fixed address: the local app, the control plane, the agent."""
     cluster = cluster_pb2.Cluster(

@@ -1,24 +1,72 @@
 """``Translator``: MeshState + proxy → ``ProxyResources``, reusing earlier work.
 
-The builders are pure. What this adds is memory: resources shared by every proxy
-(outbound clusters, endpoints, route configurations) are built once per service and
-kept while that service and its workloads are the very same objects (``MeshState``
-keeps unchanged objects across versions), so one endpoint change re-translates one
-service's endpoints and nothing else.
+Which resources a proxy gets. A sidecar: its inbound side (per port its workload
+serves, a listener and the local-app cluster behind it) and its outbound side (the
+listener its app sends to, one listener per upstream), over what it shares with every
+proxy of its namespace: every service's outbound clusters and endpoints, and the
+outbound route configuration (where short names mean that namespace's services). A
+gateway: its listener, over the shared clusters and endpoints.
+
+The memo. Every cached entry (one resource, or a service's virtual hosts) is keyed by
+everything it is built from, and its builder is given nothing but that key, so no input
+can be missing from a key (the idea of Istio's ``cluster_cache.go``: a cached cluster is
+keyed by everything it was built from; nothing else invalidates it). A changed input
+makes a different key, so a new entry; no rule ever invalidates one. Keys are
+NamedTuples of values (names, port numbers, modes, identities, frozen model parts such
+as a ``ServicePort``) compared with ``==``; an input that ``MeshState.reuse_unchanged``
+kept the very same object compares by identity first (tuples do), so an unchanged input
+costs a hash and a pointer comparison. A key holds what its builder reads, not the whole
+model object it comes from: an outbound cluster reads one port of a service, the
+service's mTLS mode and its identities (not its other ports or fields); a load
+assignment reads, of each workload, its name, address and port for that service port
+(``WorkloadEndpoint``), not its labels or upstreams.
+
+One step is keyed by identity instead (``_Same``): a service's workloads
+(``_BackendsKey``), from which its identities and endpoints are derived. Deriving them
+afresh for every workload at every state is what would cost (10,000 workloads: several
+milliseconds a push), and a ``Workload`` cannot be hashed (dict fields); the derived
+values then key the clusters and assignments, so a workload change that moves neither
+(a label, an upstream) derives again but rebuilds no resource.
+
+A new input (a policy kind) is added to the key of each entry it affects (as a value,
+or in ``_Same`` if it cannot be hashed) and passed on by that entry's builder; nothing
+else changes. A BackendPolicy goes into
+``_ClusterKey`` (and ``_InboundListenerKey`` for its rate limits); an HTTPRoute or
+GRPCRoute into ``_ServiceRoutes``, so into the virtual hosts and every route
+configuration that holds them; AuthorizationPolicy and RequestAuthentication into
+``_InboundListenerKey``, whose builder turns them into ``filters.HttpFilters``. How
+long entries are kept is ``_Memo``'s business, explained there.
 """
 
 from __future__ import annotations
 
-from collections import ChainMap
-from collections.abc import Mapping
+from collections import ChainMap, Counter
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any, Generic, NamedTuple, TypeVar
 
-from sidemesh.envoy import clusters, endpoints, listeners, names, routes
+from envoy.config.route.v3 import route_components_pb2
+
+from sidemesh.envoy import names
+from sidemesh.envoy.filters import ROUTER_ONLY
+from sidemesh.envoy.gateway import GatewayTarget, gateway_listener, gateway_targets
+from sidemesh.envoy.inbound import inbound_cluster, inbound_listener
+from sidemesh.envoy.outbound import (
+    WorkloadEndpoint,
+    endpoints_by_port,
+    load_assignment,
+    outbound_cluster,
+    outbound_listener,
+    outbound_route_config,
+    upstream_listener,
+    virtual_hosts,
+)
 from sidemesh.envoy.proxy import ProxyId
 from sidemesh.envoy.resources import ADS_ORDER, Resource, ResourceType
 from sidemesh.errors import TranslationError
-from sidemesh.model import Gateway, MeshConfig, MeshState, MtlsMode, Service, ServiceKey, Workload
+from sidemesh.identity import SpiffeId
+from sidemesh.model import Gateway, MeshState, MtlsMode, ServiceKey, ServicePort, Workload
 
 ResourceMap = Mapping[str, Resource]
 
@@ -59,28 +107,208 @@ class ProxyResources:
         return ProxyResources({t: MappingProxyType(m) for t, m in local.items()}, self.shared)
 
 
-@dataclass
-class _ServiceEntry:
-    """Translation of one service, valid while ``service`` and ``workloads`` are the
-    same objects."""
+# --- keys: one per cached kind, each naming every input of its entry -----------------
 
-    service: Service
-    workloads: tuple[Workload, ...]
+T = TypeVar("T")
+
+
+class _Same(Generic[T]):
+    """Model objects in a key, compared by identity rather than by value. Exact for
+    them: ``MeshState.reuse_unchanged`` keeps an unchanged object the very same one,
+    and a changed one is a new object, so a new key. O(1) per object where ``==`` would
+    walk every field, and it takes objects that cannot be hashed (a ``Workload``'s dict
+    fields). The key holds the objects, so their ids are not reused while it lives."""
+
+    __slots__ = ("_hash", "objects")
+
+    def __init__(self, objects: tuple[T, ...]) -> None:
+        self.objects = objects
+        self._hash = hash(tuple(map(id, objects)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _Same)
+            and len(other.objects) == len(self.objects)
+            and all(a is b for a, b in zip(self.objects, other.objects, strict=True))
+        )
+
+
+class _BackendsKey(NamedTuple):
+    """A service's workloads, as its callers see them."""
+
+    trust_domain: str
+    workloads: _Same[Workload]
+
+
+class _Backends(NamedTuple):
+    """What callers of a service need of its workloads: not a resource, the inputs of
+    the service's clusters and endpoints, derived once per change of its workloads (the
+    cheap, identity-keyed step) so that the keys of the resources can name values."""
+
     identities: tuple[str, ...]
+    """Whom a caller accepts as the service: its workloads' SPIFFE IDs."""
+    endpoints: Mapping[str, tuple[WorkloadEndpoint, ...]]
+    """By service port name."""
+
+
+class _ClusterKey(NamedTuple):
+    """The outbound cluster of one service port."""
+
+    service: ServiceKey
+    port: ServicePort
     mtls: MtlsMode
-    clusters: tuple[Resource, ...]
-    endpoints: tuple[Resource, ...]
-    vhosts_short: tuple[object, ...] = ()
-    vhosts_long: tuple[object, ...] = ()
+    """The service's own mode, else the mesh's: plaintext or mTLS to it."""
+    identities: tuple[str, ...]
+    """The SPIFFE IDs of its workloads: whom a caller accepts as the service."""
+
+
+class _EndpointsKey(NamedTuple):
+    """The load assignment of one service port's cluster."""
+
+    service: ServiceKey
+    port: int
+    endpoints: tuple[WorkloadEndpoint, ...]
+
+
+class _ServiceRoutes(NamedTuple):
+    """What a service's virtual hosts are built from, wherever they are used."""
+
+    service: ServiceKey
+    ports: tuple[ServicePort, ...]
+
+
+class _VirtualHostsKey(NamedTuple):
+    service: _ServiceRoutes
+    short: bool
+    """Whether the bare name (``reviews``) means this service: for its own namespace."""
+
+
+class _RouteConfigKey(NamedTuple):
+    """The outbound route configuration of the proxies of one namespace."""
+
+    virtual_hosts: tuple[_VirtualHostsKey, ...]
+    """Every service's, in the order of their keys, each as seen from the namespace."""
+
+
+class _OutboundListenerKey(NamedTuple):
+    port: int
+
+
+class _UpstreamListenerKey(NamedTuple):
+    local_port: int
+    service: ServiceKey
+    port: ServicePort
+
+
+class _InboundClusterKey(NamedTuple):
+    service: ServiceKey
+    port: ServicePort
+    app_port: int
+
+
+class _InboundListenerKey(NamedTuple):
+    service: ServiceKey
+    port: ServicePort
+    address: str
+    endpoint_port: int
+    mtls: MtlsMode
+    trust_domain: str
+    """Whose client certificates the listener accepts."""
+
+
+class _GatewayListenerKey(NamedTuple):
+    name: str
+    address: str
+    port: int
+    targets: tuple[GatewayTarget, ...]
+
+
+# --- the memo -------------------------------------------------------------------------
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _Entry(Generic[V]):
+    __slots__ = ("used", "value")
+
+    def __init__(self, value: V, used: int) -> None:
+        self.value = value
+        self.used = used
+        """The last generation (state) that looked it up."""
+
+
+class _Memo(Generic[K, V]):
+    """Values by the key that names every input of each; kept for the last two states.
+
+    Why so: an entry is worth keeping while a state may still use it. Each new
+    ``MeshState`` starts a generation; a lookup stamps the entry with it; a new
+    generation drops what the one ending now did not use. So the memo holds what the
+    latest state uses plus at most what the state before it used: its size follows the
+    mesh, never the history of edits, with no bound to tune. (A bounded LRU would need
+    a bound above one state's entries, 1,000s with 1,000 services, or it would evict at
+    every push what the next proxy needs; and above it, it keeps dead entries.) A proxy
+    that went away costs nothing: what it alone used is gone two states later, and
+    rebuilt if it comes back. ``Publisher`` translates every connected proxy for every
+    state, so no live proxy's entries age out. An entry that only another entry's
+    builder uses must be looked up whenever that one is (the virtual hosts, in
+    ``_shared_view``), or it would age out while its user is kept.
+
+    One dict with a stamp per entry, not a dict per generation: a hit then hashes its
+    key once, not three times (get, move, insert), and keys are hashed at every state
+    for every service."""
+
+    def __init__(self, kind: str, build: Callable[[K], V], builds: Counter[str]) -> None:
+        self.kind = kind
+        self._build = build
+        self._builds = builds
+        self._entries: dict[K, _Entry[V]] = {}
+        self._generation = 0
+
+    def __call__(self, key: K) -> V:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = _Entry(self._build(key), self._generation)
+            self._builds[self.kind] += 1
+            self._entries[key] = entry
+        else:
+            entry.used = self._generation
+        return entry.value
+
+    def next_generation(self) -> None:
+        ending = self._generation
+        self._entries = {k: e for k, e in self._entries.items() if e.used == ending}
+        self._generation += 1
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+BACKENDS = "backends"
+OUTBOUND_CLUSTER = "outbound cluster"
+ENDPOINTS = "endpoints"
+VIRTUAL_HOSTS = "virtual hosts"
+OUTBOUND_ROUTES = "outbound routes"
+OUTBOUND_LISTENER = "outbound listener"
+UPSTREAM_LISTENER = "upstream listener"
+INBOUND_CLUSTER = "inbound cluster"
+INBOUND_LISTENER = "inbound listener"
+GATEWAY_LISTENER = "gateway listener"
+"""The kinds ``Translator.builds`` counts, one per memo."""
 
 
 @dataclass
 class _Shared:
-    """Resources that are the same for every proxy of one mesh state."""
+    """What the proxies of one MeshState share, assembled once per state from the
+    memos' entries; kept for that state only (the state is its key, by identity)."""
 
-    clusters: dict[str, Resource] = field(default_factory=dict)
-    endpoints: dict[str, Resource] = field(default_factory=dict)
-    routes_by_namespace: dict[str, Resource] = field(default_factory=dict)
+    state: MeshState
+    clusters: ResourceMap
+    endpoints: ResourceMap
+    services: tuple[_ServiceRoutes, ...]
     views: dict[str | None, Mapping[ResourceType, ResourceMap]] = field(default_factory=dict)
 
 
@@ -88,16 +316,48 @@ class Translator:
     """Translates mesh states for many proxies. Not thread-safe; one per control plane."""
 
     def __init__(self) -> None:
-        self._services: dict[ServiceKey, _ServiceEntry] = {}
-        self._state: MeshState | None = None
-        self._shared = _Shared()
-        self._locals: dict[tuple[str, str], tuple[Workload, Service, _Local]] = {}
-        self.services_translated = 0
-        """How many service translations were done (not reused): for tests and benches."""
+        self.builds: Counter[str] = Counter()
+        """Entries built (not reused), by kind (``OUTBOUND_CLUSTER``...): for tests
+        and benches."""
+        b = self.builds
+        self._backends = _Memo(BACKENDS, _build_backends, b)
+        self._clusters = _Memo(OUTBOUND_CLUSTER, _build_outbound_cluster, b)
+        self._endpoints = _Memo(ENDPOINTS, _build_endpoints, b)
+        self._virtual_hosts = _Memo(VIRTUAL_HOSTS, _build_virtual_hosts, b)
+        self._route_configs = _Memo(OUTBOUND_ROUTES, self._build_route_config, b)
+        self._outbound_listeners = _Memo(OUTBOUND_LISTENER, _build_outbound_listener, b)
+        self._upstream_listeners = _Memo(UPSTREAM_LISTENER, _build_upstream_listener, b)
+        self._inbound_clusters = _Memo(INBOUND_CLUSTER, _build_inbound_cluster, b)
+        self._inbound_listeners = _Memo(INBOUND_LISTENER, _build_inbound_listener, b)
+        self._gateway_listeners = _Memo(GATEWAY_LISTENER, _build_gateway_listener, b)
+        self._memos: tuple[_Memo[Any, Any], ...] = (
+            self._backends,
+            self._clusters,
+            self._endpoints,
+            self._virtual_hosts,
+            self._route_configs,
+            self._outbound_listeners,
+            self._upstream_listeners,
+            self._inbound_clusters,
+            self._inbound_listeners,
+            self._gateway_listeners,
+        )
+        self._shared: _Shared | None = None
+
+    @property
+    def services_translated(self) -> int:
+        """How many times a service's outbound clusters or virtual hosts were built
+        rather than reused (endpoints apart: an endpoint change rebuilds only those)."""
+        return self.builds[OUTBOUND_CLUSTER] + self.builds[VIRTUAL_HOSTS]
+
+    def entries(self) -> Counter[str]:
+        """Entries kept now, by kind: what the memo costs in memory."""
+        return Counter({memo.kind: len(memo) for memo in self._memos})
 
     def for_proxy(self, state: MeshState, proxy: ProxyId) -> ProxyResources:
         """The resources for ``proxy``. Raises TranslationError if the state has no
         such workload."""
+        shared = self._shared_for(state)
         workload = state.workload(proxy.workload, proxy.namespace)
         if workload is None:
             gateway = state.gateway(proxy.workload, proxy.namespace)
@@ -106,227 +366,196 @@ class Translator:
                     f"proxy {proxy}: workload {proxy.workload!r} in namespace "
                     f"{proxy.namespace!r} is not in the mesh"
                 )
-            return self._for_gateway(state, gateway)
-        local = self._local_resources(state, workload)
+            return self._for_gateway(shared, gateway)
+        clusters, listeners = self._sidecar_resources(state, workload)
         return ProxyResources(
             {
-                ResourceType.CLUSTER: MappingProxyType(local.clusters),
-                ResourceType.LISTENER: MappingProxyType(local.listeners),
+                ResourceType.CLUSTER: MappingProxyType(clusters),
+                ResourceType.LISTENER: MappingProxyType(listeners),
             },
-            self._shared_view(state, proxy.namespace),
+            self._shared_view(shared, proxy.namespace),
         )
 
+    def forget(self, proxy: ProxyId) -> None:
+        """Nothing to drop: no entry belongs to one proxy (proxies built from the same
+        inputs share entries), and what a departed proxy alone used ages out of the
+        memo with the states (see ``_Memo``)."""
+
+    def _shared_for(self, state: MeshState) -> _Shared:
+        shared = self._shared
+        if shared is not None and shared.state is state:
+            return shared
+        for memo in self._memos:
+            memo.next_generation()
+        clusters: dict[str, Resource] = {}
+        endpoints: dict[str, Resource] = {}
+        trust_domain = state.mesh.trust_domain
+        for key, service in state.services.items():
+            backends = self._backends(_BackendsKey(trust_domain, _Same(state.workloads_of(key))))
+            mtls = state.mtls_mode(service)
+            for port in service.ports:
+                cluster_key = _ClusterKey(key, port, mtls, backends.identities)
+                _add(clusters, self._clusters(cluster_key))
+                served = backends.endpoints.get(port.port_name, ())
+                _add(endpoints, self._endpoints(_EndpointsKey(key, port.port, served)))
+        services = tuple(
+            _ServiceRoutes(key, state.services[key].ports) for key in sorted(state.services)
+        )
+        shared = _Shared(state, MappingProxyType(clusters), MappingProxyType(endpoints), services)
+        self._shared = shared
+        return shared
+
     def _shared_view(
-        self, state: MeshState, namespace: str | None
+        self, shared: _Shared, namespace: str | None
     ) -> Mapping[ResourceType, ResourceMap]:
         """What every proxy of ``namespace`` shares (``None``: gateways, no routes); the
-        same object for all of them until the shared resources change."""
-        shared = self._shared_for(state)
+        same object for all of them for one state."""
         view = shared.views.get(namespace)
         if view is None:
             parts: dict[ResourceType, ResourceMap] = {
-                ResourceType.CLUSTER: MappingProxyType(shared.clusters),
-                ResourceType.ENDPOINT: MappingProxyType(shared.endpoints),
+                ResourceType.CLUSTER: shared.clusters,
+                ResourceType.ENDPOINT: shared.endpoints,
             }
             if namespace is not None:
-                route = self._outbound_routes(state, namespace)
+                key = _RouteConfigKey(
+                    tuple(
+                        _VirtualHostsKey(s, short=s.service.namespace == namespace)
+                        for s in shared.services
+                    )
+                )
+                # Looked up even when the route configuration is kept: an entry no state
+                # uses is let go (see _Memo), and the next change to one service should
+                # rebuild that service's virtual hosts, not every service's.
+                for hosts in key.virtual_hosts:
+                    self._virtual_hosts(hosts)
+                route = self._route_configs(key)
                 parts[ResourceType.ROUTE] = MappingProxyType({route.name: route})
             view = MappingProxyType(parts)
             shared.views[namespace] = view
         return view
 
-    def _for_gateway(self, state: MeshState, gateway: Gateway) -> ProxyResources:
-        namespace = gateway.namespace or ""
-        routes = []
-        for route in gateway.routes:
-            key = ServiceKey(route.service, namespace)
-            service = state.services[key]
-            port = next(
-                p
-                for p in service.ports
-                if (p.port == route.port if route.port else p.protocol.is_http)
-            )
-            routes.append(
-                (route.prefix, names.outbound_cluster(key, port.port), port.protocol.needs_http2)
-            )
-        name = names.gateway_listener(gateway.port, gateway.name)
-        listener = listeners.gateway_listener(name, gateway.address, gateway.port, routes)
-        return ProxyResources(
-            {
-                ResourceType.LISTENER: MappingProxyType(
-                    {name: Resource.of(ResourceType.LISTENER, name, listener)}
-                )
-            },
-            self._shared_view(state, None),
-        )
+    def _build_route_config(self, key: _RouteConfigKey) -> Resource:
+        hosts = [host for k in key.virtual_hosts for host in self._virtual_hosts(k)]
+        return _resource(ResourceType.ROUTE, outbound_route_config(hosts))
 
-    def _shared_for(self, state: MeshState) -> _Shared:
-        if state is self._state:
-            return self._shared
-        if self._state is not None and self._state.mesh != state.mesh:
-            self._services = {}  # trust domain or default mode changed: everything did
-        live: dict[ServiceKey, _ServiceEntry] = {}
-        services_changed = set(state.services) != set(self._services)
-        for key, service in state.services.items():
-            workloads = state.workloads_of(key)
-            entry = self._services.get(key)
-            if (
-                entry is None
-                or entry.service is not service
-                or entry.mtls is not state.mtls_mode(service)
-            ):
-                entry = self._translate_service(state, key, service, workloads)
-                services_changed = True
-            elif not _same_objects(entry.workloads, workloads):
-                # Endpoints depend on workloads; clusters only on the identities they
-                # serve with (whom a caller accepts); routes not at all.
-                entry.workloads = workloads
-                entry.endpoints = _endpoint_resources(key, service, workloads)
-                identities = state.identities_of(key)
-                if identities != entry.identities:
-                    entry.identities = identities
-                    entry.clusters = _cluster_resources(key, service, entry.mtls, identities)
-            live[key] = entry
-        shared = _Shared()
-        for entry in live.values():
-            for res in entry.clusters:
-                shared.clusters[res.name] = res
-            for res in entry.endpoints:
-                shared.endpoints[res.name] = res
-        if not services_changed:
-            shared.routes_by_namespace = self._shared.routes_by_namespace
-        self._services = live
-        self._state = state
-        self._shared = shared
-        return shared
-
-    def _translate_service(
-        self,
-        state: MeshState,
-        key: ServiceKey,
-        service: Service,
-        workloads: tuple[Workload, ...],
-    ) -> _ServiceEntry:
-        self.services_translated += 1
-        identities = state.identities_of(key)
-        mtls = state.mtls_mode(service)
-        return _ServiceEntry(
-            service=service,
-            workloads=workloads,
-            identities=identities,
-            mtls=mtls,
-            clusters=_cluster_resources(key, service, mtls, identities),
-            endpoints=_endpoint_resources(key, service, workloads),
-            vhosts_short=tuple(routes.virtual_hosts(key, service, short=True)),
-            vhosts_long=tuple(routes.virtual_hosts(key, service, short=False)),
-        )
-
-    def _outbound_routes(self, state: MeshState, namespace: str) -> Resource:
-        cached = self._shared.routes_by_namespace.get(namespace)
-        if cached is not None:
-            return cached
-        hosts: list[object] = []
-        for key, entry in sorted(self._services.items()):
-            hosts.extend(entry.vhosts_short if key.namespace == namespace else entry.vhosts_long)
-        config = routes.outbound_route_config(hosts)
-        resource = Resource.of(ResourceType.ROUTE, config.name, config)
-        self._shared.routes_by_namespace[namespace] = resource
-        return resource
-
-    def _local_resources(self, state: MeshState, workload: Workload) -> _Local:
+    def _sidecar_resources(
+        self, state: MeshState, workload: Workload
+    ) -> tuple[dict[str, Resource], dict[str, Resource]]:
+        """A sidecar's own clusters and listeners: its outbound side, then its inbound
+        side."""
         key = ServiceKey(workload.service, workload.namespace or "")
         service = state.services[key]
-        cache_key = (workload.name, key.namespace)
-        cached = self._locals.get(cache_key)
-        if (
-            cached is not None
-            and cached[0] is workload
-            and cached[1] is service
-            and cached[2].mesh == state.mesh
-            and _same_objects(cached[2].upstream_targets, _upstream_targets(state, workload))
-        ):
-            return cached[2]
-        local = self._build_local(state, key, service, workload)
-        self._locals[cache_key] = (workload, service, local)
-        return local
-
-    def forget(self, proxy: ProxyId) -> None:
-        """Drop what was kept for a proxy that went away."""
-        self._locals.pop((proxy.workload, proxy.namespace), None)
-
-    def _build_local(
-        self, state: MeshState, key: ServiceKey, service: Service, workload: Workload
-    ) -> _Local:
-        ports = {p.port_name: p for p in service.ports}
-        local = _Local(mesh=state.mesh, upstream_targets=_upstream_targets(state, workload))
+        clusters: dict[str, Resource] = {}
+        listeners: dict[str, Resource] = {}
         assert workload.sidecar.outbound_port is not None, "resolved workloads have ports"
-        outbound = listeners.outbound_listener(workload.sidecar.outbound_port)
-        local.listeners[outbound.name] = Resource.of(ResourceType.LISTENER, outbound.name, outbound)
+        _add(
+            listeners,
+            self._outbound_listeners(_OutboundListenerKey(workload.sidecar.outbound_port)),
+        )
         for upstream in workload.upstreams:
-            target_key = ServiceKey(upstream.service, key.namespace)
-            target = state.services[target_key]
-            target_port = next(p for p in target.ports if p.port == upstream.port)
+            target = ServiceKey(upstream.service, key.namespace)
+            target_port = next(p for p in state.services[target].ports if p.port == upstream.port)
             assert upstream.local_port is not None, "resolved upstreams have ports"
-            name = names.upstream_listener(upstream.local_port, target_key)
-            listener = listeners.upstream_listener(
-                name,
-                upstream.local_port,
-                names.outbound_cluster(target_key, target_port.port),
-                http=target_port.protocol.is_http,
-                streaming=target_port.protocol.needs_http2,
-            )
-            local.listeners[name] = Resource.of(ResourceType.LISTENER, name, listener)
+            upstream_key = _UpstreamListenerKey(upstream.local_port, target, target_port)
+            _add(listeners, self._upstream_listeners(upstream_key))
+        ports = {p.port_name: p for p in service.ports}
+        mtls = state.mtls_mode(service)
         for wp in workload.ports:
             port = ports[wp.name]
-            cluster = clusters.inbound_cluster(key, port, wp.app_port)
-            local.clusters[cluster.name] = Resource.of(ResourceType.CLUSTER, cluster.name, cluster)
-            name = names.inbound_listener(key, port.port)
-            listener = listeners.inbound_listener(
-                name,
-                workload.address,
-                wp.port,
-                cluster.name,
-                http=port.protocol.is_http,
-                mtls=state.mtls_mode(service),
-                trust_domain=state.mesh.trust_domain,
+            _add(clusters, self._inbound_clusters(_InboundClusterKey(key, port, wp.app_port)))
+            inbound_key = _InboundListenerKey(
+                key, port, workload.address, wp.port, mtls, state.mesh.trust_domain
             )
-            local.listeners[name] = Resource.of(ResourceType.LISTENER, name, listener)
-        return local
+            _add(listeners, self._inbound_listeners(inbound_key))
+        return clusters, listeners
+
+    def _for_gateway(self, shared: _Shared, gateway: Gateway) -> ProxyResources:
+        key = _GatewayListenerKey(
+            gateway.name,
+            gateway.address,
+            gateway.port,
+            gateway_targets(gateway, shared.state.services),
+        )
+        listener = self._gateway_listeners(key)
+        return ProxyResources(
+            {ResourceType.LISTENER: MappingProxyType({listener.name: listener})},
+            self._shared_view(shared, None),
+        )
 
 
-@dataclass
-class _Local:
-    mesh: MeshConfig
-    upstream_targets: tuple[Service, ...]
-    clusters: dict[str, Resource] = field(default_factory=dict)
-    listeners: dict[str, Resource] = field(default_factory=dict)
+# --- builders: each reads its key and nothing else ------------------------------------
 
 
-def _same_objects(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+def _build_backends(key: _BackendsKey) -> _Backends:
+    workloads = key.workloads.objects
+    # As MeshState.identities_of has them; the state is not this builder's to read.
+    identities = {
+        SpiffeId(key.trust_domain, w.namespace or "", w.service_account or "").uri
+        for w in workloads
+    }
+    return _Backends(tuple(sorted(identities)), endpoints_by_port(workloads))
 
 
-def _endpoint_resources(
-    key: ServiceKey, service: Service, workloads: tuple[Workload, ...]
-) -> tuple[Resource, ...]:
-    return tuple(
-        Resource.of(ResourceType.ENDPOINT, cla.cluster_name, cla)
-        for cla in endpoints.load_assignments(key, service, workloads)
+def _build_outbound_cluster(key: _ClusterKey) -> Resource:
+    cluster = outbound_cluster(key.service, key.port, key.mtls, key.identities)
+    return _resource(ResourceType.CLUSTER, cluster)
+
+
+def _build_endpoints(key: _EndpointsKey) -> Resource:
+    assignment = load_assignment(key.service, key.port, key.endpoints)
+    return Resource.of(ResourceType.ENDPOINT, assignment.cluster_name, assignment)
+
+
+def _build_virtual_hosts(key: _VirtualHostsKey) -> tuple[route_components_pb2.VirtualHost, ...]:
+    return tuple(virtual_hosts(key.service.service, key.service.ports, short=key.short))
+
+
+def _build_outbound_listener(key: _OutboundListenerKey) -> Resource:
+    # The caller's filters (faults) will come from policies added to this key.
+    return _resource(ResourceType.LISTENER, outbound_listener(key.port, ROUTER_ONLY))
+
+
+def _build_upstream_listener(key: _UpstreamListenerKey) -> Resource:
+    listener = upstream_listener(
+        names.upstream_listener(key.local_port, key.service),
+        key.local_port,
+        names.outbound_cluster(key.service, key.port.port),
+        http=key.port.protocol.is_http,
+        streaming=key.port.protocol.needs_http2,
+        filters=ROUTER_ONLY,
     )
+    return _resource(ResourceType.LISTENER, listener)
 
 
-def _cluster_resources(
-    key: ServiceKey, service: Service, mtls: MtlsMode, identities: tuple[str, ...]
-) -> tuple[Resource, ...]:
-    return tuple(
-        Resource.of(ResourceType.CLUSTER, c.name, c)
-        for c in clusters.outbound_clusters(key, service, mtls, identities)
+def _build_inbound_cluster(key: _InboundClusterKey) -> Resource:
+    return _resource(ResourceType.CLUSTER, inbound_cluster(key.service, key.port, key.app_port))
+
+
+def _build_inbound_listener(key: _InboundListenerKey) -> Resource:
+    listener = inbound_listener(
+        names.inbound_listener(key.service, key.port.port),
+        key.address,
+        key.endpoint_port,
+        names.inbound_cluster(key.service, key.port.port),
+        http=key.port.protocol.is_http,
+        mtls=key.mtls,
+        trust_domain=key.trust_domain,
+        # The callee's filters (JWT, authorization, rate limits) will come from
+        # policies added to this key.
+        filters=ROUTER_ONLY,
     )
+    return _resource(ResourceType.LISTENER, listener)
 
 
-def _upstream_targets(state: MeshState, workload: Workload) -> tuple[Service, ...]:
-    """The services a workload's upstream listeners lead to: its listeners change
-    when they do."""
-    return tuple(
-        state.services[ServiceKey(u.service, workload.namespace or "")] for u in workload.upstreams
-    )
+def _build_gateway_listener(key: _GatewayListenerKey) -> Resource:
+    listener = gateway_listener(key.name, key.address, key.port, key.targets, ROUTER_ONLY)
+    return _resource(ResourceType.LISTENER, listener)
+
+
+def _resource(rtype: ResourceType, message: Any) -> Resource:
+    """A named Envoy message (a cluster, listener or route configuration) as a resource."""
+    return Resource.of(rtype, message.name, message)
+
+
+def _add(resources: dict[str, Resource], found: Resource) -> None:
+    resources[found.name] = found

@@ -13,7 +13,8 @@ from sidemesh.errors import SidemeshError
 from sidemesh.identity.ca import CertificateAuthority, IssuedCertificate
 from sidemesh.identity.csr import CsrRejected
 from sidemesh.identity.spiffe import SpiffeId
-from sidemesh.identity.tokens import InvalidToken, TokenValidator, WorkloadRef
+from sidemesh.identity.tokens import InvalidToken, TokenValidator
+from sidemesh.model.refs import WorkloadRef
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,12 @@
-"""SPIFFE IDs: ``spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>``."""
+"""``SpiffeId``: a SPIFFE ID taken apart, as the CA signs it and a CSR is checked
+against it. The text form is ``model.refs``' (``spiffe_id``, ``parse_spiffe_id``), the
+one place it is written and read."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-_PATTERN = re.compile(r"^spiffe://([^/]+)/ns/([^/]+)/sa/([^/]+)$")
+from sidemesh.model.refs import parse_spiffe_id, spiffe_id
 
 
 @dataclass(frozen=True)
@@ -16,14 +17,12 @@ class SpiffeId:
 
     @property
     def uri(self) -> str:
-        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
+        return spiffe_id(self.trust_domain, self.namespace, self.service_account)
 
     @classmethod
     def parse(cls, uri: str) -> SpiffeId:
-        match = _PATTERN.match(uri)
-        if match is None:
-            raise ValueError(f"{uri!r} is not spiffe://<trust-domain>/ns/<ns>/sa/<sa>")
-        return cls(*match.groups())
+        """Raises ``ValueError`` if ``uri`` is not a SPIFFE ID of the mesh's form."""
+        return cls(*parse_spiffe_id(uri))
 
     def __str__(self) -> str:
         return self.uri

@@ -10,27 +10,18 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from sidemesh.errors import SidemeshError
 from sidemesh.identity.ca import write_private
+from sidemesh.model.refs import WorkloadRef as WorkloadRef  # re-exported: its old home
 
 log = logging.getLogger(__name__)
 
 
 class InvalidToken(SidemeshError):
     """The token is missing, unknown or malformed."""
-
-
-@dataclass(frozen=True)
-class WorkloadRef:
-    name: str
-    namespace: str
-
-    def __str__(self) -> str:
-        return f"{self.name}.{self.namespace}"
 
 
 class TokenValidator(Protocol):

@@ -25,8 +25,9 @@ from sidemesh.model.mesh import (
     Workload,
     WorkloadPort,
 )
+from sidemesh.model.refs import ServiceKey
 from sidemesh.model.resolve import PortPicker
-from sidemesh.model.state import MeshState, ServiceKey
+from sidemesh.model.state import MeshState
 
 __all__ = [
     "Gateway",

@@ -12,8 +12,8 @@ from typing import Any
 from sidemesh.errors import Problem
 from sidemesh.model.addresses import parse_ip
 from sidemesh.model.mesh import Gateway, MeshDocument, Service, Workload
+from sidemesh.model.refs import ServiceKey
 from sidemesh.model.resolve import Resolved, replica_names
-from sidemesh.model.state import ServiceKey
 
 TEMPLATE_FIELDS = ("port", "workload", "service", "version", "namespace")
 

@@ -122,7 +122,8 @@ def parse_mesh_document(
     raw_policies = [
         RawDocument(f"document {i + 1 + offset}", doc) for i, doc in enumerate(documents)
     ]
-    raw_policies += _included(document.include, base_dir, source)
+    included, included_files = _included(document.include, base_dir, source)
+    raw_policies += included
     parsed = parse_policies(raw_policies, document.mesh.default_namespace, _problems_from_pydantic)
     problems = list(check_document(document, local=ports is not None)) + parsed.problems
     document, address_problems = resolve_addresses(document)
@@ -142,22 +143,28 @@ def parse_mesh_document(
     )
     if found.errors:
         raise ConfigError(source, found.errors)
-    if found.warnings:
-        state = replace(state, warnings=tuple(f"{source}: {w}" for w in found.warnings))
-    return state
+    return replace(
+        state,
+        warnings=tuple(f"{source}: {w}" for w in found.warnings),
+        included_files=included_files,
+    )
 
 
-def _included(patterns: Sequence[str], base_dir: Path | None, source: str) -> list[RawDocument]:
+def _included(
+    patterns: Sequence[str], base_dir: Path | None, source: str
+) -> tuple[list[RawDocument], tuple[str, ...]]:
     """The policy documents of the files ``include`` names, in the order named (a glob's
-    files in name order)."""
+    files in name order), and those files (a file source watches them too)."""
     base = base_dir or Path(source).parent
     out: list[RawDocument] = []
+    files: list[str] = []
     problems: list[Problem] = []
     for i, pattern in enumerate(patterns):
         paths = sorted(base.glob(pattern)) if any(c in pattern for c in "*?[") else [base / pattern]
         if not paths:
             problems.append(Problem(f"include[{i}]", f"{pattern!r} matches no file in {base}"))
         for path in paths:
+            files.append(str(path))
             try:
                 text = path.read_text(encoding="utf-8")
             except OSError as exc:
@@ -172,7 +179,7 @@ def _included(patterns: Sequence[str], base_dir: Path | None, source: str) -> li
             ]
     if problems:
         raise ConfigError(source, problems)
-    return out
+    return out, tuple(files)
 
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -15,7 +15,7 @@ from sidemesh.model.mesh import (
     Workload,
     WorkloadPort,
 )
-from sidemesh.model.state import ServiceKey
+from sidemesh.model.refs import ServiceKey
 
 PortPicker = Callable[[str, str, frozenset[int]], int]
 """(owner, role, ports it must not pick) → a free port. The same owner and role must

@@ -1,6 +1,7 @@
 """``MeshState``: one immutable, versioned view of the whole mesh.
 
-Sources build it; everything downstream only reads it. Unchanged services and
+The aggregator builds it from what the sources give; everything downstream only
+reads it. Unchanged services and
 workloads keep the very same objects from one state to the next, which lets
 translation reuse its earlier work by identity.
 """
@@ -10,20 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from sidemesh.model.mesh import Gateway, MeshConfig, MtlsMode, Service, Workload
 from sidemesh.model.policy.backend import BackendPolicy, FaultInjection
 from sidemesh.model.policy.documents import KINDS, Policies, Policy
 from sidemesh.model.policy.routes import GRPCRoute, HTTPRoute
-
-
-class ServiceKey(NamedTuple):
-    name: str
-    namespace: str
-
-    def __str__(self) -> str:
-        return f"{self.name}.{self.namespace}"
+from sidemesh.model.refs import ServiceKey, spiffe_id
 
 
 def service_key(service: Service) -> ServiceKey:
@@ -53,6 +47,8 @@ class MeshState:
     warnings: tuple[str, ...] = ()
     """What loading accepted but an operator should see (an unresolved backendRef, a
     subset selecting nothing, two routes that conflict), each naming file and field."""
+    included_files: tuple[str, ...] = ()
+    """The files of policies mesh.yaml includes: a file source watches them too."""
     _by_service: Mapping[ServiceKey, tuple[Workload, ...]] = field(
         init=False, repr=False, compare=False
     )
@@ -100,7 +96,7 @@ class MeshState:
         return self._spiffe_id(workload.namespace or "", workload.service_account or "")
 
     def _spiffe_id(self, namespace: str, service_account: str) -> str:
-        return f"spiffe://{self.mesh.trust_domain}/ns/{namespace}/sa/{service_account}"
+        return spiffe_id(self.mesh.trust_domain, namespace, service_account)
 
     def gateway(self, name: str, namespace: str) -> Gateway | None:
         return self.gateways.get((name, namespace))

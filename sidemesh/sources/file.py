@@ -1,8 +1,8 @@
-"""mesh.yaml as a source: load it, watch it, and hand each good version on.
+"""mesh.yaml as a source: load it, watch it, and report each good version of it.
 
-A bad edit is logged with the file, field and reason, and nothing changes: the
-last good state keeps serving until the file is fixed. A file is read only once it
-has stopped changing, so a half-written save is never taken for an edit."""
+A bad edit is refused with the file, field and reason, and nothing changes: the last
+good snapshot keeps serving until the file is fixed. A file is read only once it has
+stopped changing, so a half-written save is never taken for an edit."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from pathlib import Path
 
 from sidemesh.errors import ConfigError, Problem
 from sidemesh.model import MeshState, PortPicker, load_mesh_file, parse_mesh_document
+from sidemesh.sources.aggregate import Feed
+from sidemesh.sources.protocol import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -23,45 +25,61 @@ replace the file and bind mounts that update in place."""
 SETTLE_S = 0.1
 """A changed file is read once its stat has stayed the same for one poll and its last
 write is at least this old: an editor or ``cp`` in the middle of writing is waited out."""
+UNNUMBERED = 0
+"""The version the loader is given: a snapshot's means nothing, the aggregator numbers."""
 
-Signature = tuple[int, int, int]
+Signature = tuple[tuple[int, int, int], ...]
+"""(mtime, size, inode) of mesh.yaml and of each file it includes."""
 
 
 class FileSource:
+    """The ``Source`` of mesh.yaml: its snapshot is the whole file as the model's
+    loader validated it."""
+
     def __init__(
         self,
         path: Path,
-        on_state: Callable[[MeshState], None],
+        feed: Feed,
         ports: PortPicker | None = None,
         fallback: Callable[[], MeshState | None] | None = None,
         reserved_ports: Mapping[int, str] | None = None,
+        poll_interval: float = POLL_INTERVAL_S,
     ) -> None:
-        """``ports`` is given in local mode: it picks the ports the file leaves out.
+        """``feed``: where snapshots and refusals go (``Aggregator.feed``).
+        ``ports`` is given in local mode: it picks the ports the file leaves out.
         ``fallback`` gives the last state this mesh ran, if it knows one: a control
         plane restarted while the file is bad serves that instead of refusing to start.
         ``reserved_ports``: the control plane's own (port → what), which no workload
         may take."""
         self.path = path
-        self.on_state = on_state
+        self.feed = feed
         self.ports = ports
         self.fallback = fallback
         self.reserved_ports = reserved_ports
-        self.state: MeshState | None = None
-        self.rejected = 0
-        """How many edits were refused since start."""
-        self.last_error: ConfigError | None = None
+        self.poll_interval = poll_interval
         self._signature: Signature | None = None
         self._seen: Signature | None = None
         """The signature of the previous poll: a change is read once it holds still."""
 
-    def load_initial(self) -> MeshState:
-        """Load the file once; raises ``ConfigError`` if it is bad (and no fallback)."""
+    @property
+    def rejected(self) -> int:
+        """How many edits were refused since start (kept by the feed)."""
+        return self.feed.rejected
+
+    @property
+    def last_error(self) -> ConfigError | None:
+        """Why the latest edit was refused; None once one is accepted (kept by the feed)."""
+        return self.feed.last_error
+
+    def load_initial(self) -> Snapshot:
+        """Load the file once and report it; raises ``ConfigError`` if it is bad (and
+        there is no fallback)."""
         last_good = self.fallback() if self.fallback is not None else None
         self._signature = self._seen = self._wait_settled()
         try:
-            state = load_mesh_file(
+            snapshot = load_mesh_file(
                 self.path,
-                version=1,
+                version=UNNUMBERED,
                 ports=self.ports,
                 reserved_ports=self.reserved_ports,
                 # A restart must not be the way round the rule for edits.
@@ -70,33 +88,32 @@ class FileSource:
         except ConfigError as exc:
             if last_good is None:
                 raise
-            self.rejected += 1
-            self.last_error = exc
-            log.error(
-                "%s is not valid; serving the mesh as it last ran until it is fixed:\n%s",
-                self.path,
-                exc,
+            # Served first, then refused: the error stays on record while it serves.
+            self.feed.offer(last_good)
+            self.feed.refuse(
+                exc, f"{self.path} at start, serving the mesh as it last ran until it is fixed"
             )
-            state = last_good
-        self.state = state
-        self.on_state(state)
-        return state
+            return last_good
+        for warning in snapshot.warnings:
+            log.warning("%s", warning)
+        self.feed.offer(snapshot)
+        return snapshot
 
     def check(self) -> bool:
-        """Reload if the file changed and has settled. Returns True if a new state
-        was accepted."""
-        return self._accept(self._load_if_changed())
+        """Reload if the file changed and has settled. Returns True if a new snapshot
+        was reported."""
+        return self._report(self._load_if_changed())
 
-    async def watch(self, interval: float = POLL_INTERVAL_S) -> None:
+    async def watch(self, interval: float | None = None) -> None:
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.poll_interval if interval is None else interval)
             # Loading may resolve host names: off the event loop, so a slow resolver
-            # never holds up xDS or the API. Accepting (and publishing) stays on it.
-            self._accept(await asyncio.to_thread(self._load_if_changed))
+            # never holds up xDS or the API. Reporting (and publishing) stays on it.
+            self._report(await asyncio.to_thread(self._load_if_changed))
 
-    def _load_if_changed(self) -> MeshState | ConfigError | None:
-        """The file's next state, or why it is refused; None if there is nothing new
-        (unchanged, or still being written)."""
+    def _load_if_changed(self) -> Snapshot | ConfigError | None:
+        """The file's next snapshot, or why it is refused; None if there is nothing
+        new (unchanged, or still being written)."""
         signature = self._stat()
         seen, self._seen = self._seen, signature
         if signature == self._signature or signature != seen or not _settled(signature):
@@ -109,8 +126,7 @@ class FileSource:
         if self._stat() != signature:
             return None  # written to while read: wait for it to settle again
         self._signature = signature
-        previous = self.state
-        version = (previous.version if previous else 0) + 1
+        previous = self.feed.snapshot
         if text is None:
             return ConfigError(
                 str(self.path), [Problem("", f"cannot read file: {unreadable.strerror}")]
@@ -119,7 +135,7 @@ class FileSource:
             return parse_mesh_document(
                 text,
                 str(self.path),
-                version,
+                UNNUMBERED,
                 ports=self.ports,
                 reserved_ports=self.reserved_ports,
                 require_workloads=bool(previous is not None and previous.workloads),
@@ -127,27 +143,16 @@ class FileSource:
         except ConfigError as exc:
             return exc
 
-    def _accept(self, loaded: MeshState | ConfigError | None) -> bool:
+    def _report(self, loaded: Snapshot | ConfigError | None) -> bool:
         if loaded is None:
             return False
         if isinstance(loaded, ConfigError):
-            self.rejected += 1
-            self.last_error = loaded
-            log.error(
-                "rejected an edit of %s; still serving mesh version %s:\n%s",
-                self.path,
-                self.state.version if self.state else "none",
-                loaded,
-            )
+            self.feed.refuse(loaded, f"an edit of {self.path}")
             return False
-        state, previous = loaded, self.state
-        if previous is not None:
-            state = state.reuse_unchanged(previous)
-            _warn_if_most_removed(previous, state, self.path)
-        self.state = state
-        self.last_error = None
-        log.info("loaded %s as mesh version %d", self.path, state.version)
-        self.on_state(state)
+        for warning in loaded.warnings:
+            # Accepted, but worth a look: an unresolved backendRef, a conflict.
+            log.warning("%s", warning)
+        self.feed.offer(loaded)
         return True
 
     def _wait_settled(self, timeout: float = 2.0) -> Signature | None:
@@ -168,36 +173,28 @@ class FileSource:
         return signature
 
     def _stat(self) -> Signature | None:
-        try:
-            st = self.path.stat()
-        except OSError:
+        """mesh.yaml's stat, and that of each file it included last time it loaded: an
+        edit of an included policy file is an edit of the mesh."""
+        snapshot = self.feed.snapshot
+        included = snapshot.included_files if snapshot is not None else ()
+        parts = [_stat_one(self.path), *(_stat_one(Path(f)) for f in included)]
+        if parts[0] is None:
             return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return tuple(p or (0, -1, 0) for p in parts)
+
+
+def _stat_one(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def _settled(signature: Signature | None) -> bool:
     if signature is None:
         return True  # gone: loading reports "cannot read file", which is what happened
-    age_ns = time.time_ns() - signature[0]
+    now = time.time_ns()
     # A time in the future (clock skew, a network file system) says nothing about
     # when it was written: polls that see the same signature twice decide alone.
-    return not 0 <= age_ns < SETTLE_S * 1e9
-
-
-def _warn_if_most_removed(previous: MeshState, state: MeshState, path: Path) -> None:
-    """An edit that removes more than half of the workloads is allowed, but it is the
-    kind of edit an operator wants to see in the log next to the outage it caused."""
-    removed = sorted(
-        f"{name}.{namespace}"
-        for name, namespace in previous.workloads
-        if (name, namespace) not in state.workloads
-    )
-    if removed and len(removed) * 2 > len(previous.workloads):
-        log.warning(
-            "mesh version %d from %s removes %d of %d workloads: %s",
-            state.version,
-            path,
-            len(removed),
-            len(previous.workloads),
-            ", ".join(removed),
-        )
+    return all(not 0 <= now - mtime < SETTLE_S * 1e9 for mtime, _, _ in signature)

@@ -55,7 +55,7 @@ def _state_with_bad_workloads() -> MeshState:
 def test_a_bad_workload_is_left_out_of_its_services_endpoints_and_named_in_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="sidemesh.envoy.endpoints")
+    caplog.set_level(logging.WARNING, logger="sidemesh.envoy.outbound.endpoints")
     resources = Translator().for_proxy(_state_with_bad_workloads(), ProxyId("a-1", "default"))
     assignment = resources[ResourceType.ENDPOINT]["outbound|9080||b.default"].message
     assert isinstance(assignment, endpoint_pb2.ClusterLoadAssignment)

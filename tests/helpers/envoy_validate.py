@@ -18,7 +18,7 @@ from google.protobuf import json_format
 from sidemesh.agent.envoy_binary import find_envoy
 from sidemesh.envoy import ProxyResources, ResourceType
 from sidemesh.envoy.bootstrap import sds_cluster
-from sidemesh.envoy.listeners import HCM_FILTER
+from sidemesh.envoy.filters import HCM_FILTER
 from sidemesh.envoy.protos import packed
 
 

@@ -155,12 +155,13 @@ class Mesh:
             time.sleep(0.02)
 
     def _source_position(self) -> tuple[int, int] | None:
-        """(mesh version, refused edits) of the running control plane's file source."""
+        """(mesh version, refused edits of its file source) of the running control plane."""
         if self.control_plane is None or not self.control_plane.running:
             return None
+        aggregator = self.control_plane.control_plane.aggregator
         source = self.control_plane.control_plane.source
         return self.control_plane.call(
-            lambda: (source.state.version if source.state else 0, source.rejected)
+            lambda: (aggregator.state.version if aggregator.state else 0, source.rejected)
         )
 
     # --- processes -----------------------------------------------------------

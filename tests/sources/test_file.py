@@ -1,4 +1,7 @@
-"""The mesh.yaml source: reloads good edits, refuses bad ones and keeps the last good."""
+"""The mesh.yaml source: reloads good edits, refuses bad ones and keeps the last good.
+
+Each source here reports to an aggregator of its own; ``seen`` is what that aggregator
+published, ``_served`` what it serves now."""
 
 from __future__ import annotations
 
@@ -7,21 +10,32 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sidemesh.errors import ConfigError
 from sidemesh.model import MeshState, ServiceKey, parse_mesh_document
-from sidemesh.sources import FileSource
+from sidemesh.sources import Aggregator, FileSource
 
 GOOD = "services: [{name: a, ports: [{port: 80}]}]\n"
+
+
+def _file_source(path: Path, seen: list[MeshState], **options: Any) -> FileSource:
+    """A file source alone in front of an aggregator that appends what it publishes."""
+    return FileSource(path, Aggregator([seen.append]).feed(str(path)), **options)
 
 
 def _source(tmp_path: Path, text: str = GOOD) -> tuple[FileSource, list[MeshState]]:
     path = tmp_path / "mesh.yaml"
     path.write_text(text)
     seen: list[MeshState] = []
-    return FileSource(path, seen.append), seen
+    return _file_source(path, seen), seen
+
+
+def _served(source: FileSource) -> MeshState | None:
+    """The state the source's aggregator serves now."""
+    return source.feed.aggregator.state
 
 
 def _edit(source: FileSource, text: str | None) -> None:
@@ -61,7 +75,7 @@ def test_bad_edit_keeps_last_good_state(tmp_path: Path) -> None:
     _edit(source, "services: [{name: a, ports: [{port: 80, protocol: htp}]}]\n")
     assert _settled_check(source) is False
     assert source.rejected == 1
-    assert source.state is seen[0]
+    assert _served(source) is seen[0]
     assert source.last_error is not None
     assert "services[0].ports[0].protocol: 'htp' is not one of" in str(source.last_error)
     _edit(source, GOOD.replace("80", "8080"))
@@ -75,7 +89,7 @@ def test_file_deleted_while_running_keeps_state(tmp_path: Path) -> None:
     _edit(source, None)
     assert _settled_check(source) is False
     assert "cannot read file" in str(source.last_error)
-    assert source.state is seen[0]
+    assert _served(source) is seen[0]
 
 
 def test_bad_file_at_start_raises(tmp_path: Path) -> None:
@@ -116,7 +130,9 @@ def test_an_emptied_file_is_refused_and_every_workload_keeps_running(
     _edit(source, text)
     assert _settled_check(source) is False
     assert source.rejected == 1 and "write `workloads: []`" in str(source.last_error)
-    assert seen == [source.state] and len(source.state.workloads) == 4
+    served = _served(source)
+    assert served is not None
+    assert seen == [served] and len(served.workloads) == 4
 
 
 def test_stopping_every_workload_takes_an_explicit_empty_list(tmp_path: Path) -> None:
@@ -164,7 +180,7 @@ def test_a_bad_file_at_start_serves_the_fallback_and_reports_the_error(tmp_path:
     path = tmp_path / "mesh.yaml"
     path.write_text("services: 3\nworkloads: []\n")
     seen: list[MeshState] = []
-    source = FileSource(path, seen.append, fallback=lambda: last_good)
+    source = _file_source(path, seen, fallback=lambda: last_good)
     assert source.load_initial() is last_good
     assert seen == [last_good] and source.rejected == 1
     assert "services: Input should be a valid tuple" in str(source.last_error)
@@ -174,7 +190,7 @@ def test_an_edit_taking_a_control_plane_port_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "mesh.yaml"
     path.write_text(WITH_WORKLOADS)
     seen: list[MeshState] = []
-    source = FileSource(path, seen.append, reserved_ports={9001: "the control plane's xDS port"})
+    source = _file_source(path, seen, reserved_ports={9001: "the control plane's xDS port"})
     with pytest.raises(ConfigError, match="the control plane's xDS port"):
         source.load_initial()
     path.write_text(WITH_WORKLOADS.replace("9001", "9091"))
@@ -189,6 +205,22 @@ def test_a_restart_is_not_a_way_round_the_explicit_empty_list(tmp_path: Path) ->
     last_good = parse_mesh_document(WITH_WORKLOADS, "mesh.yaml")
     path = tmp_path / "mesh.yaml"
     path.write_text(GOOD)  # the workloads key lost while the control plane was down
-    source = FileSource(path, lambda _: None, fallback=lambda: last_good)
+    source = _file_source(path, [], fallback=lambda: last_good)
     assert source.load_initial() is last_good
     assert "this edit would stop every workload" in str(source.last_error)
+
+
+def test_an_edit_of_an_included_policy_file_is_an_edit_of_the_mesh(tmp_path: Path) -> None:
+    route = tmp_path / "route.yaml"
+    route.write_text(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\n"
+        "spec: {parentRefs: [{group: '', kind: Service, name: a}]}\n"
+    )
+    source, seen = _source(tmp_path, GOOD + "include: [route.yaml]\n")
+    source.load_initial()
+    assert len(seen[-1].policies.http_routes) == 1
+    route.write_text(route.read_text().replace("name: r}", "name: r2}"))
+    past = time.time() - 1
+    os.utime(route, (past, past))
+    assert _settled_check(source) is True
+    assert seen[-1].policies.http_routes[0].metadata.name == "r2"

@@ -8,7 +8,7 @@ from types import MappingProxyType
 import pytest
 
 from sidemesh.envoy import ProxyId, ProxyResources, Resource, ResourceType, Translator
-from sidemesh.envoy.listeners import upstream_listener
+from sidemesh.envoy.outbound import upstream_listener
 from sidemesh.errors import SnapshotInconsistent
 from sidemesh.model import MeshState
 from sidemesh.xds import Snapshot, SnapshotCache

@@ -26,7 +26,7 @@ from sidemesh.model.policy.routes import (
     PathMatchType,
     StringMatchType,
 )
-from sidemesh.model.state import ServiceKey
+from sidemesh.model.refs import ServiceKey
 
 
 @dataclass

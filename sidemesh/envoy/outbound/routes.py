@@ -1,8 +1,10 @@
-"""Route configurations: the outbound one routes by Host/authority to each service."""
+"""Outbound route configurations: the shared one routes by Host/authority to each
+service port; a prefix one (an upstream port's, a gateway's) by path prefix. Both
+carry the caller's timeouts and retries."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
@@ -10,7 +12,7 @@ from google.protobuf import wrappers_pb2
 
 from sidemesh.envoy import names
 from sidemesh.envoy.protos import packed, seconds
-from sidemesh.model import Service, ServiceKey, ServicePort
+from sidemesh.model import ServiceKey, ServicePort
 
 HTTP_ROUTE_TIMEOUT_S = 15.0
 """Envoy's own default for a unary request; streaming ports (http2, grpc) get none."""
@@ -51,9 +53,9 @@ def default_retry_policy() -> route_components_pb2.RetryPolicy:
     )
 
 
-def default_port(service: Service) -> ServicePort | None:
+def default_port(ports: Sequence[ServicePort]) -> ServicePort | None:
     """The port a Host without a port means: 80 if served, else the first HTTP port."""
-    http_ports = [p for p in service.ports if p.protocol.is_http]
+    http_ports = [p for p in ports if p.protocol.is_http]
     for port in http_ports:
         if port.port == 80:
             return port
@@ -73,11 +75,12 @@ def host_names(key: ServiceKey, port: ServicePort, *, default: bool, short: bool
 
 
 def virtual_hosts(
-    key: ServiceKey, service: Service, *, short: bool
+    key: ServiceKey, ports: Sequence[ServicePort], *, short: bool
 ) -> list[route_components_pb2.VirtualHost]:
-    default = default_port(service)
+    """One virtual host per HTTP port of a service."""
+    default = default_port(ports)
     out = []
-    for port in service.ports:
+    for port in ports:
         if not port.protocol.is_http:
             continue
         cluster = names.outbound_cluster(key, port.port)
@@ -111,26 +114,6 @@ def outbound_route_config(
         # Clusters arrive over CDS; checking them here would reject a route pushed a
         # moment before its cluster.
         validate_clusters=wrappers_pb2.BoolValue(value=False),
-    )
-
-
-def inbound_route_config(name: str, cluster: str) -> route_pb2.RouteConfiguration:
-    return route_pb2.RouteConfiguration(
-        name=name,
-        virtual_hosts=[
-            route_components_pb2.VirtualHost(
-                name="inbound",
-                domains=["*"],
-                routes=[
-                    route_components_pb2.Route(
-                        name="default",
-                        match=route_components_pb2.RouteMatch(prefix="/"),
-                        # The caller's sidecar owns the request timeout.
-                        route=route_components_pb2.RouteAction(cluster=cluster, timeout=seconds(0)),
-                    )
-                ],
-            )
-        ],
     )
 
 

@@ -1,5 +1,5 @@
-"""Clusters: one outbound cluster per service port (endpoints by EDS) and one
-inbound cluster per port the proxy's own workload serves (the local app)."""
+"""Outbound clusters: one per service port, its endpoints by EDS, called over mTLS
+(unless the service disables it) that accepts only the service's identities."""
 
 from __future__ import annotations
 
@@ -10,17 +10,13 @@ from google.protobuf import wrappers_pb2
 
 from sidemesh.envoy import names
 from sidemesh.envoy.protos import (
+    CONNECT_TIMEOUT_S,
     ads_config_source,
     http2_upstream_options,
     seconds,
-    socket_address,
-    static_cluster,
 )
 from sidemesh.envoy.tls import upstream_mtls
-from sidemesh.model import MtlsMode, Service, ServiceKey, ServicePort
-
-CONNECT_TIMEOUT_S = 1.0
-LOCAL_APP_ADDRESS = "127.0.0.1"
+from sidemesh.model import MtlsMode, ServiceKey, ServicePort
 
 # How many retries a caller's sidecar may have under way to one service, as Envoy's
 # retry budget: at most RETRY_BUDGET_PERCENT of the requests in flight to it, and never
@@ -37,8 +33,8 @@ LOCAL_APP_ADDRESS = "127.0.0.1"
 # requests; at 800 requests/s (2 cores, near saturation) 50% lost 43, 100% lost 9.
 # Istio leaves retries effectively unlimited; Linkerd bounds them by a budget (20% of
 # requests, at least 10 a second). Each request still retries at most twice
-# (routes.DEFAULT_RETRIES), which bounds the extra load a failing service gets; a
-# budget per service comes with traffic policies.
+# (routes.DEFAULT_RETRIES, beside this module), which bounds the extra load a failing
+# service gets; a budget per service comes with traffic policies.
 RETRY_BUDGET_PERCENT = 100.0
 MIN_RETRY_CONCURRENCY = 25
 """The floor, for light traffic, where the requests in flight are a handful: in the
@@ -59,12 +55,6 @@ def retry_limits() -> circuit_breaker_pb2.CircuitBreakers:
             )
         ]
     )
-
-
-def outbound_clusters(
-    key: ServiceKey, service: Service, mtls: MtlsMode, identities: tuple[str, ...]
-) -> list[cluster_pb2.Cluster]:
-    return [outbound_cluster(key, port, mtls, identities) for port in service.ports]
 
 
 def outbound_cluster(
@@ -91,13 +81,3 @@ def outbound_cluster(
         for k, v in http2_upstream_options().items():
             cluster.typed_extension_protocol_options[k].CopyFrom(v)
     return cluster
-
-
-def inbound_cluster(key: ServiceKey, port: ServicePort, app_port: int) -> cluster_pb2.Cluster:
-    """The local app, reached on loopback by the sidecar's inbound listener."""
-    return static_cluster(
-        names.inbound_cluster(key, port.port),
-        socket_address(LOCAL_APP_ADDRESS, app_port),
-        http2=port.protocol.needs_http2,
-        connect_timeout_s=CONNECT_TIMEOUT_S,
-    )

@@ -1,0 +1,137 @@
+"""The filters a listener's filter chain is made of, and the one place that assembles
+an HTTP filter chain.
+
+Owns: the HTTP connection manager and TCP proxy network filters every listener uses,
+``HttpFilters`` (the optional HTTP filters of one chain, as Envoy config) and
+``http_filters``, which puts them in the one order below. Every HTTP connection
+manager gets its ``http_filters`` from here, so the order is stated once.
+Must not: decide which filters a side or a proxy gets (the side's builders and the
+translator do, from the model), read the model, or know resource names beyond the
+stat prefix it is handed.
+
+The order, and why:
+
+1. ``jwt_authn``: authenticates the request first, and writes the verified claims
+   into the request's metadata, where every later filter (``rbac`` above all) can
+   match on them; a request with a bad token stops here with 401.
+2. ``rbac``: who may call what, deciding on the peer's verified SPIFFE ID and the
+   claims ``jwt_authn`` left; a denied request stops with 403.
+3. ``local_ratelimit``: counts only requests the service would serve, so callers that
+   are refused above never spend the tokens of those that are allowed (a flood of
+   unauthorized requests cannot rate-limit the authorized ones out).
+4. ``fault``: an injected delay or abort stands for the upstream failing, so it applies
+   only to requests every check above let through, as a real failure of the upstream
+   would; a request refused above is refused at once, not also delayed.
+5. ``router``: Envoy requires the terminal filter last; it sends the request on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from envoy.config.listener.v3 import listener_components_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_authn_pb2
+from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf.message import Message
+from google.protobuf.wrappers_pb2 import BoolValue
+
+from sidemesh.envoy.protos import ads_config_source, packed
+
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
+JWT_AUTHN_FILTER = "envoy.filters.http.jwt_authn"
+RBAC_FILTER = "envoy.filters.http.rbac"
+LOCAL_RATELIMIT_FILTER = "envoy.filters.http.local_ratelimit"
+FAULT_FILTER = "envoy.filters.http.fault"
+ROUTER_FILTER = "envoy.filters.http.router"
+
+
+@dataclass(frozen=True)
+class HttpFilters:
+    """The optional filters of one HTTP filter chain, each as its Envoy config; None
+    leaves the filter out. The router is not optional: every chain ends with it.
+
+    Which side sets what (as the work that adds each one will): a callee's inbound
+    chain ``jwt_authn``, ``rbac`` and ``local_ratelimit`` (the callee enforces who may
+    call it and how often, whatever the caller's sidecar did); a caller's outbound chain
+    ``fault`` (faults stand for the upstream, as seen by one caller); the gateway,
+    the mesh's edge, ``jwt_authn``, ``rbac`` and ``local_ratelimit``. Per-route settings
+    go in the routes (``typed_per_filter_config``), not here."""
+
+    jwt_authn: jwt_authn_pb2.JwtAuthentication | None = None
+    rbac: rbac_pb2.RBAC | None = None
+    local_ratelimit: local_rate_limit_pb2.LocalRateLimit | None = None
+    fault: fault_pb2.HTTPFault | None = None
+
+
+ROUTER_ONLY = HttpFilters()
+"""A chain of the router alone: what every side has until policies add filters."""
+
+
+def http_filters(filters: HttpFilters) -> list[hcm_pb2.HttpFilter]:
+    """The chain, in the order the module docstring gives and explains."""
+    optional: list[tuple[str, Message | None]] = [
+        (JWT_AUTHN_FILTER, filters.jwt_authn),
+        (RBAC_FILTER, filters.rbac),
+        (LOCAL_RATELIMIT_FILTER, filters.local_ratelimit),
+        (FAULT_FILTER, filters.fault),
+    ]
+    chain = [
+        hcm_pb2.HttpFilter(name=name, typed_config=packed(config))
+        for name, config in optional
+        if config is not None
+    ]
+    chain.append(hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router())))
+    return chain
+
+
+def http_connection_manager(
+    stat_prefix: str,
+    filters: HttpFilters,
+    *,
+    rds_name: str | None = None,
+    route_config: route_pb2.RouteConfiguration | None = None,
+    inbound: bool = False,
+    edge: bool = False,
+) -> listener_components_pb2.Filter:
+    """An HTTP connection manager whose routes come over RDS (``rds_name``) or inline
+    (``route_config``). ``inbound``: it faces a calling sidecar; ``edge``: it faces
+    callers outside the mesh."""
+    hcm = hcm_pb2.HttpConnectionManager(
+        # At the mesh's edge the peer's address is the client's; inside, it is a sidecar.
+        use_remote_address=BoolValue(value=edge),
+        stat_prefix=stat_prefix,
+        codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        # Outbound: drop any x-forwarded-client-cert the app sent. Inbound: replace it
+        # with the peer's verified SPIFFE ID, so the app can trust what it reads.
+        forward_client_cert_details=(
+            hcm_pb2.HttpConnectionManager.SANITIZE_SET
+            if inbound
+            else hcm_pb2.HttpConnectionManager.SANITIZE
+        ),
+        set_current_client_cert_details=(
+            hcm_pb2.HttpConnectionManager.SetCurrentClientCertDetails(uri=True) if inbound else None
+        ),
+        http_filters=http_filters(filters),
+    )
+    if rds_name is not None:
+        hcm.rds.CopyFrom(hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=rds_name))
+    elif route_config is not None:
+        hcm.route_config.CopyFrom(route_config)
+    return listener_components_pb2.Filter(name=HCM_FILTER, typed_config=packed(hcm))
+
+
+def tcp_proxy(stat_prefix: str, cluster: str) -> listener_components_pb2.Filter:
+    """A TCP proxy to one cluster: for ports whose protocol is not HTTP."""
+    return listener_components_pb2.Filter(
+        name=TCP_PROXY_FILTER,
+        typed_config=packed(tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)),
+    )
