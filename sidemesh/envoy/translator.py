@@ -41,15 +41,16 @@ long entries are kept is ``_Memo``'s business, explained there.
 from __future__ import annotations
 
 from collections import ChainMap, Counter
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 
 from sidemesh.envoy import names
-from sidemesh.envoy.filters import ROUTER_ONLY
+from sidemesh.envoy.filters import ROUTER_ONLY, HttpFilters
 from sidemesh.envoy.gateway import GatewayTarget, gateway_listener, gateway_targets
 from sidemesh.envoy.inbound import inbound_cluster, inbound_listener
 from sidemesh.envoy.outbound import (
@@ -67,6 +68,8 @@ from sidemesh.envoy.resources import ADS_ORDER, Resource, ResourceType
 from sidemesh.errors import TranslationError
 from sidemesh.identity import SpiffeId
 from sidemesh.model import Gateway, MeshState, MtlsMode, ServiceKey, ServicePort, Workload
+from sidemesh.model.policy import FaultInjection, GRPCRoute, HTTPRoute, Policies
+from sidemesh.model.policy.backend import BackendSettings, HashOn
 
 ResourceMap = Mapping[str, Resource]
 
@@ -163,6 +166,9 @@ class _ClusterKey(NamedTuple):
     """The service's own mode, else the mesh's: plaintext or mTLS to it."""
     identities: tuple[str, ...]
     """The SPIFFE IDs of its workloads: whom a caller accepts as the service."""
+    backend: BackendSettings | None
+    """Its BackendPolicy's settings (load balancing, circuit breaking, outlier
+    detection, health checks, retry budget)."""
 
 
 class _EndpointsKey(NamedTuple):
@@ -178,12 +184,23 @@ class _ServiceRoutes(NamedTuple):
 
     service: ServiceKey
     ports: tuple[ServicePort, ...]
+    routes: _Same[HTTPRoute | GRPCRoute]
+    """The Gateway API routes whose parentRefs name the service."""
+    faults: _Same[FaultInjection]
+    """The FaultInjections those routes name (none if they name none)."""
+    hash_on: HashOn | None
+    """Its BackendPolicy's session affinity: the routes carry the hash policy."""
+    consumer: bool
+    """Some route is a consumer route (another namespace's): the view differs by
+    the caller's namespace."""
 
 
 class _VirtualHostsKey(NamedTuple):
     service: _ServiceRoutes
     short: bool
     """Whether the bare name (``reviews``) means this service: for its own namespace."""
+    caller_namespace: str | None
+    """Set only where consumer routes make the namespace matter."""
 
 
 class _RouteConfigKey(NamedTuple):
@@ -195,6 +212,8 @@ class _RouteConfigKey(NamedTuple):
 
 class _OutboundListenerKey(NamedTuple):
     port: int
+    faults: bool
+    """Some route injects faults: the chain needs the fault filter."""
 
 
 class _UpstreamListenerKey(NamedTuple):
@@ -309,6 +328,8 @@ class _Shared:
     clusters: ResourceMap
     endpoints: ResourceMap
     services: tuple[_ServiceRoutes, ...]
+    faults: bool = False
+    """The mesh has FaultInjections: callers' chains carry the fault filter."""
     views: dict[str | None, Mapping[ResourceType, ResourceMap]] = field(default_factory=dict)
 
 
@@ -390,18 +411,30 @@ class Translator:
         clusters: dict[str, Resource] = {}
         endpoints: dict[str, Resource] = {}
         trust_domain = state.mesh.trust_domain
+        backend_settings = _backend_settings(state.policies)
         for key, service in state.services.items():
             backends = self._backends(_BackendsKey(trust_domain, _Same(state.workloads_of(key))))
             mtls = state.mtls_mode(service)
+            settings = backend_settings.get(key)
             for port in service.ports:
-                cluster_key = _ClusterKey(key, port, mtls, backends.identities)
+                cluster_key = _ClusterKey(key, port, mtls, backends.identities, settings)
                 _add(clusters, self._clusters(cluster_key))
                 served = backends.endpoints.get(port.port_name, ())
                 _add(endpoints, self._endpoints(_EndpointsKey(key, port.port, served)))
+        routes = _routes_by_service(state.policies)
         services = tuple(
-            _ServiceRoutes(key, state.services[key].ports) for key in sorted(state.services)
+            _service_routes(
+                key, state.services[key].ports, routes.get(key, ()), state, backend_settings
+            )
+            for key in sorted(state.services)
         )
-        shared = _Shared(state, MappingProxyType(clusters), MappingProxyType(endpoints), services)
+        shared = _Shared(
+            state,
+            MappingProxyType(clusters),
+            MappingProxyType(endpoints),
+            services,
+            faults=bool(state.policies.fault_injections),
+        )
         self._shared = shared
         return shared
 
@@ -419,7 +452,11 @@ class Translator:
             if namespace is not None:
                 key = _RouteConfigKey(
                     tuple(
-                        _VirtualHostsKey(s, short=s.service.namespace == namespace)
+                        _VirtualHostsKey(
+                            s,
+                            short=s.service.namespace == namespace,
+                            caller_namespace=namespace if s.consumer else None,
+                        )
                         for s in shared.services
                     )
                 )
@@ -450,7 +487,9 @@ class Translator:
         assert workload.sidecar.outbound_port is not None, "resolved workloads have ports"
         _add(
             listeners,
-            self._outbound_listeners(_OutboundListenerKey(workload.sidecar.outbound_port)),
+            self._outbound_listeners(
+                _OutboundListenerKey(workload.sidecar.outbound_port, self._faults(state))
+            ),
         )
         for upstream in workload.upstreams:
             target = ServiceKey(upstream.service, key.namespace)
@@ -468,6 +507,9 @@ class Translator:
             )
             _add(listeners, self._inbound_listeners(inbound_key))
         return clusters, listeners
+
+    def _faults(self, state: MeshState) -> bool:
+        return self._shared_for(state).faults
 
     def _for_gateway(self, shared: _Shared, gateway: Gateway) -> ProxyResources:
         key = _GatewayListenerKey(
@@ -497,7 +539,7 @@ def _build_backends(key: _BackendsKey) -> _Backends:
 
 
 def _build_outbound_cluster(key: _ClusterKey) -> Resource:
-    cluster = outbound_cluster(key.service, key.port, key.mtls, key.identities)
+    cluster = outbound_cluster(key.service, key.port, key.mtls, key.identities, key.backend)
     return _resource(ResourceType.CLUSTER, cluster)
 
 
@@ -507,12 +549,25 @@ def _build_endpoints(key: _EndpointsKey) -> Resource:
 
 
 def _build_virtual_hosts(key: _VirtualHostsKey) -> tuple[route_components_pb2.VirtualHost, ...]:
-    return tuple(virtual_hosts(key.service.service, key.service.ports, short=key.short))
+    service = key.service
+    return tuple(
+        virtual_hosts(
+            service.service,
+            service.ports,
+            short=key.short,
+            caller_namespace=key.caller_namespace,
+            routes=service.routes.objects,
+            policies=Policies(fault_injections=service.faults.objects),
+            hash_on=service.hash_on,
+        )
+    )
 
 
 def _build_outbound_listener(key: _OutboundListenerKey) -> Resource:
-    # The caller's filters (faults) will come from policies added to this key.
-    return _resource(ResourceType.LISTENER, outbound_listener(key.port, ROUTER_ONLY))
+    # An empty fault config does nothing by itself: the routes that name a
+    # FaultInjection carry its delay or abort (typed_per_filter_config).
+    filters = HttpFilters(fault=fault_pb2.HTTPFault()) if key.faults else ROUTER_ONLY
+    return _resource(ResourceType.LISTENER, outbound_listener(key.port, filters))
 
 
 def _build_upstream_listener(key: _UpstreamListenerKey) -> Resource:
@@ -550,6 +605,59 @@ def _build_inbound_listener(key: _InboundListenerKey) -> Resource:
 def _build_gateway_listener(key: _GatewayListenerKey) -> Resource:
     listener = gateway_listener(key.name, key.address, key.port, key.targets, ROUTER_ONLY)
     return _resource(ResourceType.LISTENER, listener)
+
+
+def _backend_settings(policies: Policies) -> dict[ServiceKey, BackendSettings]:
+    """Each targeted service's BackendPolicy settings; of two policies on one service,
+    the first by name wins (loading warns of the other)."""
+    out: dict[ServiceKey, BackendSettings] = {}
+    for policy in sorted(policies.backend_policies, key=lambda p: p.metadata.name):
+        settings = BackendSettings.model_validate(
+            {f: getattr(policy.spec, f) for f in BackendSettings.model_fields}
+        )
+        for target in policy.spec.target_refs:
+            out.setdefault(ServiceKey(target.name, policy.metadata.namespace or ""), settings)
+    return out
+
+
+def _routes_by_service(policies: Policies) -> dict[ServiceKey, list[HTTPRoute | GRPCRoute]]:
+    out: dict[ServiceKey, list[HTTPRoute | GRPCRoute]] = {}
+    every: list[HTTPRoute | GRPCRoute] = [*policies.http_routes, *policies.grpc_routes]
+    for route in every:
+        namespace = route.metadata.namespace or ""
+        for parent in route.spec.parent_refs:
+            if parent.is_service:
+                key = ServiceKey(parent.name, parent.namespace or namespace)
+                if route not in out.setdefault(key, []):
+                    out[key].append(route)
+    return out
+
+
+def _service_routes(
+    key: ServiceKey,
+    ports: tuple[ServicePort, ...],
+    routes: Sequence[HTTPRoute | GRPCRoute],
+    state: MeshState,
+    backend_settings: Mapping[ServiceKey, BackendSettings],
+) -> _ServiceRoutes:
+    named = {
+        item.extension_ref.name
+        for route in routes
+        for rule in route.spec.rules
+        for item in rule.filters
+        if item.extension_ref is not None
+    }
+    faults = tuple(f for f in state.policies.fault_injections if f.metadata.name in named)
+    settings = backend_settings.get(key)
+    load_balancer = settings.load_balancer if settings is not None else None
+    return _ServiceRoutes(
+        key,
+        ports,
+        _Same(tuple(routes)),
+        _Same(faults),
+        load_balancer.hash_on if load_balancer is not None else None,
+        any(r.metadata.namespace != key.namespace for r in routes),
+    )
 
 
 def _resource(rtype: ResourceType, message: Any) -> Resource:

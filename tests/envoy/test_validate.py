@@ -9,7 +9,8 @@ import pytest
 
 from sidemesh.envoy import ProxyId, ResourceType, Translator
 from sidemesh.envoy.bootstrap import BootstrapParams, XdsMode, bootstrap, to_json
-from sidemesh.model import MeshState
+from sidemesh.model import MeshState, parse_mesh_document
+from tests.conftest import MULTI_SERVICE_MESH
 from tests.helpers.envoy_validate import inline_bootstrap, validate
 
 
@@ -38,3 +39,100 @@ def test_bootstrap_passes_envoy_validate(mode: XdsMode, host: str, tmp_path: Pat
         xds_mode=mode,
     )
     validate(to_json(bootstrap(params)), tmp_path)
+
+
+POLICIES = """
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews-routes}
+spec:
+  parentRefs: [{group: "", kind: Service, name: reviews, port: 9080}]
+  rules:
+    - name: jason
+      matches:
+        - path: {type: PathPrefix, value: /api/}
+          headers: [{name: end-user, value: jason}, {type: RegularExpression, name: x-trace, value: "^[a-f0-9]+$"}]
+          queryParams: [{name: debug, value: "1"}]
+          method: GET
+      filters:
+        - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-env, value: canary}], add: [{name: x-a, value: b}], remove: [x-debug]}}
+        - {type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: x-served-by, value: mesh}]}}
+        - {type: RequestMirror, requestMirror: {backendRef: {name: productpage, port: 9080}, percent: 10}}
+        - {type: URLRewrite, urlRewrite: {hostname: reviews.internal, path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2/}}}
+        - {type: ExtensionRef, extensionRef: {group: sidemesh.io, kind: FaultInjection, name: flaky}}
+      backendRefs:
+        - name: reviews
+          port: 9080
+          weight: 90
+          filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-backend, value: v1}]}}]
+        - {name: reviews-v3, port: 9080, weight: 10}
+      timeouts: {request: 5s, backendRequest: 1s}
+      retry: {attempts: 3, codes: [502, 503], backoff: 50ms}
+    - matches: [{path: {type: Exact, value: /old}}]
+      filters: [{type: RequestRedirect, requestRedirect: {scheme: https, hostname: example.com, port: 8443, statusCode: 308}}]
+    - matches: [{path: {type: RegularExpression, value: "/items/[0-9]+"}}]
+      filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /items}}}]
+      backendRefs: [{name: reviews, port: 9080}]
+    - matches: [{path: {value: /none}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: ratings-grpc}
+spec:
+  parentRefs: [{group: "", kind: Service, name: ratings}]
+  rules:
+    - matches: [{method: {service: ratings.Ratings, method: Get}, headers: [{name: x-user, value: a}]}]
+      backendRefs: [{name: ratings, port: 50051}]
+    - matches: [{method: {type: RegularExpression, service: "ratings\\\\..*"}}]
+      backendRefs: [{name: ratings, port: 50051}]
+---
+apiVersion: sidemesh.io/v1alpha1
+kind: FaultInjection
+metadata: {name: flaky}
+spec: {delay: {fixedDelay: 100ms, percentage: 10}, abort: {httpStatus: 503, percentage: 5}}
+---
+apiVersion: sidemesh.io/v1alpha1
+kind: BackendPolicy
+metadata: {name: reviews}
+spec:
+  targetRefs: [{name: reviews}]
+  loadBalancer: {type: RingHash, hashOn: {cookie: {name: session, ttl: 1h}}}
+  connectionPool: {maxConnections: 100, maxPendingRequests: 10, maxRequests: 200}
+  outlierDetection: {consecutive5xxErrors: 3, consecutiveGatewayErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50}
+  healthCheck: {path: /healthz, interval: 2s, timeout: 500ms}
+  retryBudget: {percent: 20, minRetryConcurrency: 5}
+---
+apiVersion: sidemesh.io/v1alpha1
+kind: BackendPolicy
+metadata: {name: ratings}
+spec:
+  targetRefs: [{name: ratings}]
+  loadBalancer: {type: Maglev, hashOn: {header: x-user}}
+  connectionPool: {maxRetries: 3}
+---
+apiVersion: sidemesh.io/v1alpha1
+kind: BackendPolicy
+metadata: {name: productpage}
+spec:
+  targetRefs: [{name: productpage}]
+  loadBalancer: {type: LeastRequest}
+"""
+
+
+def test_every_policy_kind_passes_envoy_validate(tmp_path: Path) -> None:
+    state = parse_mesh_document(MULTI_SERVICE_MESH + POLICIES, "mesh.yaml")
+    assert len(state.policies) == 6 and len(state.warnings) == 1  # reviews-v3: unresolved
+    translator = Translator()
+    for name, namespace in [*state.workloads, *state.gateways]:
+        resources = translator.for_proxy(state, ProxyId(name, namespace))
+        validate(inline_bootstrap(resources), tmp_path, f"{name}.{namespace}.json")
+    routes = translator.for_proxy(state, ProxyId("productpage-1", "default"))[ResourceType.ROUTE]
+    (config,) = routes.values()
+    reviews = next(h for h in config.message.virtual_hosts if h.name == "reviews.default:9080")
+    assert [r.name for r in reviews.routes] == [
+        "default/reviews-routes/rule-1/0",
+        "default/reviews-routes/rule-2/0",
+        "default/reviews-routes/jason/0",
+        "default/reviews-routes/rule-3/0",
+    ]

@@ -11,8 +11,12 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from google.protobuf import wrappers_pb2
 
 from sidemesh.envoy import names
+from sidemesh.envoy.outbound.backend_policy import hash_policy
+from sidemesh.envoy.outbound.http_routes import applicable_routes, grpc_routes, http_routes
 from sidemesh.envoy.protos import packed, seconds
 from sidemesh.model import ServiceKey, ServicePort
+from sidemesh.model.policy import GRPCRoute, HTTPRoute, Policies
+from sidemesh.model.policy.backend import HashOn
 
 HTTP_ROUTE_TIMEOUT_S = 15.0
 """Envoy's own default for a unary request; streaming ports (http2, grpc) get none."""
@@ -35,6 +39,9 @@ applied twice, as with a 503 retry. Measured: killing one of two replicas' Envoy
 RETRIABLE_STATUS_CODES = (503,)
 DEFAULT_RETRIES = 2
 PREVIOUS_HOSTS_PREDICATE = "envoy.retry_host_predicates.previous_hosts"
+
+
+NO_POLICIES = Policies()
 
 
 def default_retry_policy() -> route_components_pb2.RetryPolicy:
@@ -75,31 +82,56 @@ def host_names(key: ServiceKey, port: ServicePort, *, default: bool, short: bool
 
 
 def virtual_hosts(
-    key: ServiceKey, ports: Sequence[ServicePort], *, short: bool
+    key: ServiceKey,
+    ports: Sequence[ServicePort],
+    *,
+    short: bool,
+    caller_namespace: str | None = None,
+    routes: Sequence[HTTPRoute | GRPCRoute] = (),
+    policies: Policies = NO_POLICIES,
+    hash_on: HashOn | None = None,
 ) -> list[route_components_pb2.VirtualHost]:
-    """One virtual host per HTTP port of a service."""
+    """One virtual host per HTTP port of a service: the rules of the Gateway API
+    ``routes`` that apply to that port (``http_routes`` says which and in which order),
+    or, with none, one route to the whole service. ``caller_namespace`` matters only
+    with consumer routes (None: the service's own). ``policies`` holds the faults the
+    routes name; ``hash_on`` is the service's session affinity (RingHash, Maglev)."""
     default = default_port(ports)
+    retry = default_retry_policy()
     out = []
     for port in ports:
         if not port.protocol.is_http:
             continue
-        cluster = names.outbound_cluster(key, port.port)
         timeout = 0.0 if port.protocol.needs_http2 else HTTP_ROUTE_TIMEOUT_S
+        attached = applicable_routes(routes, key, port.port, caller_namespace or key.namespace)
+        http = [r for r in attached if isinstance(r, HTTPRoute)]
+        grpc = [r for r in attached if isinstance(r, GRPCRoute)]
+        if http or grpc:
+            envoy_routes = grpc_routes(grpc, port, policies, names.outbound_cluster, retry)
+            envoy_routes += http_routes(
+                http, port, policies, names.outbound_cluster, timeout, retry
+            )
+        else:
+            envoy_routes = [
+                route_components_pb2.Route(
+                    name="default",
+                    match=route_components_pb2.RouteMatch(prefix="/"),
+                    route=route_components_pb2.RouteAction(
+                        cluster=names.outbound_cluster(key, port.port),
+                        timeout=seconds(timeout),
+                        retry_policy=retry,
+                    ),
+                )
+            ]
+        if hash_on is not None:
+            for envoy_route in envoy_routes:
+                if envoy_route.HasField("route"):
+                    envoy_route.route.hash_policy.append(hash_policy(hash_on))
         out.append(
             route_components_pb2.VirtualHost(
                 name=f"{key}:{port.port}",
                 domains=host_names(key, port, default=port is default, short=short),
-                routes=[
-                    route_components_pb2.Route(
-                        name="default",
-                        match=route_components_pb2.RouteMatch(prefix="/"),
-                        route=route_components_pb2.RouteAction(
-                            cluster=cluster,
-                            timeout=seconds(timeout),
-                            retry_policy=default_retry_policy(),
-                        ),
-                    )
-                ],
+                routes=envoy_routes,
             )
         )
     return out
