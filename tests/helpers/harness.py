@@ -117,6 +117,10 @@ class Mesh:
         self.control_plane: ControlPlaneThread | None = None
         self._stack = ExitStack()
         self.version = 0
+        self.extra_services: list[dict[str, Any]] = []
+        """Services beyond a and b, as mesh.yaml writes them (``selector`` and all)."""
+        self.policies: list[str] = []
+        """Policy documents (YAML text) written after mesh.yaml's first document."""
 
     # --- mesh.yaml -------------------------------------------------------
     def add(self, name: str, service: str, **labels: str) -> WorkloadSpec:
@@ -134,6 +138,7 @@ class Mesh:
             if name in self.service_mtls:
                 service["mtls"] = self.service_mtls[name]
             services.append(service)
+        services += self.extra_services
         return {
             "mesh": mesh,
             "services": services,
@@ -145,7 +150,10 @@ class Mesh:
         the control plane running, return once it has accepted or refused the edit."""
         before = self._source_position()
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(text if text is not None else yaml.safe_dump(self.document()))
+        if text is None:
+            text = yaml.safe_dump(self.document())
+            text += "".join(f"---\n{policy.strip()}\n" for policy in self.policies)
+        tmp.write_text(text)
         os.replace(tmp, self.path)
         if before is None:
             return
@@ -196,9 +204,11 @@ class Mesh:
         assert self.control_plane is not None
         return f"http://127.0.0.1:{self.control_plane.control_plane.api_port}"
 
-    def start_app(self, name: str) -> None:
+    def start_app(self, name: str, **options: Any) -> None:
+        """``options``: ``backend``'s (a delay, a status to answer, a list to record
+        requests in)."""
         spec = self.workloads[name]
-        self._stack.enter_context(backend(name, spec.app_port))
+        self._stack.enter_context(backend(name, spec.app_port, **options))
 
     def start_sidecar(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
         assert self.control_plane is not None

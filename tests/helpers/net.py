@@ -60,12 +60,21 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 @contextmanager
-def backend(name: str, port: int, delay_s: float = 0.0) -> Iterator[None]:
+def backend(
+    name: str,
+    port: int,
+    delay_s: float = 0.0,
+    status: int = 200,
+    seen: list[dict[str, str]] | None = None,
+) -> Iterator[None]:
     """An HTTP app on 127.0.0.1:port answering JSON with its name and the Host it saw,
-    ``delay_s`` after it read the request (so that requests are in flight)."""
+    ``delay_s`` after it read the request (so that requests are in flight), with
+    ``status``; ``seen`` collects each request's path and headers."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if seen is not None:
+                seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
             if delay_s:
                 time.sleep(delay_s)
             answer = {"workload": name, "host": self.headers.get("Host"), "path": self.path}
@@ -73,7 +82,7 @@ def backend(name: str, port: int, delay_s: float = 0.0) -> Iterator[None]:
             if xfcc is not None:
                 answer["xfcc"] = xfcc
             body = json.dumps(answer).encode()
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
