@@ -26,7 +26,9 @@ Response = tuple[int, str, bytes]
 HandlerFn = Callable[[str, Mapping[str, str]], Response]
 
 # Forwarded from an incoming request to the calls it makes, so a trace can join them.
-TRACE_HEADERS = ("x-request-id", "traceparent", "tracestate")
+TRACE_HEADERS = ("x-request-id", "traceparent", "tracestate", "end-user")
+"""Carried from a request to the calls it causes: tracing context, and the signed-in
+user, which the demo's routes match on (``end-user: jason`` → reviews v2)."""
 
 
 def workload() -> str:

@@ -72,7 +72,13 @@ def render(data: dict[str, Any], console: Console) -> None:
     for column in ("service", "namespace", "ports", "mTLS", "workloads"):
         services.add_column(column)
     for svc in data["services"]:
-        members = [w for w in data["workloads"] if w["service"] == svc["name"]]
+        serving = set(svc.get("workloads") or ())
+        members = [
+            w
+            for w in data["workloads"]
+            if w["namespace"] == svc["namespace"]
+            and (w["name"] in serving or w["service"] == svc["name"])
+        ]
         healthy = sum(1 for w in members if _health(w) == "running")
         services.add_row(
             svc["name"],

@@ -160,9 +160,13 @@ def _included(
     files: list[str] = []
     problems: list[Problem] = []
     for i, pattern in enumerate(patterns):
-        paths = sorted(base.glob(pattern)) if any(c in pattern for c in "*?[") else [base / pattern]
-        if not paths:
-            problems.append(Problem(f"include[{i}]", f"{pattern!r} matches no file in {base}"))
+        is_glob = any(c in pattern for c in "*?[")
+        paths = sorted(base.glob(pattern)) if is_glob else [base / pattern]
+        if is_glob:
+            # Watched too: adding or removing a file there changes the directory.
+            files.append(str((base / pattern).parent))
+        # A glob may match nothing (a directory of optional policies, empty for now);
+        # a file named outright must be there.
         for path in paths:
             files.append(str(path))
             try:

@@ -48,7 +48,8 @@ class MeshState:
     """What loading accepted but an operator should see (an unresolved backendRef, a
     subset selecting nothing, two routes that conflict), each naming file and field."""
     included_files: tuple[str, ...] = ()
-    """The files of policies mesh.yaml includes: a file source watches them too."""
+    """The files of policies mesh.yaml includes, and the directories its globs look in:
+    a file source watches them too."""
     _by_service: Mapping[ServiceKey, tuple[Workload, ...]] = field(
         init=False, repr=False, compare=False
     )
@@ -172,8 +173,12 @@ class MeshState:
             "version": self.version,
             "mesh": self.mesh.model_dump(mode="json", by_alias=True),
             "services": [
-                s.model_dump(mode="json", by_alias=True, exclude_none=True)
-                for s in self.services.values()
+                {
+                    **s.model_dump(mode="json", by_alias=True, exclude_none=True),
+                    # Those naming it and those its selector picks.
+                    "workloads": sorted(w.name for w in self.workloads_of(key)),
+                }
+                for key, s in self.services.items()
             ],
             "workloads": [
                 {
