@@ -53,6 +53,7 @@ from sidemesh.envoy import names
 from sidemesh.envoy.filters import ROUTER_ONLY, HttpFilters
 from sidemesh.envoy.gateway import GatewayTarget, gateway_listener, gateway_targets
 from sidemesh.envoy.inbound import inbound_cluster, inbound_listener
+from sidemesh.envoy.inbound.rate_limit import local_rate_limit
 from sidemesh.envoy.outbound import (
     WorkloadEndpoint,
     endpoints_by_port,
@@ -69,7 +70,7 @@ from sidemesh.errors import TranslationError
 from sidemesh.identity import SpiffeId
 from sidemesh.model import Gateway, MeshState, MtlsMode, ServiceKey, ServicePort, Workload
 from sidemesh.model.policy import FaultInjection, GRPCRoute, HTTPRoute, Policies
-from sidemesh.model.policy.backend import BackendSettings, HashOn
+from sidemesh.model.policy.backend import BackendSettings, HashOn, RateLimit
 
 ResourceMap = Mapping[str, Resource]
 
@@ -236,6 +237,8 @@ class _InboundListenerKey(NamedTuple):
     mtls: MtlsMode
     trust_domain: str
     """Whose client certificates the listener accepts."""
+    rate_limit: RateLimit | None
+    """The service's BackendPolicy rate limit, enforced here, by the callee."""
 
 
 class _GatewayListenerKey(NamedTuple):
@@ -330,6 +333,8 @@ class _Shared:
     services: tuple[_ServiceRoutes, ...]
     faults: bool = False
     """The mesh has FaultInjections: callers' chains carry the fault filter."""
+    rate_limits: Mapping[ServiceKey, RateLimit] = field(default_factory=dict)
+    """Each rate-limited service's limit, from its BackendPolicy."""
     views: dict[str | None, Mapping[ResourceType, ResourceMap]] = field(default_factory=dict)
 
 
@@ -434,6 +439,7 @@ class Translator:
             MappingProxyType(endpoints),
             services,
             faults=bool(state.policies.fault_injections),
+            rate_limits=_rate_limits(state.policies),
         )
         self._shared = shared
         return shared
@@ -503,10 +509,19 @@ class Translator:
             port = ports[wp.name]
             _add(clusters, self._inbound_clusters(_InboundClusterKey(key, port, wp.app_port)))
             inbound_key = _InboundListenerKey(
-                key, port, workload.address, wp.port, mtls, state.mesh.trust_domain
+                key,
+                port,
+                workload.address,
+                wp.port,
+                mtls,
+                state.mesh.trust_domain,
+                self._rate_limits(state).get(key),
             )
             _add(listeners, self._inbound_listeners(inbound_key))
         return clusters, listeners
+
+    def _rate_limits(self, state: MeshState) -> Mapping[ServiceKey, RateLimit]:
+        return self._shared_for(state).rate_limits
 
     def _faults(self, state: MeshState) -> bool:
         return self._shared_for(state).faults
@@ -595,9 +610,15 @@ def _build_inbound_listener(key: _InboundListenerKey) -> Resource:
         http=key.port.protocol.is_http,
         mtls=key.mtls,
         trust_domain=key.trust_domain,
-        # The callee's filters (JWT, authorization, rate limits) will come from
-        # policies added to this key.
-        filters=ROUTER_ONLY,
+        # The callee's filters: its rate limit now; JWT and authorization will join
+        # through policies added to this key.
+        filters=HttpFilters(
+            local_ratelimit=(
+                local_rate_limit(f"rate_limit|{key.service}", key.rate_limit)
+                if key.rate_limit is not None
+                else None
+            )
+        ),
     )
     return _resource(ResourceType.LISTENER, listener)
 
@@ -617,6 +638,16 @@ def _backend_settings(policies: Policies) -> dict[ServiceKey, BackendSettings]:
         )
         for target in policy.spec.target_refs:
             out.setdefault(ServiceKey(target.name, policy.metadata.namespace or ""), settings)
+    return out
+
+
+def _rate_limits(policies: Policies) -> dict[ServiceKey, RateLimit]:
+    out: dict[ServiceKey, RateLimit] = {}
+    for policy in sorted(policies.backend_policies, key=lambda p: p.metadata.name):
+        if policy.spec.rate_limit is not None:
+            for target in policy.spec.target_refs:
+                key = ServiceKey(target.name, policy.metadata.namespace or "")
+                out.setdefault(key, policy.spec.rate_limit)
     return out
 
 

@@ -311,3 +311,21 @@ def test_circuit_breaker_overflow_answers_503_and_is_counted(versioned: Mesh) ->
     ).text
     overflows = sum(int(line.split(": ")[1]) for line in stats.splitlines() if ": " in line)
     assert overflows >= outcomes["503"], stats
+
+
+def test_a_rate_limit_answers_429_with_retry_after_and_counts_it(tmp_path: Path) -> None:
+    mesh = Mesh(tmp_path)
+    mesh.add("a-1", "a")
+    mesh.add("b-1", "b")
+    mesh.policies = [_policy("rateLimit: {requests: 5, per: 30s}")]
+    _start(mesh, answering=False)
+    port = mesh.workloads["a-1"].outbound_port
+    with httpx.Client(timeout=10, headers={"Host": "b"}) as client:
+        replies = [client.get(f"http://127.0.0.1:{port}/") for _ in range(12)]
+    codes = Counter(r.status_code for r in replies)
+    print(f"12 requests against 5 per 30s: {codes}")
+    assert codes == {200: 5, 429: 7}
+    assert {r.headers.get("retry-after") for r in replies if r.status_code == 429} == {"30"}
+    admin = mesh.workloads["b-1"].admin_port
+    stats = httpx.get(f"http://127.0.0.1:{admin}/stats?filter=rate_limited", timeout=5).text
+    assert any(line.endswith(": 7") for line in stats.splitlines()), stats

@@ -102,6 +102,7 @@ spec:
   outlierDetection: {consecutive5xxErrors: 3, consecutiveGatewayErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50}
   healthCheck: {path: /healthz, interval: 2s, timeout: 500ms}
   retryBudget: {percent: 20, minRetryConcurrency: 5}
+  rateLimit: {requests: 100, per: 1s, burst: 200}
 ---
 apiVersion: sidemesh.io/v1alpha1
 kind: BackendPolicy
