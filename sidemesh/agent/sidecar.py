@@ -7,11 +7,14 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import os
 import random
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 from sidemesh.agent.certificates import (
     CertificateRequestFailed,
@@ -26,7 +29,12 @@ from sidemesh.model.refs import WorkloadRef
 
 log = logging.getLogger(__name__)
 
-FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+FORWARDED_SIGNALS = (signal.SIGHUP,)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+DRAIN_S = 2.0
+"""A graceful stop: Envoy's listeners drain this long (callers are told to close
+their connections, requests in flight finish, the control plane has pushed this
+workload's removal to its callers meanwhile), then Envoy stops."""
 
 
 def write_bootstrap(params: BootstrapParams, directory: Path) -> Path:
@@ -38,9 +46,13 @@ def write_bootstrap(params: BootstrapParams, directory: Path) -> Path:
 
 
 def envoy_command(
-    bootstrap_path: Path, log_level: str = "info", concurrency: int | None = None
+    bootstrap_path: Path,
+    log_level: str = "info",
+    concurrency: int | None = None,
+    drain_s: float = DRAIN_S,
 ) -> list[str]:
-    """``concurrency``: Envoy's worker threads (Envoy's default: one per core)."""
+    """``concurrency``: Envoy's worker threads (Envoy's default: one per core).
+    ``drain_s``: how long a graceful stop lets open connections finish."""
     command = [
         str(find_envoy()),
         "-c",
@@ -50,6 +62,12 @@ def envoy_command(
         # Many sidecars share one host in local mode; hot restart's shared memory
         # would make the second one fail to start.
         "--disable-hot-restart",
+        # A drain asks every connection to close at once (HTTP/1.1 "Connection:
+        # close" on its next response, HTTP/2 GOAWAY), not gradually over the period.
+        "--drain-strategy",
+        "immediate",
+        "--drain-time-s",
+        str(max(1, math.ceil(drain_s))),
     ]
     if concurrency is not None:
         command += ["--concurrency", str(concurrency)]
@@ -81,7 +99,9 @@ class Agent:
         workdir: Path,
         log_level: str = "info",
         concurrency: int | None = None,
+        drain_s: float = DRAIN_S,
     ) -> None:
+        self.drain_s = drain_s
         self.params = params
         self.identity = identity
         self.workdir = workdir
@@ -98,7 +118,7 @@ class Agent:
         await self.sds.start(self.params.sds_socket)
         path = write_bootstrap(self.params, self.workdir)
         envoy = await asyncio.create_subprocess_exec(
-            *envoy_command(path, self.log_level, self.concurrency),
+            *envoy_command(path, self.log_level, self.concurrency, self.drain_s),
             env=_envoy_environment(),
         )
         log.info(
@@ -112,6 +132,16 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in FORWARDED_SIGNALS:
             loop.add_signal_handler(sig, _forward, envoy, sig)
+        stopping: set[asyncio.Task[None]] = set()
+
+        def stop(sig: int) -> None:
+            if stopping:  # a second signal: stop now
+                _forward(envoy, signal.SIGTERM)
+                return
+            stopping.add(asyncio.create_task(self._drain_then_stop(envoy)))
+
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, stop, sig)
         renewer = asyncio.create_task(self._renew_forever(token))
         try:
             code = await envoy.wait()
@@ -121,11 +151,25 @@ class Agent:
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewer
             finally:
-                for sig in FORWARDED_SIGNALS:
+                for sig in (*FORWARDED_SIGNALS, *STOP_SIGNALS):
                     loop.remove_signal_handler(sig)
                 await self.sds.stop()
         log.info("Envoy for %s exited with status %d", self.params.proxy, code)
         return 128 - code if code < 0 else code
+
+    async def _drain_then_stop(self, envoy: asyncio.subprocess.Process) -> None:
+        """Graceful stop: drain Envoy's listeners for ``drain_s``, then SIGTERM it."""
+        if self.drain_s > 0:
+            url = f"http://127.0.0.1:{self.params.admin_port}/drain_listeners?graceful"
+            try:
+                async with httpx.AsyncClient(timeout=1.0) as client:
+                    await client.post(url)
+                log.info("draining %s for %.1fs", self.params.proxy, self.drain_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(envoy.wait(), self.drain_s)
+            except httpx.HTTPError as exc:  # Envoy is not answering: nothing to drain
+                log.warning("could not drain %s (%s); stopping it", self.params.proxy, exc)
+        _forward(envoy, signal.SIGTERM)
 
     async def _obtain(self, token: str, deadline: dt.datetime | None) -> WorkloadCertificate:
         """Ask until the CA answers; give up on a refusal, or at ``deadline``."""
@@ -303,9 +347,10 @@ def run_sidecar(
     workdir: Path,
     log_level: str = "info",
     concurrency: int | None = None,
+    drain_s: float = DRAIN_S,
 ) -> int:
     """Run the agent and its Envoy in the foreground; the status to exit with."""
-    return asyncio.run(Agent(params, identity, workdir, log_level, concurrency).run())
+    return asyncio.run(Agent(params, identity, workdir, log_level, concurrency, drain_s).run())
 
 
 def _forward(process: asyncio.subprocess.Process, sig: int) -> None:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sidemesh.agent.certificates import CertificateRequestFailed
-from sidemesh.agent.sidecar import IdentityParams, run_sidecar
+from sidemesh.agent.sidecar import DRAIN_S, IdentityParams, run_sidecar
 from sidemesh.cli import proxy_config as proxy_config_view
 from sidemesh.cli import status as status_view
 from sidemesh.cli.api_client import DEFAULT_API, ApiUnreachable, get_json
@@ -175,6 +175,14 @@ def sidecar(
     concurrency: Annotated[
         int | None, typer.Option(min=1, help="Envoy worker threads (default: one per core)")
     ] = None,
+    drain_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="On SIGTERM, drain Envoy's listeners this long before stopping it "
+            "(0: stop at once)",
+        ),
+    ] = DRAIN_S,
     log_format: LogFormatOption = LogFormat.TEXT,
     log_level: LogLevelOption = "info",
 ) -> None:
@@ -216,7 +224,9 @@ def sidecar(
             typer.echo(f"{flag}: {path} does not exist (is the control plane running?)", err=True)
             raise typer.Exit(EXIT_BAD_INPUT)
     try:
-        code = run_sidecar(params, identity, workdir or socket_dir, log_level, concurrency)
+        code = run_sidecar(
+            params, identity, workdir or socket_dir, log_level, concurrency, drain_seconds
+        )
     except EnvoyNotFound as exc:
         typer.echo(f"sidemesh sidecar: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -42,6 +42,10 @@ class ProcessSpec:
     log_path: Path
     backoff_first_s: float = BACKOFF_FIRST_S
     backoff_max_s: float = BACKOFF_MAX_S
+    stop_leader_first: bool = False
+    """Stop by signalling the process alone, then its group only if it outlives the
+    timeout: for a sidecar agent, which drains its Envoy (in its group) before stopping
+    it; a group signal would stop Envoy at once, mid-request."""
 
 
 SpawnHook = Callable[["Supervised"], None]
@@ -140,7 +144,11 @@ class Supervised:
         self._stopping = True
         process = self.process
         if process is not None and process.returncode is None:
-            signal_group(process.pid, signal.SIGTERM)
+            if self.spec.stop_leader_first:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+            else:
+                signal_group(process.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), timeout)
             except TimeoutError:

@@ -180,6 +180,7 @@ class LocalMesh:
             env=env,
             cwd=s.workdir,
             log_path=s.logs / f"{name}.sidecar.log",
+            stop_leader_first=True,
         )
 
     def _app_spec(self, state: MeshState, workload: Workload) -> ProcessSpec:

@@ -246,6 +246,9 @@ class Mesh:
                 f"127.0.0.1:{cp.ca_port}",
                 "--log-level",
                 "info",
+                # Tests stop sidecars one after another; the drain is tested on its own.
+                "--drain-seconds",
+                "0",
                 *extra,
             ],
             stdout=log,
