@@ -1,4 +1,5 @@
-"""Control plane benchmark: translation time, and endpoint-change delivery over real xDS.
+"""Control plane benchmark: translation time, and endpoint-change and policy-edit delivery
+over real xDS.
 
 For a synthetic mesh of N services with M workloads each (one HTTP port per service,
 mTLS STRICT, every workload resolved: namespace, service account, ports, sidecar ports):
@@ -16,6 +17,15 @@ mTLS STRICT, every workload resolved: namespace, service account, ports, sidecar
    that proxy's ACK of the new endpoints. Reported: p50/p99/max of (ACK - t0), bytes
    pushed (sum of serialized responses the clients received), control plane CPU
    seconds and peak RSS of the child.
+3. Policies (unless --policy-edits 0). Translation as in 1, of the same mesh with one
+   HTTPRoute (a header rule, then a 90/10 split between the service and the next one,
+   with a timeout and retries) and one BackendPolicy (load balancing, connection pool,
+   outlier detection, health check, retry budget) per service; the change
+   re-translated is one route's weights. Then, in each xDS run after the endpoint
+   changes: the policies are added (one push of new clusters and routes to every
+   proxy), and --policy-edits edits each change one HTTPRoute's weights; for each, the
+   server records, per proxy, when it receives that proxy's ACK of the new route
+   configuration. The peak RSS of 2. is taken before the policies are added.
 
 The simulated Envoys reconnect after a backoff when a stream fails, as Envoy does: when
 thousands connect at once, gRPC core cancels the calls the server has not yet picked
@@ -25,8 +35,8 @@ start and each command) and the child is always stopped, terminated if need be.
 
 Usage (from the repository root):
     .venv/bin/python -m bench.controlplane [--services 100] [--workloads 10]
-        [--proxies 100] [--mode sotw|delta|both] [--changes 5] [--spacing 1.0]
-        [--streams-per-channel 50] [--sync-timeout S] [--change-timeout 60]
+        [--proxies 100] [--mode sotw|delta|both] [--changes 5] [--policy-edits 5]
+        [--spacing 1.0] [--streams-per-channel 50] [--sync-timeout S] [--change-timeout 60]
         [--profile] [--quick]
 --profile runs cProfile in the control plane during the changes and prints its top
 functions (and writes a .prof next to the JSON); it slows the server, so latency
@@ -34,9 +44,12 @@ targets are then not judged.
 
 Ends with one line:
     controlplane: proxies=1000 ack_p99_s=0.42 translate_1000_s=0.31 rss_mb=410
-where ack_p99_s is the worst p99 of the modes run, translate_1000_s the full
-translation of 1,000 services / 10,000 endpoints and rss_mb the largest peak RSS of
-the control plane child. Not part of the test suite.
+        translate_policies_1000_s=0.40 policy_ack_p99_s=0.80
+(one line) where ack_p99_s is the worst p99 of the modes run, translate_1000_s the full
+translation of 1,000 services / 10,000 endpoints, rss_mb the largest peak RSS of the
+control plane child, translate_policies_1000_s the full translation of that mesh with
+its policies and policy_ack_p99_s the worst p99 of the route edits (left out with
+--policy-edits 0). Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -85,6 +98,7 @@ from sidemesh.model import (
     Workload,
     WorkloadPort,
 )
+from sidemesh.model.policy import BackendPolicy, HTTPRoute, Policies
 from sidemesh.xds import AdsServer, Publisher, SnapshotCache, StatusBoard
 from sidemesh.xds.server import GRPC_SERVER_OPTIONS
 
@@ -187,6 +201,123 @@ def changed_state(previous: MeshState, k: int, services: int, workloads: int) ->
     return fresh.reuse_unchanged(previous)
 
 
+# --- policies of the synthetic mesh --------------------------------------------------
+
+SPLIT = (90, 10)
+"""Every service's route: 90% to the service, 10% to the next one (its canary)."""
+
+
+def route_document(i: int, services: int, weights: tuple[int, int] = SPLIT) -> dict[str, Any]:
+    """Service i's HTTPRoute, as mesh.yaml would hold it: a header rule, then a weighted
+    split with a timeout and retries."""
+    name = service_name(i)
+    ref = {"name": name, "port": SERVICE_PORT}
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": name, "port": SERVICE_PORT}],
+            "rules": [
+                {
+                    "matches": [{"headers": [{"name": "end-user", "value": "jason"}]}],
+                    "backendRefs": [ref],
+                },
+                {
+                    "backendRefs": [
+                        {**ref, "weight": weights[0]},
+                        {
+                            "name": service_name((i + 1) % services),
+                            "port": SERVICE_PORT,
+                            "weight": weights[1],
+                        },
+                    ],
+                    "timeouts": {"request": "10s"},
+                    "retry": {"attempts": 3, "codes": [502, 503]},
+                },
+            ],
+        },
+    }
+
+
+def backend_policy_document(i: int) -> dict[str, Any]:
+    """Service i's BackendPolicy: every section the kind has but session affinity."""
+    name = service_name(i)
+    return {
+        "apiVersion": "sidemesh.io/v1alpha1",
+        "kind": "BackendPolicy",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "targetRefs": [{"name": name}],
+            "loadBalancer": {"type": "LeastRequest"},
+            "connectionPool": {
+                "maxConnections": 1024,
+                "maxPendingRequests": 1024,
+                "maxRequests": 1024,
+            },
+            "outlierDetection": {
+                "consecutive5xxErrors": 5,
+                "interval": "10s",
+                "baseEjectionTime": "30s",
+                "maxEjectionPercent": 50,
+            },
+            "healthCheck": {"path": "/healthz", "interval": "5s", "timeout": "1s"},
+            "retryBudget": {"percent": 20, "minRetryConcurrency": 5},
+        },
+    }
+
+
+def with_policies(previous: MeshState, services: int) -> MeshState:
+    """``previous`` (a new version) with one HTTPRoute and one BackendPolicy per service."""
+    policies = Policies(
+        http_routes=tuple(
+            HTTPRoute.model_validate(route_document(i, services)) for i in range(services)
+        ),
+        backend_policies=tuple(
+            BackendPolicy.model_validate(backend_policy_document(i)) for i in range(services)
+        ),
+    )
+    fresh = MeshState(
+        version=previous.version + 1,
+        mesh=previous.mesh,
+        services=previous.services,
+        workloads=previous.workloads,
+        policies=policies,
+    )
+    return fresh.reuse_unchanged(previous)
+
+
+def route_edit(services: int, k: int) -> tuple[int, tuple[int, int]]:
+    """Edit k: which service's route, and its new weights (never those it has)."""
+    canary = 11 + k % 80
+    return k % services, (100 - canary, canary)
+
+
+def edited_state(previous: MeshState, k: int, services: int) -> MeshState:
+    """``previous`` with one HTTPRoute's weights changed, as a source would produce it:
+    a new state, then ``reuse_unchanged``."""
+    i, weights = route_edit(services, k)
+    edited = HTTPRoute.model_validate(route_document(i, services, weights))
+    routes = tuple(
+        edited if r.metadata.name == edited.metadata.name else r
+        for r in previous.policies.http_routes
+    )
+    policies = Policies(
+        http_routes=routes,
+        grpc_routes=previous.policies.grpc_routes,
+        backend_policies=previous.policies.backend_policies,
+        fault_injections=previous.policies.fault_injections,
+    )
+    fresh = MeshState(
+        version=previous.version + 1,
+        mesh=previous.mesh,
+        services=previous.services,
+        workloads=previous.workloads,
+        policies=policies,
+    )
+    return fresh.reuse_unchanged(previous)
+
+
 # --- statistics ---------------------------------------------------------------------
 
 
@@ -260,6 +391,59 @@ def measure_translation(services: int, workloads: int, proxies: int) -> dict[str
     }
 
 
+def measure_policy_translation(services: int, workloads: int, proxies: int) -> dict[str, Any]:
+    """As ``measure_translation``, for the same mesh with one HTTPRoute and one
+    BackendPolicy per service; the change re-translated is one route's weights."""
+    t = time.perf_counter()
+    state = with_policies(build_state(services, workloads), services)
+    build_s = time.perf_counter() - t
+    names = proxy_workloads(services, workloads, max(1, proxies))
+    translator = Translator()
+    t = time.perf_counter()
+    first = translator.for_proxy(state, ProxyId(names[0], NAMESPACE))
+    first_s = time.perf_counter() - t
+    further: list[float] = []
+    for name in names[1:]:
+        t = time.perf_counter()
+        translator.for_proxy(state, ProxyId(name, NAMESPACE))
+        further.append(time.perf_counter() - t)
+    counts = {rtype.short: len(first[rtype]) for rtype in ResourceType}
+    sizes = {
+        rtype.short: sum(r.body.ByteSize() for r in first[rtype].values()) for rtype in ResourceType
+    }
+    retranslate: list[float] = []
+    new_state: list[float] = []
+    translated_before = translator.services_translated
+    previous = state
+    for k in range(RETRANSLATE_SAMPLES):
+        t = time.perf_counter()
+        current = edited_state(previous, k, services)
+        new_state.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        translator.for_proxy(current, ProxyId(names[0], NAMESPACE))
+        retranslate.append(time.perf_counter() - t)
+        previous = current
+    return {
+        "services": services,
+        "workloads": workloads,
+        "endpoints": services * workloads,
+        "http_routes": len(state.policies.http_routes),
+        "backend_policies": len(state.policies.backend_policies),
+        "build_state_s": build_s,
+        "first_proxy_s": first_s,
+        "further_proxies": len(further),
+        "further_proxy_median_s": statistics.median(further) if further else math.nan,
+        "further_proxy_max_s": max(further) if further else math.nan,
+        "resources_first_proxy": counts,
+        "bytes_first_proxy": sizes,
+        "route_edit_retranslate_median_s": statistics.median(retranslate),
+        "route_edit_retranslate_max_s": max(retranslate),
+        "route_edit_samples": len(retranslate),
+        "route_edit_new_state_median_s": statistics.median(new_state),
+        "route_edit_services_retranslated": translator.services_translated - translated_before,
+    }
+
+
 # --- 2. the control plane child -----------------------------------------------------
 
 
@@ -269,6 +453,7 @@ class _Change:
 
     version: int
     workload: str
+    """What changed: the workload moved, or the policies edited."""
     expected: int
     """Connected proxies when the change was published."""
     t0: float
@@ -280,10 +465,13 @@ class _Change:
     resources: int = 0
     cpu_s: float | None = None
     """Control plane CPU from t0 to the last ACK (or to the result, if some never came)."""
+    rtypes: tuple[ResourceType, ...] = (ResourceType.ENDPOINT,)
+    """The types the change gives every proxy: its ACK is that of the last of them."""
 
 
 class _TimedStatusBoard(StatusBoard):
-    """The real StatusBoard, plus the time each proxy ACKs the change being measured."""
+    """The real StatusBoard, plus the time each proxy ACKs the change being measured
+    (the new endpoints, or the new routes and clusters of a policy change)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -301,9 +489,10 @@ class _TimedStatusBoard(StatusBoard):
     def on_ack(self, node_id: str, rtype: ResourceType, version: str) -> None:
         super().on_ack(node_id, rtype, version)
         change = self.change
-        if change is None or rtype is not ResourceType.ENDPOINT or node_id in change.acked:
+        if change is None or rtype not in change.rtypes or node_id in change.acked:
             return
-        if self.proxies[node_id].type(rtype).acked_state_version >= change.version:
+        proxy = self.proxies[node_id]
+        if all(proxy.type(t).acked_state_version >= change.version for t in change.rtypes):
             change.acked[node_id] = time.monotonic() - change.t0
             if len(change.acked) >= change.expected:
                 change.cpu_s = time.process_time() - change.cpu0
@@ -386,16 +575,31 @@ async def _serve(conn: Connection, services: int, workloads: int) -> None:
                     conn.send(("status", *board.sync_counts()))
                 elif command == "usage":
                     conn.send(("usage", _usage()))
-                elif command == "change":
-                    k = message[1]
-                    new = changed_state(publisher.state, k, services, workloads)
+                elif command in ("change", "policies", "edit_route"):
+                    rtypes: tuple[ResourceType, ...]
+                    if command == "change":
+                        k = message[1]
+                        new = changed_state(publisher.state, k, services, workloads)
+                        what = change_target(services, workloads, k)
+                        rtypes = (ResourceType.ENDPOINT,)
+                    elif command == "policies":
+                        new = with_policies(publisher.state, services)
+                        what = f"+{services} HTTPRoutes, +{services} BackendPolicies"
+                        rtypes = (ResourceType.CLUSTER, ResourceType.ROUTE)
+                    else:
+                        k = message[1]
+                        new = edited_state(publisher.state, k, services)
+                        i, weights = route_edit(services, k)
+                        what = f"HTTPRoute {service_name(i)} {weights[0]}/{weights[1]}"
+                        rtypes = (ResourceType.ROUTE,)
                     connected, _ = board.sync_counts()
                     change = _Change(
                         version=new.version,
-                        workload=change_target(services, workloads, k),
+                        workload=what,
                         expected=connected,
                         t0=time.monotonic(),
                         cpu0=time.process_time(),
+                        rtypes=rtypes,
                     )
                     board.change = change
                     publisher.update_state(new)
@@ -525,6 +729,7 @@ class Options:
     proxies: int
     modes: list[str]
     changes: int
+    policy_edits: int
     spacing_s: float
     streams_per_channel: int
     sync_timeout_s: float
@@ -596,58 +801,49 @@ async def run_xds(opts: Options, mode: str, stamp: str, console: Console) -> dic
 
         if opts.profile:
             await server.call(("profile_start",))
-        changes: list[dict[str, Any]] = []
-        all_latencies: list[float] = []
-        expected_total = 0
-        for k in range(opts.changes):
-            started = time.monotonic()
-            bytes_before = stats.bytes_received
-            reconnects_before = stats.reconnects
-            client_cpu_before = time.process_time()
-            _, _, _, connected = await server.call(("change", k))
-            expected = max(connected, opts.proxies)
-            change_deadline = time.monotonic() + opts.change_timeout_s
-            while time.monotonic() < change_deadline:
-                _, acked = await server.call(("change_status",))
-                if acked >= expected:
-                    break
-                await asyncio.sleep(POLL_S)
-            _, outcome = await server.call(("change_result",))
-            client_cpu = time.process_time() - client_cpu_before
-            await asyncio.sleep(max(SETTLE_S, started + opts.spacing_s - time.monotonic()))
-            latencies: list[float] = outcome.pop("latencies_s")
-            all_latencies.extend(latencies)
-            expected_total += expected
-            changes.append(
-                {
-                    **outcome,
-                    **summarize(latencies, expected),
-                    "push_bytes": stats.bytes_received - bytes_before,
-                    "client_cpu_s": client_cpu,
-                    "reconnects": stats.reconnects - reconnects_before,
-                }
-            )
-            if len(latencies) < expected:
-                console.print(
-                    f"  {mode}: change {k}: only {len(latencies)}/{expected} proxies ACKed "
-                    f"within {opts.change_timeout_s:.0f} s (--change-timeout)"
-                )
+        changes, result["overall"] = await _measure_changes(
+            server,
+            opts,
+            stats,
+            console,
+            [("change", k) for k in range(opts.changes)],
+            f"{mode}: change",
+            opts.change_timeout_s,
+        )
         if opts.profile:
             path = RESULTS_DIR / f"controlplane-{stamp}-{mode}.prof"
             _, text = await server.call(("profile_stop", str(path)))
             result["profile"] = {"file": str(path), "top": text}
         result["changes"] = changes
-        result["overall"] = {
-            **summarize(all_latencies, expected_total),
-            "push_bytes_mean": statistics.mean(c["push_bytes"] for c in changes)
-            if changes
-            else math.nan,
-            "cpu_s_mean": statistics.mean(c["cpu_s"] for c in changes) if changes else math.nan,
-            "publish_s_mean": statistics.mean(c["publish_s"] for c in changes)
-            if changes
-            else math.nan,
-        }
         result["usage_end"] = (await server.call(("usage",)))[1]
+        if opts.policy_edits:
+            result["usage_before_policies"] = result["usage_end"]
+            console.print(
+                f"  {mode}: adding one HTTPRoute and one BackendPolicy per service, then "
+                f"making {opts.policy_edits} route weight edits"
+            )
+            applied, _ = await _measure_changes(
+                server,
+                opts,
+                stats,
+                console,
+                [("policies",)],
+                f"{mode}: policies",
+                opts.sync_timeout_s,
+            )
+            result["policies_applied"] = applied[0]
+            await _wait_synced(server, opts, mode, opts.sync_timeout_s)
+            edits, overall = await _measure_changes(
+                server,
+                opts,
+                stats,
+                console,
+                [("edit_route", k) for k in range(opts.policy_edits)],
+                f"{mode}: route edit",
+                opts.change_timeout_s,
+            )
+            result["policy_edits"] = {"changes": edits, "overall": overall}
+            result["usage_end"] = (await server.call(("usage",)))[1]
         result["client_failures"] = dict(stats.failures)
         result["client_errors"] = stats.errors[:20]
     finally:
@@ -656,8 +852,88 @@ async def run_xds(opts: Options, mode: str, stamp: str, console: Console) -> dic
         final = await server.close()
         if final is not None:
             result["usage_end"] = final
-    result["peak_rss_mb"] = result.get("usage_end", {}).get("max_rss_mb", math.nan)
+    # Peak RSS of the endpoint-change run (as before policies were measured), then of
+    # the whole run, policies included.
+    before = result.get("usage_before_policies", result.get("usage_end", {}))
+    result["peak_rss_mb"] = before.get("max_rss_mb", math.nan)
+    result["peak_rss_with_policies_mb"] = (
+        result.get("usage_end", {}).get("max_rss_mb", math.nan)
+        if "usage_before_policies" in result
+        else math.nan
+    )
     return result
+
+
+async def _wait_synced(server: _ServerHandle, opts: Options, mode: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        _, connected, synced = await server.call(("status",))
+        if synced >= opts.proxies:
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(
+                f"{mode}: {synced}/{opts.proxies} proxies synced ({connected} connected)"
+                f" {timeout:.0f} s after the policies were added"
+            )
+        await asyncio.sleep(0.2)
+
+
+async def _measure_changes(
+    server: _ServerHandle,
+    opts: Options,
+    stats: ClientStats,
+    console: Console,
+    messages: list[tuple[Any, ...]],
+    label: str,
+    timeout: float,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each change of ``messages`` in turn, --spacing apart: per change and overall,
+    the ACK latencies from the control plane's ``update_state`` to each proxy's ACK."""
+    changes: list[dict[str, Any]] = []
+    all_latencies: list[float] = []
+    expected_total = 0
+    for k, message in enumerate(messages):
+        started = time.monotonic()
+        bytes_before = stats.bytes_received
+        reconnects_before = stats.reconnects
+        client_cpu_before = time.process_time()
+        _, _, _, connected = await server.call(message)
+        expected = max(connected, opts.proxies)
+        change_deadline = time.monotonic() + timeout
+        while time.monotonic() < change_deadline:
+            _, acked = await server.call(("change_status",))
+            if acked >= expected:
+                break
+            await asyncio.sleep(POLL_S)
+        _, outcome = await server.call(("change_result",))
+        client_cpu = time.process_time() - client_cpu_before
+        await asyncio.sleep(max(SETTLE_S, started + opts.spacing_s - time.monotonic()))
+        latencies: list[float] = outcome.pop("latencies_s")
+        all_latencies.extend(latencies)
+        expected_total += expected
+        changes.append(
+            {
+                **outcome,
+                **summarize(latencies, expected),
+                "push_bytes": stats.bytes_received - bytes_before,
+                "client_cpu_s": client_cpu,
+                "reconnects": stats.reconnects - reconnects_before,
+            }
+        )
+        if len(latencies) < expected:
+            console.print(
+                f"  {label} {k}: only {len(latencies)}/{expected} proxies ACKed "
+                f"within {timeout:.0f} s"
+            )
+    overall = {
+        **summarize(all_latencies, expected_total),
+        "push_bytes_mean": statistics.mean(c["push_bytes"] for c in changes)
+        if changes
+        else math.nan,
+        "cpu_s_mean": statistics.mean(c["cpu_s"] for c in changes) if changes else math.nan,
+        "publish_s_mean": statistics.mean(c["publish_s"] for c in changes) if changes else math.nan,
+    }
+    return changes, overall
 
 
 # --- targets ------------------------------------------------------------------------
@@ -685,6 +961,7 @@ def evaluate_targets(
     opts: Options,
     reference: dict[str, Any],
     xds: dict[str, dict[str, Any]],
+    policy_reference: dict[str, Any] | None = None,
 ) -> list[Target]:
     """PASS or MISS when the run has the target's size. Each figure only grows with
     proxies, services and endpoints, so a smaller run already over the limit is a MISS
@@ -753,6 +1030,25 @@ def evaluate_targets(
             "PASS" if retranslate < 0.010 else "MISS",
         )
     )
+    if policy_reference is not None:
+        full = policy_reference["first_proxy_s"]
+        targets.append(
+            Target(
+                "full translation with policies, 1,000 services / 10,000 endpoints, "
+                "1 HTTPRoute + 1 BackendPolicy each",
+                "< 1 s",
+                _fmt_s(full),
+                "PASS" if full < 1.0 else "MISS",
+            )
+        )
+    name = "policy edit (one HTTPRoute's weights) → all 1,000 proxies ACKed (delta)"
+    if "delta" in xds and "policy_edits" in xds["delta"]:
+        p99 = xds["delta"]["policy_edits"]["overall"]["p99_s"]
+        targets.append(at_scale(name, "p99 < 1 s", f"p99 {_fmt_s(p99)}", not p99 < 1.0, 1000))
+    elif not opts.policy_edits:
+        targets.append(Target(name, "p99 < 1 s", "-", "NOT MEASURED", "--policy-edits 0"))
+    else:
+        targets.append(Target(name, "p99 < 1 s", "-", "NOT MEASURED", absent("delta")))
     name = "control plane peak RSS at 1,000 services x 2,000 proxies"
     if xds:
         rss = max(r["peak_rss_mb"] for r in xds.values())
@@ -798,17 +1094,47 @@ def print_translation(console: Console, runs: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-def print_xds(console: Console, opts: Options, r: dict[str, Any]) -> None:
-    mode = r["mode"]
-    sync = r["sync"]
+def print_policy_translation(console: Console, runs: list[dict[str, Any]]) -> None:
     table = Table(
-        title=f"xDS {mode}: {opts.services} services x {opts.workloads} workloads, "
-        f"{opts.proxies} proxies; ACK latency = server receives ACK of new endpoints "
-        "- publisher.update_state"
+        title="Translation with policies (one HTTPRoute and one BackendPolicy per service; "
+        "this process, fresh Translator)"
     )
     for column in (
+        "mesh",
+        "build state",
+        "first proxy (full)",
+        "further proxy median",
+        "route edit re-translate median / max",
+        "new state (reuse_unchanged)",
+        "services re-translated",
+        "resources of one proxy",
+        "route config",
+    ):
+        table.add_column(column, justify="right")
+    for r in runs:
+        counts = r["resources_first_proxy"]
+        table.add_row(
+            f"{r['services']} svc x {r['workloads']} wl",
+            _fmt_s(r["build_state_s"]),
+            _fmt_s(r["first_proxy_s"]),
+            f"{_fmt_s(r['further_proxy_median_s'])} ({r['further_proxies']} proxies)",
+            f"{_fmt_s(r['route_edit_retranslate_median_s'])} / "
+            f"{_fmt_s(r['route_edit_retranslate_max_s'])}",
+            _fmt_s(r["route_edit_new_state_median_s"]),
+            str(r["route_edit_services_retranslated"]),
+            " ".join(f"{k[0].upper()}={v}" for k, v in counts.items()),
+            f"{_mb(r['bytes_first_proxy']['routes'])} MB",
+        )
+    console.print(table)
+
+
+def _changes_table(
+    title: str, changes: list[dict[str, Any]], o: dict[str, Any], what: str = "workload"
+) -> Table:
+    table = Table(title=title)
+    for column in (
         "change",
-        "workload",
+        what,
         "ACKed",
         "p50",
         "p99",
@@ -820,7 +1146,7 @@ def print_xds(console: Console, opts: Options, r: dict[str, Any]) -> None:
         "client CPU s",
     ):
         table.add_column(column, justify="right")
-    for i, c in enumerate(r["changes"]):
+    for i, c in enumerate(changes):
         table.add_row(
             str(i),
             c["workload"],
@@ -834,7 +1160,6 @@ def print_xds(console: Console, opts: Options, r: dict[str, Any]) -> None:
             f"{c['cpu_s']:.2f}",
             f"{c['client_cpu_s']:.2f}",
         )
-    o = r["overall"]
     table.add_row(
         "all",
         "",
@@ -848,6 +1173,19 @@ def print_xds(console: Console, opts: Options, r: dict[str, Any]) -> None:
         f"{o['cpu_s_mean']:.2f} mean",
         "",
         style="bold",
+    )
+    return table
+
+
+def print_xds(console: Console, opts: Options, r: dict[str, Any]) -> None:
+    mode = r["mode"]
+    sync = r["sync"]
+    table = _changes_table(
+        f"xDS {mode}: {opts.services} services x {opts.workloads} workloads, "
+        f"{opts.proxies} proxies; ACK latency = server receives ACK of new endpoints "
+        "- publisher.update_state",
+        r["changes"],
+        r["overall"],
     )
     console.print(table)
     console.print(
@@ -873,6 +1211,27 @@ def print_xds(console: Console, opts: Options, r: dict[str, Any]) -> None:
     if "profile" in r:
         console.print(f"  profile of the change phase: {r['profile']['file']}")
         console.print(r["profile"]["top"], markup=False, highlight=False)
+    if "policy_edits" in r:
+        a = r["policies_applied"]
+        console.print(
+            f"  policies added ({a['workload']}; new clusters and routes for every proxy): "
+            f"{a['acked']}/{a['expected']} proxies ACKed both, p50 {_fmt_s(a['p50_s'])}, "
+            f"p99 {_fmt_s(a['p99_s'])}, {_mb(a['push_bytes'])} MB pushed"
+        )
+        edits = r["policy_edits"]
+        console.print(
+            _changes_table(
+                f"xDS {mode}: policy edits, one HTTPRoute's weights each; ACK latency = "
+                "server receives ACK of the new route configuration - publisher.update_state",
+                edits["changes"],
+                edits["overall"],
+                what="edit",
+            )
+        )
+        console.print(
+            f"  peak RSS with policies {r['peak_rss_with_policies_mb']:.0f} MB "
+            f"(before them {r['peak_rss_mb']:.0f} MB)"
+        )
 
 
 def print_targets(console: Console, targets: list[Target]) -> None:
@@ -894,14 +1253,31 @@ def print_targets(console: Console, targets: list[Target]) -> None:
         )
 
 
-def summary_line(opts: Options, reference: dict[str, Any], xds: dict[str, dict[str, Any]]) -> str:
+def summary_line(
+    opts: Options,
+    reference: dict[str, Any],
+    xds: dict[str, dict[str, Any]],
+    policy_reference: dict[str, Any] | None = None,
+) -> str:
+    """policy_ack_p99_s is the worst p99 of the route edits over the modes run;
+    translate_policies_1000_s the full translation of the reference mesh with one
+    HTTPRoute and one BackendPolicy per service."""
     p99 = max((r["overall"]["p99_s"] for r in xds.values()), default=math.nan)
     rss = max((r["peak_rss_mb"] for r in xds.values()), default=math.nan)
     rss_text = "nan" if math.isnan(rss) else f"{rss:.0f}"
-    return (
+    line = (
         f"controlplane: proxies={opts.proxies} ack_p99_s={p99:.2f} "
         f"translate_1000_s={reference['first_proxy_s']:.2f} rss_mb={rss_text}"
     )
+    if policy_reference is not None:
+        line += f" translate_policies_1000_s={policy_reference['first_proxy_s']:.2f}"
+    if opts.policy_edits:
+        edit_p99 = max(
+            (r["policy_edits"]["overall"]["p99_s"] for r in xds.values() if "policy_edits" in r),
+            default=math.nan,
+        )
+        line += f" policy_ack_p99_s={edit_p99:.2f}"
+    return line
 
 
 def _json_safe(value: Any) -> Any:
@@ -930,6 +1306,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--proxies", type=int, default=100, help="P simulated proxies (100)")
     parser.add_argument("--mode", choices=["sotw", "delta", "both"], default="both")
     parser.add_argument("--changes", type=int, default=5, help="K endpoint changes (5)")
+    parser.add_argument(
+        "--policy-edits",
+        type=int,
+        default=5,
+        help="after the endpoint changes: add one HTTPRoute and one BackendPolicy per "
+        "service, then make this many route weight edits (5; 0: skip)",
+    )
     parser.add_argument("--spacing", type=float, default=1.0, help="seconds between changes (1.0)")
     parser.add_argument("--streams-per-channel", type=int, default=50)
     parser.add_argument(
@@ -951,11 +1334,14 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     if args.quick:
         args.services, args.workloads, args.proxies = 5, 3, 6
         args.changes, args.spacing = 2, 0.3
+        args.policy_edits = min(args.policy_edits, 2)
     for name in ("services", "workloads", "proxies", "streams_per_channel"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.changes < 1:
         parser.error("--changes must be at least 1")
+    if args.policy_edits < 0:
+        parser.error("--policy-edits must be at least 0")
     if args.proxies > args.services * args.workloads:
         parser.error(
             f"--proxies {args.proxies} exceeds the mesh's {args.services * args.workloads} "
@@ -967,6 +1353,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         proxies=args.proxies,
         modes=["sotw", "delta"] if args.mode == "both" else [args.mode],
         changes=args.changes,
+        policy_edits=args.policy_edits,
         spacing_s=args.spacing,
         streams_per_channel=args.streams_per_channel,
         sync_timeout_s=args.sync_timeout or default_sync_timeout(args.services, args.proxies),
@@ -1003,7 +1390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(
         f"control plane benchmark: {opts.services} services x {opts.workloads} workloads "
         f"({opts.services * opts.workloads} endpoints), {opts.proxies} proxies, "
-        f"modes {'+'.join(opts.modes)}, {opts.changes} changes; {os.cpu_count()} CPUs"
+        f"modes {'+'.join(opts.modes)}, {opts.changes} changes, "
+        f"{opts.policy_edits} policy edits; {os.cpu_count()} CPUs"
     )
 
     runs = [measure_translation(opts.services, opts.workloads, opts.proxies)]
@@ -1017,13 +1405,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs.append(reference)
     print_translation(console, runs)
     gc.collect()
+    policy_runs = [measure_policy_translation(opts.services, opts.workloads, opts.proxies)]
+    if (opts.services, opts.workloads) == (REFERENCE_SERVICES, REFERENCE_WORKLOADS):
+        policy_reference = policy_runs[0]
+    else:
+        gc.collect()
+        policy_reference = measure_policy_translation(
+            REFERENCE_SERVICES, REFERENCE_WORKLOADS, REFERENCE_PROXY_SAMPLE
+        )
+        policy_runs.append(policy_reference)
+    print_policy_translation(console, policy_runs)
+    gc.collect()
 
     errors: dict[str, str] = {}
     xds = asyncio.run(_run(opts, stamp, console, errors))
 
-    targets = evaluate_targets(opts, reference, xds)
+    targets = evaluate_targets(opts, reference, xds, policy_reference)
     print_targets(console, targets)
-    summary = summary_line(opts, reference, xds)
+    summary = summary_line(opts, reference, xds, policy_reference)
     report = {
         "started": started.isoformat(),
         "options": asdict(opts),
@@ -1033,6 +1432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "platform": platform.platform(),
         },
         "translation": runs,
+        "translation_with_policies": policy_runs,
         "xds": xds,
         "errors": errors,
         "targets": [asdict(t) for t in targets],

@@ -6,10 +6,21 @@ Cases, measured in one run with the same load tool, connections and duration:
   c  envoy-mtls    wrk → Envoy → mTLS → Envoy (hand-written minimal static config) → nginx
   d  sidemesh      wrk → sidecar a → mTLS → sidecar b → nginx, config from the control plane
   e  sidemesh+obs  d with tracing and access logs (not built in sidemesh yet: reported so)
+  f  sidemesh+policy  d's path to a service with policies on (same mesh, same sidecar a):
+                   an HTTPRoute of 10 rules (9 header, path, method and query matches
+                   the load never meets, then a 90/10 weighted split between two
+                   per-version services, selected by labels, each one workload whose
+                   own sidecar fronts the same nginx), default retries and retry budget,
+                   and a BackendPolicy with outlier detection and a circuit breaker
 
 nginx and every Envoy (one worker each) share CPU 0; wrk runs alone on CPU 1. Each
-case runs --runs times (default 3) and the median is reported. Ends with one line:
-  dataplane: mesh/floor rps=0.95 p99=1.04 mesh/direct rps=0.41 p99=2.30
+case runs --runs times (default 3) and the median is reported; then a fixed-rate run
+of each case (h2load, --rate) gives its mean latency and the CPU nginx and the proxies
+spent per request (from /proc). Case (f)'s config is checked on sidecar a (10 rules,
+the split, retries, outlier detection, circuit breaker) and its requests are counted
+by cluster (the split held, no request took a non-matching rule). Ends with one line:
+  dataplane: mesh/floor rps=0.95 p99=1.04 mesh/direct rps=0.41 p99=2.30 policy/mesh rps=0.98 p99=1.02
+where policy/mesh is (f)/(d) (targets: rps >= 0.95, p99 <= 1.05).
 
 Usage: python -m bench.dataplane [--duration 10] [--connections 32] [--runs 3]
 """
@@ -29,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -104,14 +115,29 @@ class Procs:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.names: dict[int, str] = {}
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115
-        self.procs.append(
-            subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
+        self.procs.append(proc)
+        self.names[proc.pid] = name
+
+    def cpu_s(self) -> float:
+        """CPU seconds used so far by nginx and every proxy: each process started here
+        but the control plane, and what it started (a sidecar's Envoy), by session."""
+        sessions = {pid for pid, name in self.names.items() if name != "controlplane"}
+        ticks = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()
+            except OSError:
+                continue  # ended meanwhile
+            if int(fields[3]) in sessions:  # session id
+                ticks += int(fields[11]) + int(fields[12])  # utime + stime
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -126,7 +152,9 @@ class Procs:
 
 
 # --- the backend ---------------------------------------------------------------------
-def start_nginx(procs: Procs, port: int) -> None:
+def start_nginx(procs: Procs, *ports: int) -> None:
+    """One nginx (one worker) serving the same page on every port of ``ports``: each
+    workload of the mesh needs its own app port."""
     nginx = need("nginx", "nginx-light")
     root = procs.workdir / "nginx"
     (root / "html").mkdir(parents=True)
@@ -152,7 +180,7 @@ http {{
   scgi_temp_path {root}/tmp;
   keepalive_requests 1000000;
   server {{
-    listen 127.0.0.1:{port};
+    {" ".join(f"listen 127.0.0.1:{port};" for port in ports)}
     location / {{ root {root}/html; index index.html; }}
   }}
 }}
@@ -324,23 +352,76 @@ def _tls_context(files: dict[str, Path], who: str, peer: str) -> dict[str, Any]:
 
 
 # --- sidemesh ------------------------------------------------------------------------
-def start_sidemesh(procs: Procs, backend_port: int) -> tuple[int, int]:
-    """Control plane + sidecars a and b; returns (a's outbound port, a's admin port)."""
-    ports = {
-        k: free_port()
-        for k in (
-            "xds",
-            "api",
-            "ca",
-            "a_in",
-            "a_app",
-            "a_out",
-            "a_admin",
-            "b_in",
-            "b_out",
-            "b_admin",
-        )
-    }
+ROUTED = "routed"
+"""Case (f)'s service: the one with an HTTPRoute, served by workloads v1 and v2."""
+VERSIONS = {"v1": 90, "v2": 10}
+"""Case (f)'s per-version services (``routed-v1``, ``routed-v2``) and their weights."""
+NOT_MATCHING_RULES = """\
+    - matches: [{headers: [{name: end-user, value: jason}]}]
+      backendRefs: [{name: routed, port: 80}]
+    - matches: [{headers: [{name: x-canary, value: "true"}, {name: x-team, value: search}]}]
+      backendRefs: [{name: routed, port: 80}]
+    - matches: [{headers: [{type: RegularExpression, name: x-tenant, value: "^team-[a-z]+$"}]}]
+      backendRefs: [{name: routed, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /api/v1}}]
+      backendRefs: [{name: routed, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /api/v2}, headers: [{name: x-beta, value: "1"}]}]
+      backendRefs: [{name: routed, port: 80}]
+    - matches: [{path: {type: Exact, value: /healthz}}]
+      backendRefs: [{name: routed, port: 80}]
+    - matches: [{path: {type: RegularExpression, value: "/items/[0-9]+"}}]
+      backendRefs: [{name: routed, port: 80}]
+    - matches: [{method: POST}]
+      backendRefs: [{name: routed, port: 80}]
+    - matches: [{queryParams: [{name: debug, value: "1"}]}]
+      backendRefs: [{name: routed, port: 80}]
+"""
+"""Nine rules no request of the load matches (it sends GET / with no such header or
+query). They send to ``routed`` itself, so a request that took one shows in its cluster."""
+
+
+def policy_documents() -> str:
+    """Case (f)'s HTTPRoute and BackendPolicy, as mesh.yaml's documents after the first.
+
+    The circuit breaker's limits are far above what 32 connections use, so it is
+    checked on every request and never trips; outlier detection counts every response
+    and never ejects (nginx answers 200). Retries are the defaults (no ``retry`` in the
+    rules), with the default retry budget, as in case (d)."""
+    split = "".join(
+        f"\n        - {{name: {ROUTED}-{version}, port: 80, weight: {weight}}}"
+        for version, weight in VERSIONS.items()
+    )
+    targets = ", ".join(f"{{name: {ROUTED}-{version}}}" for version in VERSIONS)
+    return f"""---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {ROUTED}}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: {ROUTED}, port: 80}}]
+  rules:
+{NOT_MATCHING_RULES}    - backendRefs:{split}
+---
+apiVersion: sidemesh.io/v1alpha1
+kind: BackendPolicy
+metadata: {{name: {ROUTED}-versions}}
+spec:
+  targetRefs: [{targets}]
+  connectionPool: {{maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024}}
+  outlierDetection: {{consecutive5xxErrors: 5, consecutiveGatewayErrors: 5, interval: 10s,
+    baseEjectionTime: 30s, maxEjectionPercent: 50}}
+"""
+
+
+SIDECARS = {"a": "client", "b": "backend", "v1": ROUTED, "v2": ROUTED}
+"""Sidecar → the service its workload names (v1 and v2 also serve routed-v1/-v2)."""
+
+
+def start_sidemesh(procs: Procs, app_ports: dict[str, int]) -> tuple[int, int]:
+    """Control plane + sidecars a (the caller), b (case d's backend), v1 and v2 (case
+    f's), whose apps are nginx's ``app_ports`` by sidecar; returns (a's outbound port,
+    a's admin port)."""
+    ports = {f"{name}_{kind}": free_port() for name in SIDECARS for kind in ("in", "out", "admin")}
+    ports.update({k: free_port() for k in ("xds", "api", "ca", "a_app")})
     mesh = procs.workdir / "mesh.yaml"
     mesh.write_text(
         f"""
@@ -348,12 +429,22 @@ mesh: {{trustDomain: bench.local}}
 services:
   - {{name: client, ports: [{{port: 8080}}]}}
   - {{name: backend, ports: [{{port: 80}}]}}
+  - {{name: {ROUTED}, ports: [{{port: 80}}]}}
+  - {{name: {ROUTED}-v1, ports: [{{port: 80}}], selector: {{version: v1}}}}
+  - {{name: {ROUTED}-v2, ports: [{{port: 80}}], selector: {{version: v2}}}}
 workloads:
   - {{name: a, service: client, port: {ports["a_in"]}, appPort: {ports["a_app"]},
       sidecar: {{outboundPort: {ports["a_out"]}, adminPort: {ports["a_admin"]}}}}}
-  - {{name: b, service: backend, port: {ports["b_in"]}, appPort: {backend_port},
+  - {{name: b, service: backend, port: {ports["b_in"]}, appPort: {app_ports["b"]},
       sidecar: {{outboundPort: {ports["b_out"]}, adminPort: {ports["b_admin"]}}}}}
+  - {{name: v1, service: {ROUTED}, labels: {{version: v1}}, port: {ports["v1_in"]},
+      appPort: {app_ports["v1"]},
+      sidecar: {{outboundPort: {ports["v1_out"]}, adminPort: {ports["v1_admin"]}}}}}
+  - {{name: v2, service: {ROUTED}, labels: {{version: v2}}, port: {ports["v2_in"]},
+      appPort: {app_ports["v2"]},
+      sidecar: {{outboundPort: {ports["v2_out"]}, adminPort: {ports["v2_admin"]}}}}}
 """
+        + policy_documents()
     )
     state = procs.workdir / "state"
     sidemesh = [sys.executable, "-m", "sidemesh"]
@@ -377,7 +468,7 @@ workloads:
         ],
     )
     wait_http(f"http://127.0.0.1:{ports['api']}/healthz", "the control plane")
-    for name in ("a", "b"):
+    for name, service in SIDECARS.items():
         procs.start(
             f"sidecar-{name}",
             pinned(
@@ -388,7 +479,7 @@ workloads:
                     "-w",
                     name,
                     "--service",
-                    "client" if name == "a" else "backend",
+                    service,
                     "--control-plane",
                     f"127.0.0.1:{ports['xds']}",
                     "--ca-address",
@@ -418,6 +509,75 @@ def wait_http(url: str, what: str, host: str | None = None, timeout: float = 60)
             pass
         time.sleep(0.1)
     sys.exit(f"bench: {what} did not answer {url} within {timeout:.0f}s")
+
+
+# --- case (f): what sidecar a was given, and where its requests went ------------------
+def _cluster_name(version: str | None) -> str:
+    service = f"{ROUTED}-{version}" if version else ROUTED
+    return f"outbound|80||{service}.default"
+
+
+def policy_config_problems(admin_port: int) -> list[str]:
+    """What is missing from case (f)'s config as sidecar a runs it (its admin
+    /config_dump): empty when it has the route of 10 rules with the split last, retries
+    on every rule, and outlier detection and a circuit breaker on both versions."""
+    dump = httpx.get(f"http://127.0.0.1:{admin_port}/config_dump", timeout=10).json()
+    hosts: list[dict[str, Any]] = []
+    clusters: dict[str, dict[str, Any]] = {}
+    for section in dump["configs"]:
+        for entry in section.get("dynamic_route_configs", []):
+            hosts += entry["route_config"].get("virtual_hosts", [])
+        for entry in section.get("dynamic_active_clusters", []):
+            clusters[entry["cluster"]["name"]] = entry["cluster"]
+    problems = []
+    host = next((h for h in hosts if h["name"] == f"{ROUTED}.default:80"), None)
+    if host is None:
+        return [f"no virtual host {ROUTED}.default:80 on sidecar a"]
+    routes = host["routes"]
+    if len(routes) != 10:
+        problems.append(f"{len(routes)} routes for {ROUTED}, not 10")
+    split = {
+        c["name"]: c["weight"]
+        for c in routes[-1].get("route", {}).get("weighted_clusters", {}).get("clusters", [])
+    }
+    wanted = {_cluster_name(v): w for v, w in VERSIONS.items()}
+    if split != wanted:
+        problems.append(f"last rule splits {split}, not {wanted}")
+    if not all(r.get("route", {}).get("retry_policy", {}).get("retry_on") for r in routes):
+        problems.append("a rule without retries")
+    for version in VERSIONS:
+        cluster = clusters.get(_cluster_name(version), {})
+        if "outlier_detection" not in cluster:
+            problems.append(f"no outlier detection on {_cluster_name(version)}")
+        thresholds = cluster.get("circuit_breakers", {}).get("thresholds", [{}])[0]
+        if "max_requests" not in thresholds or "retry_budget" not in thresholds:
+            problems.append(f"no circuit breaker or retry budget on {_cluster_name(version)}")
+    return problems
+
+
+def policy_requests(admin_port: int) -> dict[str, int]:
+    """Sidecar a's counters for case (f)'s clusters: requests by version, requests that
+    took a non-matching rule (to ``routed`` itself), retries, breaker overflows and
+    outlier ejections."""
+    text = httpx.get(
+        f"http://127.0.0.1:{admin_port}/stats", params={"filter": ROUTED}, timeout=10
+    ).text
+    stats = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        if value.strip().isdigit():
+            stats[name.strip()] = int(value)
+
+    def total(suffix: str, versions: tuple[str | None, ...] = tuple(VERSIONS)) -> int:
+        return sum(stats.get(f"cluster.{_cluster_name(v)}.{suffix}", 0) for v in versions)
+
+    return {
+        **{v: total("upstream_rq_total", (v,)) for v in VERSIONS},
+        "not_matching_rules": total("upstream_rq_total", (None,)),
+        "retries": total("upstream_rq_retry"),
+        "overflows": total("upstream_rq_pending_overflow") + total("upstream_cx_overflow"),
+        "ejections": total("outlier_detection.ejections_enforced_total"),
+    }
 
 
 # --- load ----------------------------------------------------------------------------
@@ -460,12 +620,17 @@ def wrk(url: str, host: str, duration: int, connections: int) -> Run:
     return parse_wrk(result.stdout)
 
 
-def fixed_rate(url: str, host: str, rate: int, duration: int) -> dict[str, float] | None:
-    """Latency at a constant request rate (h2load --rps), if h2load is installed."""
+def fixed_rate(
+    url: str, host: str, rate: int, duration: int, cpu_s: Callable[[], float]
+) -> dict[str, float] | None:
+    """Latency at a constant request rate (h2load --rps), if h2load is installed, and
+    the CPU nginx and the proxies spent per request meanwhile (``cpu_s``: their CPU
+    seconds so far)."""
     h2load = shutil.which("h2load")
     if h2load is None:
         return None
     clients = 10
+    cpu_before = cpu_s()
     result = subprocess.run(
         pinned(
             LOAD_CPU,
@@ -487,6 +652,7 @@ def fixed_rate(url: str, host: str, rate: int, duration: int) -> dict[str, float
         text=True,
         timeout=duration + 60,
     )
+    cpu = cpu_s() - cpu_before
     m = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", result.stdout)
     ok = re.search(r"status codes: (\d+) 2xx", result.stdout)
     if not m or not ok or int(ok.group(1)) != rate * duration:
@@ -497,7 +663,12 @@ def fixed_rate(url: str, host: str, rate: int, duration: int) -> dict[str, float
         assert n
         return float(n.group(1)) * _UNITS[n.group(2)]
 
-    return {"min_ms": ms(m.group(1)), "max_ms": ms(m.group(2)), "mean_ms": ms(m.group(3))}
+    return {
+        "min_ms": ms(m.group(1)),
+        "max_ms": ms(m.group(2)),
+        "mean_ms": ms(m.group(3)),
+        "cpu_us_per_request": cpu / (rate * duration) * 1e6,
+    }
 
 
 @contextmanager
@@ -525,7 +696,8 @@ def main() -> int:
         procs = Procs(tmp)
         stack.callback(procs.stop)
         backend = free_port()
-        start_nginx(procs, backend)
+        app_ports = {"b": free_port(), **{v: free_port() for v in VERSIONS}}
+        start_nginx(procs, backend, *app_ports.values())
         envoy_port, client_port, server_port = free_port(), free_port(), free_port()
         start_static_envoy(
             procs, "envoy", _listener(envoy_port, "backend"), _cluster("backend", backend)
@@ -543,7 +715,7 @@ def main() -> int:
             _listener(client_port, "server"),
             _cluster("server", server_port, _tls_context(files, "client", "server")),
         )
-        mesh_port, _ = start_sidemesh(procs, backend)
+        mesh_port, mesh_admin = start_sidemesh(procs, app_ports)
         cases = [
             Case("a", "direct", f"http://127.0.0.1:{backend}/"),
             Case("b", "one Envoy, static", f"http://127.0.0.1:{envoy_port}/"),
@@ -556,6 +728,13 @@ def main() -> int:
                 "sidemesh + tracing + access logs",
                 "",
                 note="not measured: sidemesh has no tracing or access-log settings yet",
+            ),
+            Case(
+                "f",
+                "sidemesh + policies (route of 10 rules, 90/10 split, retries, outlier "
+                "detection, circuit breaker)",
+                f"http://127.0.0.1:{mesh_port}/",
+                host=ROUTED,
             ),
         ]
         for case in cases:
@@ -570,7 +749,13 @@ def main() -> int:
                 if case.url:
                     case.runs.append(wrk(case.url, case.host, args.duration, args.connections))
             console.print(f"  run {run + 1}/{args.runs} done")
-        rate = {c.key: fixed_rate(c.url, c.host, args.rate, args.duration) for c in cases if c.url}
+        rate = {
+            c.key: fixed_rate(c.url, c.host, args.rate, args.duration, procs.cpu_s)
+            for c in cases
+            if c.url
+        }
+        policy_problems = policy_config_problems(mesh_admin)
+        counted = policy_requests(mesh_admin)
 
     table = Table(title=f"data plane, median of {args.runs} runs")
     for column in ("case", "", "rps", "p50 ms", "p99 ms", f"@{args.rate} rps mean ms", "note"):
@@ -587,17 +772,47 @@ def main() -> int:
             case.note,
         )
     console.print(table)
+    if any(rate.values()):
+        console.print(
+            f"CPU per request at {args.rate} rps (nginx + every proxy, from /proc; "
+            "steadier than throughput on a busy machine, not immune to it): "
+            + ", ".join(
+                f"({key}) {fixed['cpu_us_per_request']:.0f} µs"
+                for key, fixed in rate.items()
+                if fixed
+            )
+        )
     by = {c.key: c for c in cases}
-    d, c, a = by["d"], by["c"], by["a"]
+    d, c, a, f = by["d"], by["c"], by["a"], by["f"]
     ratios = {
         "mesh/floor rps": d.rps / c.rps,
         "mesh/floor p99": d.p99 / c.p99,
         "mesh/direct rps": d.rps / a.rps,
         "mesh/direct p99": d.p99 / a.p99,
+        "policy/mesh rps": f.rps / d.rps,
+        "policy/mesh p99": f.p99 / d.p99,
     }
+    fixed_f, fixed_d = rate.get("f"), rate.get("d")
+    if fixed_f and fixed_d:
+        ratios["policy/mesh cpu"] = fixed_f["cpu_us_per_request"] / fixed_d["cpu_us_per_request"]
+    routed = sum(counted[v] for v in VERSIONS)
+    console.print(
+        f"(f) on sidecar a: {routed:,} requests to the split, "
+        + ", ".join(f"{v} {counted[v] / max(1, routed):.1%}" for v in VERSIONS)
+        + f" (weights {'/'.join(str(w) for w in VERSIONS.values())}); "
+        f"{counted['not_matching_rules']} took a non-matching rule; retries "
+        f"{counted['retries']}, breaker overflows {counted['overflows']}, "
+        f"outlier ejections {counted['ejections']}"
+    )
+    if "policy/mesh cpu" in ratios:
+        console.print(f"(f)/(d) CPU per request: {ratios['policy/mesh cpu']:.2f}")
+    if policy_problems:
+        console.print("[red]case (f) is not what it claims:[/] " + "; ".join(policy_problems))
     for target, ok in (
         ("(d) rps ≥ 0.9 x (c)", ratios["mesh/floor rps"] >= 0.9),
         ("(d) p99 ≤ 1.1 x (c)", ratios["mesh/floor p99"] <= 1.1),
+        ("(f) rps ≥ 0.95 x (d)", ratios["policy/mesh rps"] >= 0.95),
+        ("(f) p99 ≤ 1.05 x (d)", ratios["policy/mesh p99"] <= 1.05),
     ):
         console.print(f"target {target}: {'[green]met[/]' if ok else '[red]MISSED[/]'}")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -615,6 +830,11 @@ def main() -> int:
                 },
                 "fixed_rate": rate,
                 "ratios": ratios,
+                "policy_case": {
+                    "mesh_yaml_policies": policy_documents(),
+                    "requests": counted,
+                    "config_problems": policy_problems,
+                },
             },
             indent=2,
         )
@@ -622,9 +842,10 @@ def main() -> int:
     console.print(f"results: {out}")
     print(
         f"dataplane: mesh/floor rps={ratios['mesh/floor rps']:.2f} p99={ratios['mesh/floor p99']:.2f} "
-        f"mesh/direct rps={ratios['mesh/direct rps']:.2f} p99={ratios['mesh/direct p99']:.2f}"
+        f"mesh/direct rps={ratios['mesh/direct rps']:.2f} p99={ratios['mesh/direct p99']:.2f} "
+        f"policy/mesh rps={ratios['policy/mesh rps']:.2f} p99={ratios['policy/mesh p99']:.2f}"
     )
-    return 0
+    return 1 if policy_problems or counted["not_matching_rules"] else 0
 
 
 if __name__ == "__main__":
