@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import re
 import shutil
@@ -125,19 +126,22 @@ class Procs:
         self.procs.append(proc)
         self.names[proc.pid] = name
 
-    def cpu_s(self) -> float:
-        """CPU seconds used so far by nginx and every proxy: each process started here
-        but the control plane, and what it started (a sidecar's Envoy), by session."""
-        sessions = {pid for pid, name in self.names.items() if name != "controlplane"}
-        ticks = 0
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds used so far by nginx and each proxy, by name: each process
+        started here but the control plane, with what it started (a sidecar's Envoy),
+        found by session."""
+        names = {pid: name for pid, name in self.names.items() if name != "controlplane"}
+        ticks = dict.fromkeys(names.values(), 0)
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rpartition(")")[2].split()
             except OSError:
                 continue  # ended meanwhile
-            if int(fields[3]) in sessions:  # session id
-                ticks += int(fields[11]) + int(fields[12])  # utime + stime
-        return ticks / os.sysconf("SC_CLK_TCK")
+            name = names.get(int(fields[3]))  # session id
+            if name is not None:
+                ticks[name] += int(fields[11]) + int(fields[12])  # utime + stime
+        tick = os.sysconf("SC_CLK_TCK")
+        return {name: n / tick for name, n in ticks.items()}
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -621,11 +625,11 @@ def wrk(url: str, host: str, duration: int, connections: int) -> Run:
 
 
 def fixed_rate(
-    url: str, host: str, rate: int, duration: int, cpu_s: Callable[[], float]
-) -> dict[str, float] | None:
+    url: str, host: str, rate: int, duration: int, cpu_s: Callable[[], dict[str, float]]
+) -> dict[str, Any] | None:
     """Latency at a constant request rate (h2load --rps), if h2load is installed, and
-    the CPU nginx and the proxies spent per request meanwhile (``cpu_s``: their CPU
-    seconds so far)."""
+    the CPU nginx and the proxies spent per request meanwhile, in all and by process
+    (``cpu_s``: their CPU seconds so far, by name)."""
     h2load = shutil.which("h2load")
     if h2load is None:
         return None
@@ -652,7 +656,8 @@ def fixed_rate(
         text=True,
         timeout=duration + 60,
     )
-    cpu = cpu_s() - cpu_before
+    cpu_after = cpu_s()
+    cpu = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
     m = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", result.stdout)
     ok = re.search(r"status codes: (\d+) 2xx", result.stdout)
     if not m or not ok or int(ok.group(1)) != rate * duration:
@@ -667,7 +672,12 @@ def fixed_rate(
         "min_ms": ms(m.group(1)),
         "max_ms": ms(m.group(2)),
         "mean_ms": ms(m.group(3)),
-        "cpu_us_per_request": cpu / (rate * duration) * 1e6,
+        "cpu_us_per_request": sum(cpu.values()) / (rate * duration) * 1e6,
+        "cpu_us_per_request_by_process": {
+            name: seconds / (rate * duration) * 1e6
+            for name, seconds in sorted(cpu.items())
+            if seconds > 0
+        },
     }
 
 
@@ -795,6 +805,9 @@ def main() -> int:
     fixed_f, fixed_d = rate.get("f"), rate.get("d")
     if fixed_f and fixed_d:
         ratios["policy/mesh cpu"] = fixed_f["cpu_us_per_request"] / fixed_d["cpu_us_per_request"]
+        caller_f = fixed_f["cpu_us_per_request_by_process"].get("sidecar-a", math.nan)
+        caller_d = fixed_d["cpu_us_per_request_by_process"].get("sidecar-a", math.nan)
+        ratios["policy/mesh cpu sidecar a"] = caller_f / caller_d
     routed = sum(counted[v] for v in VERSIONS)
     console.print(
         f"(f) on sidecar a: {routed:,} requests to the split, "
@@ -804,8 +817,21 @@ def main() -> int:
         f"{counted['retries']}, breaker overflows {counted['overflows']}, "
         f"outlier ejections {counted['ejections']}"
     )
-    if "policy/mesh cpu" in ratios:
-        console.print(f"(f)/(d) CPU per request: {ratios['policy/mesh cpu']:.2f}")
+    if fixed_f and fixed_d:
+        for key, fixed in (("d", fixed_d), ("f", fixed_f)):
+            console.print(
+                f"({key}) CPU per request at {args.rate} rps by process (µs): "
+                + ", ".join(
+                    f"{name} {us:.0f}"
+                    for name, us in fixed["cpu_us_per_request_by_process"].items()
+                    if us >= 1
+                )
+            )
+        console.print(
+            f"(f)/(d) CPU per request: {ratios['policy/mesh cpu']:.2f} in all, "
+            f"{ratios['policy/mesh cpu sidecar a']:.2f} in the calling sidecar (a), which "
+            "holds the route and the policy"
+        )
     if policy_problems:
         console.print("[red]case (f) is not what it claims:[/] " + "; ".join(policy_problems))
     for target, ok in (
