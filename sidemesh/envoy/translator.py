@@ -69,7 +69,7 @@ from sidemesh.envoy.resources import ADS_ORDER, Resource, ResourceType
 from sidemesh.errors import TranslationError
 from sidemesh.identity import SpiffeId
 from sidemesh.model import Gateway, MeshState, MtlsMode, ServiceKey, ServicePort, Workload
-from sidemesh.model.policy import FaultInjection, GRPCRoute, HTTPRoute, Policies
+from sidemesh.model.policy import BackendPolicy, FaultInjection, GRPCRoute, HTTPRoute, Policies
 from sidemesh.model.policy.backend import BackendSettings, HashOn, RateLimit
 
 ResourceMap = Mapping[str, Resource]
@@ -369,6 +369,7 @@ class Translator:
             self._gateway_listeners,
         )
         self._shared: _Shared | None = None
+        self._settings_memo: _SettingsMemo = {}
 
     @property
     def services_translated(self) -> int:
@@ -416,7 +417,9 @@ class Translator:
         clusters: dict[str, Resource] = {}
         endpoints: dict[str, Resource] = {}
         trust_domain = state.mesh.trust_domain
-        backend_settings = _backend_settings(state.policies)
+        seen: _SettingsMemo = {}
+        backend_settings, rate_limits = _backend_policies(state.policies, self._settings_memo, seen)
+        self._settings_memo = seen
         for key, service in state.services.items():
             backends = self._backends(_BackendsKey(trust_domain, _Same(state.workloads_of(key))))
             mtls = state.mtls_mode(service)
@@ -439,7 +442,7 @@ class Translator:
             MappingProxyType(endpoints),
             services,
             faults=bool(state.policies.fault_injections),
-            rate_limits=_rate_limits(state.policies),
+            rate_limits=rate_limits,
         )
         self._shared = shared
         return shared
@@ -628,27 +631,36 @@ def _build_gateway_listener(key: _GatewayListenerKey) -> Resource:
     return _resource(ResourceType.LISTENER, listener)
 
 
-def _backend_settings(policies: Policies) -> dict[ServiceKey, BackendSettings]:
-    """Each targeted service's BackendPolicy settings; of two policies on one service,
-    the first by name wins (loading warns of the other)."""
-    out: dict[ServiceKey, BackendSettings] = {}
-    for policy in sorted(policies.backend_policies, key=lambda p: p.metadata.name):
-        settings = BackendSettings.model_validate(
-            {f: getattr(policy.spec, f) for f in BackendSettings.model_fields}
-        )
-        for target in policy.spec.target_refs:
-            out.setdefault(ServiceKey(target.name, policy.metadata.namespace or ""), settings)
-    return out
+_SettingsMemo = dict[int, tuple[BackendPolicy, BackendSettings]]
 
 
-def _rate_limits(policies: Policies) -> dict[ServiceKey, RateLimit]:
-    out: dict[ServiceKey, RateLimit] = {}
+def _backend_policies(
+    policies: Policies, known: _SettingsMemo, seen: _SettingsMemo
+) -> tuple[dict[ServiceKey, BackendSettings], dict[ServiceKey, RateLimit]]:
+    """Each targeted service's BackendPolicy settings (its callers') and rate limit (its
+    own sidecars'); of two policies on one service, the first by name wins (loading
+    warns of the other). ``known``: the settings of the previous state's policies, by
+    policy identity (``reuse_unchanged`` keeps an unchanged policy the same object), so
+    a push re-extracts only edited policies; ``seen`` gets this state's."""
+    settings: dict[ServiceKey, BackendSettings] = {}
+    limits: dict[ServiceKey, RateLimit] = {}
     for policy in sorted(policies.backend_policies, key=lambda p: p.metadata.name):
-        if policy.spec.rate_limit is not None:
-            for target in policy.spec.target_refs:
-                key = ServiceKey(target.name, policy.metadata.namespace or "")
-                out.setdefault(key, policy.spec.rate_limit)
-    return out
+        spec = policy.spec
+        cached = known.get(id(policy))
+        if cached is not None and cached[0] is policy:
+            these = cached[1]
+        else:
+            these = BackendSettings.model_validate(
+                {f: getattr(spec, f) for f in BackendSettings.model_fields}
+            )
+        seen[id(policy)] = (policy, these)
+        for target in spec.target_refs:
+            key = ServiceKey(target.name, policy.metadata.namespace or "")
+            if key not in settings:
+                settings[key] = these
+                if spec.rate_limit is not None:
+                    limits[key] = spec.rate_limit
+    return settings, limits
 
 
 def _routes_by_service(policies: Policies) -> dict[ServiceKey, list[HTTPRoute | GRPCRoute]]:
@@ -659,8 +671,10 @@ def _routes_by_service(policies: Policies) -> dict[ServiceKey, list[HTTPRoute | 
         for parent in route.spec.parent_refs:
             if parent.is_service:
                 key = ServiceKey(parent.name, parent.namespace or namespace)
-                if route not in out.setdefault(key, []):
-                    out[key].append(route)
+                found = out.setdefault(key, [])
+                # By identity: a route naming a service twice (two ports) counts once.
+                if all(r is not route for r in found):
+                    found.append(route)
     return out
 
 

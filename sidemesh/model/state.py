@@ -14,9 +14,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from sidemesh.model.mesh import Gateway, MeshConfig, MtlsMode, Service, Workload
-from sidemesh.model.policy.backend import BackendPolicy, FaultInjection
 from sidemesh.model.policy.documents import KINDS, Policies, Policy
-from sidemesh.model.policy.routes import GRPCRoute, HTTPRoute
 from sidemesh.model.refs import ServiceKey, spiffe_id
 
 
@@ -159,12 +157,7 @@ class MeshState:
             services={service_key(s): s for s in services},
             workloads={(w.name, w.namespace or ""): w for w in workloads},
             gateways={(g.name, g.namespace or ""): g for g in gateways},
-            policies=Policies(
-                http_routes=tuple(p for p in policies if isinstance(p, HTTPRoute)),
-                grpc_routes=tuple(p for p in policies if isinstance(p, GRPCRoute)),
-                backend_policies=tuple(p for p in policies if isinstance(p, BackendPolicy)),
-                fault_injections=tuple(p for p in policies if isinstance(p, FaultInjection)),
-            ),
+            policies=Policies.of(policies),
             warnings=tuple(data.get("warnings", ())),
         )
 

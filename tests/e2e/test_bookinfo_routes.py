@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_local import ROOT, Up, _up_args
+from tests.e2e.test_local import ROOT, Up, running_up
 from tests.helpers.net import free_port
 
 BOOKINFO = ROOT / "examples" / "bookinfo"
@@ -30,14 +30,8 @@ def bookinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[
     shutil.copytree(BOOKINFO / "policies", copy / "policies", dirs_exist_ok=True)
     gateway = free_port()
     monkeypatch.setenv("SIDEMESH_DEMO_PORT", str(gateway))
-    args, api = _up_args(tmp_path / "run", copy / "mesh.yaml")
-    up = Up(tmp_path / "run", api, gateway, args)
-    started = up.sidemesh(*args, "-d")
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
+    with running_up(tmp_path / "run", copy / "mesh.yaml", gateway) as up:
         yield up, copy
-    finally:
-        up.sidemesh("down", "--runtime-dir", str(up.runtime_dir))
 
 
 def _version(up: Up, user: str | None = None) -> str:

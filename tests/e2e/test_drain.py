@@ -5,17 +5,11 @@ callers see no error. Real sidecars, real backends, bounded load on 127.0.0.1.""
 from __future__ import annotations
 
 import signal
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 
-import httpx
-
 from tests.helpers.harness import Mesh
-
-LOAD_THREADS = 4
-LOAD_MAX_REQUESTS = 5_000
+from tests.helpers.traffic import BackgroundLoad
 
 
 def test_a_removed_replica_drains_and_no_request_fails(tmp_path: Path) -> None:
@@ -34,27 +28,7 @@ def test_a_removed_replica_drains_and_no_request_fails(tmp_path: Path) -> None:
     mesh.wait_synced()
     mesh.wait_for_route("a-1", "b")
     port = mesh.workloads["a-1"].outbound_port
-    outcomes: Counter[str] = Counter()
-    stop = threading.Event()
-
-    def load() -> None:
-        with httpx.Client(timeout=10, headers={"Host": "b"}) as client:
-            while not stop.is_set() and sum(outcomes.values()) < LOAD_MAX_REQUESTS:
-                try:
-                    reply = client.get(f"http://127.0.0.1:{port}/")
-                    who = (
-                        reply.json()["workload"]
-                        if reply.status_code == 200
-                        else str(reply.status_code)
-                    )
-                except httpx.HTTPError as exc:
-                    who = type(exc).__name__
-                outcomes[who] += 1
-
-    threads = [threading.Thread(target=load, daemon=True) for _ in range(LOAD_THREADS)]
-    for thread in threads:
-        thread.start()
-    try:
+    with BackgroundLoad(f"http://127.0.0.1:{port}/", {"Host": "b"}, threads=4) as load:
         time.sleep(1)
         del mesh.workloads["b-2"]
         mesh.write()  # callers drop b-2's endpoint
@@ -63,10 +37,7 @@ def test_a_removed_replica_drains_and_no_request_fails(tmp_path: Path) -> None:
         leaving.wait(timeout=15)
         drained = time.monotonic() - started
         time.sleep(1)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=15)
+    outcomes = load.answers()
     print(f"b-2 drained and stopped in {drained:.2f}s; requests: {dict(outcomes)}")
     assert leaving.returncode == 0
     assert 1.5 <= drained < 5

@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,19 @@ def _up_args(runtime_dir: Path, mesh_file: Path) -> tuple[list[str], str]:
         "--ca-port", str(free_port()),
     ]  # fmt: skip
     return args, f"http://127.0.0.1:{api_port}"
+
+
+@contextmanager
+def running_up(runtime_dir: Path, mesh_file: Path, gateway_port: int = 0) -> Iterator[Up]:
+    """``sidemesh up -d`` of ``mesh_file``, brought down with ``sidemesh down`` after."""
+    args, api = _up_args(runtime_dir, mesh_file)
+    up = Up(runtime_dir, api, gateway_port, args)
+    started = up.sidemesh(*args, "-d")
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield up
+    finally:
+        up.sidemesh("down", "--runtime-dir", str(up.runtime_dir))
 
 
 @pytest.fixture

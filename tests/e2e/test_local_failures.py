@@ -7,49 +7,22 @@ from __future__ import annotations
 import os
 import signal
 import textwrap
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
 from sidemesh.local.runfiles import RunFiles, read_json
-from tests.e2e.test_local import ROOT, Up, _up_args
+from tests.e2e.test_local import ROOT, Up, running_up
 from tests.helpers.net import free_port
 from tests.helpers.processes import alive, descendants
+from tests.helpers.traffic import BackgroundLoad
 
 ECHO = ROOT / "examples" / "echo_app.py"
 LOAD_RPS = 50
-LOAD_MAX_REQUESTS = 20_000
-
-
-@dataclass
-class Load:
-    """Requests to the gateway at a bounded rate until stopped, each outcome timed."""
-
-    url: str
-    outcomes: list[tuple[float, str]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        with httpx.Client(timeout=5) as client:
-            while not self._stop.is_set() and len(self.outcomes) < LOAD_MAX_REQUESTS:
-                try:
-                    outcome = str(client.get(self.url).status_code)
-                except httpx.HTTPError as exc:
-                    outcome = type(exc).__name__
-                self.outcomes.append((time.monotonic(), outcome))
-                time.sleep(1 / LOAD_RPS)
-
-    def failures_since(self, start: float) -> Counter[str]:
-        return Counter(o for t, o in self.outcomes if t >= start and o != "200")
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 @pytest.fixture
@@ -84,14 +57,8 @@ def _web(tmp_path: Path) -> Iterator[tuple[Up, Path]]:
             """
         )
     )
-    args, api = _up_args(tmp_path / "run", mesh_file)
-    up = Up(tmp_path / "run", api, gateway, args)
-    started = up.sidemesh(*args, "-d")
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
+    with running_up(tmp_path / "run", mesh_file, gateway) as up:
         yield up, mesh_file
-    finally:
-        up.sidemesh("down", "--runtime-dir", str(up.runtime_dir))
 
 
 def _wait(what: str, done: Callable[[], bool], timeout: float = 30.0) -> float:
@@ -143,9 +110,7 @@ def test_killing_each_kind_of_process_under_load_recovers_and_down_leaves_nothin
     assert temp_dir.is_dir()
     state = httpx.get(f"{up.api}/v1/state", timeout=5).json()
     admin = {w["name"]: w["sidecar"]["adminPort"] for w in state["workloads"]}
-    load = Load(f"http://127.0.0.1:{up.gateway_port}/")
-    loader = threading.Thread(target=load.run, daemon=True)
-    loader.start()
+    load = BackgroundLoad(f"http://127.0.0.1:{up.gateway_port}/", pause_s=1 / LOAD_RPS).start()
     family: set[int] = set()
     report: dict[str, object] = {}
     try:
@@ -216,7 +181,6 @@ def test_killing_each_kind_of_process_under_load_recovers_and_down_leaves_nothin
         _wait("every process of the run gone", lambda: not any(alive(p) for p in family))
     finally:
         load.stop()
-        loader.join(timeout=10)
     down = up.sidemesh("down", "--runtime-dir", str(up.runtime_dir))
     assert down.returncode == 0, down.stdout + down.stderr
     assert "sidemesh is down." in down.stdout, down.stdout

@@ -5,7 +5,6 @@ faults, timeouts, outlier detection, health checks and circuit breaking."""
 from __future__ import annotations
 
 import textwrap
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 from tests.helpers.harness import Mesh
+from tests.helpers.traffic import BackgroundLoad
 
 VERSIONED = [
     {"name": "b-v1", "ports": [{"port": 9080}], "selector": {"version": "v1"}},
@@ -107,34 +107,13 @@ def test_a_90_10_split_lands_within_3_points_and_a_switch_takes_a_second_with_no
     assert 87 <= share <= 93
 
     # Blue-green: 0/100 under bounded load; every request after a second goes to v2.
-    outcomes: list[tuple[float, str]] = []
-    stop = threading.Event()
-
-    def load() -> None:
-        with httpx.Client(timeout=10, headers={"Host": "b"}) as client:
-            while not stop.is_set() and len(outcomes) < 20_000:
-                try:
-                    reply = client.get(f"http://127.0.0.1:{port}/")
-                    who = (
-                        reply.json()["workload"]
-                        if reply.status_code == 200
-                        else str(reply.status_code)
-                    )
-                except httpx.HTTPError as exc:
-                    who = type(exc).__name__
-                outcomes.append((time.monotonic(), who))
-
-    loader = threading.Thread(target=load, daemon=True)
-    loader.start()
-    try:
+    with BackgroundLoad(f"http://127.0.0.1:{port}/", {"Host": "b"}) as load:
         time.sleep(0.5)
         versioned.policies = [_route(split % (0, 100))]
         edited = time.monotonic()
         versioned.write()  # returns once the control plane took the edit
         time.sleep(2)
-    finally:
-        stop.set()
-        loader.join(timeout=10)
+    outcomes = [(o.at, o.what) for o in load.outcomes]
     failures = [who for _, who in outcomes if who not in ("b-1", "b-2")]
     late = [t - edited for t, who in outcomes if who == "b-1" and t > edited]
     switched_s = max(late, default=0.0)

@@ -274,3 +274,27 @@ def test_policies_survive_the_plan_and_keep_their_identity_across_versions() -> 
         "\n---\n".join([MESH.replace("21002", "21005"), GAMMA_CANARY]), "mesh.yaml", version=2
     ).reuse_unchanged(state)
     assert edited.policies.http_routes[0] is state.policies.http_routes[0]
+
+
+def test_fields_accepted_but_not_applied_are_warnings_not_silence() -> None:
+    route = _route("[{backendRefs: [{name: reviews, port: 9080}]}]").replace(
+        "spec:\n", "spec:\n  hostnames: [reviews.example.com]\n"
+    )
+    route = route.replace("port: 9080}]\n", "port: 9080, sectionName: http}]\n", 1)
+    policy = textwrap.dedent(
+        """
+        apiVersion: sidemesh.io/v1alpha1
+        kind: BackendPolicy
+        metadata: {name: p}
+        spec:
+          targetRefs: [{name: reviews}]
+          subsets: [{labels: {version: v2}, loadBalancer: {type: LeastRequest}}]
+        """
+    )
+    warnings = "\n".join(_load(route, policy).warnings)
+    assert (
+        "(HTTPRoute default/r) spec.hostnames: not used by a route whose parent is a Service"
+        in warnings
+    )
+    assert "spec.parentRefs[0].sectionName: not used" in warnings
+    assert "(BackendPolicy default/p) spec.subsets: checked but not applied yet" in warnings

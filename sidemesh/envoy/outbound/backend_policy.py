@@ -1,6 +1,6 @@
 """A ``BackendPolicy`` → the settings of a caller's outbound cluster for its service:
 load balancing, circuit breaking, outlier detection, active health checks and the
-retry budget. Pure: it returns a new cluster, the given one untouched."""
+retry budget."""
 
 from __future__ import annotations
 
@@ -38,11 +38,9 @@ _LB = {
 }
 
 
-def with_backend_settings(
-    cluster: cluster_pb2.Cluster, settings: BackendSettings | None
-) -> cluster_pb2.Cluster:
-    out = cluster_pb2.Cluster()
-    out.CopyFrom(cluster)
+def apply_backend_settings(out: cluster_pb2.Cluster, settings: BackendSettings | None) -> None:
+    """Set ``settings`` on a cluster being built (no copy: this runs for every
+    outbound cluster a new state needs)."""
     settings = settings or BackendSettings()
     if settings.load_balancer is not None:
         out.lb_policy = _LB[settings.load_balancer.type]
@@ -53,7 +51,6 @@ def with_backend_settings(
         out.outlier_detection.CopyFrom(outlier_detection(settings.outlier_detection))
     if settings.health_check is not None:
         out.health_checks.append(health_check(settings.health_check))
-    return out
 
 
 def circuit_breakers(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from envoy.config.cluster.v3 import cluster_pb2
 
 from sidemesh.envoy import names
-from sidemesh.envoy.outbound.backend_policy import with_backend_settings
+from sidemesh.envoy.outbound.backend_policy import apply_backend_settings
 from sidemesh.envoy.protos import (
     CONNECT_TIMEOUT_S,
     ads_config_source,
@@ -46,4 +46,5 @@ def outbound_cluster(
     if port.protocol.needs_http2:
         for k, v in http2_upstream_options().items():
             cluster.typed_extension_protocol_options[k].CopyFrom(v)
-    return with_backend_settings(cluster, backend)
+    apply_backend_settings(cluster, backend)
+    return cluster

@@ -15,8 +15,9 @@ then rule order within the route. Requests no rule matches get 404, as the spec 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2
@@ -34,6 +35,7 @@ from sidemesh.model.policy.common import BackendRef, ParentRef
 from sidemesh.model.policy.routes import (
     FilterType,
     GRPCRouteMatch,
+    GRPCRouteRule,
     HeaderMatch,
     HeaderModifier,
     HTTPBackendRef,
@@ -96,29 +98,39 @@ def http_routes(
 ) -> list[route_components_pb2.Route]:
     """Envoy routes, in precedence order, for the rules of ``routes``."""
     entries: list[_Entry] = []
+    for route_index, rule_index, namespace, base_name, rule in _rules(routes):
+        for match_index, match in enumerate(rule.effective_matches):
+            envoy_route = route_components_pb2.Route(
+                name=f"{base_name}/{match_index}", match=_http_match(match)
+            )
+            _apply_rule(
+                envoy_route,
+                rule,
+                namespace,
+                service_port,
+                policies,
+                cluster_of,
+                default_timeout_s,
+                default_retry,
+            )
+            rank = (*_precedence(match), route_index, rule_index, match_index)
+            entries.append(_Entry(rank, envoy_route))
+    return [e.route for e in sorted(entries, key=lambda e: e.rank)]
+
+
+def _rules(
+    routes: Sequence[HTTPRoute | GRPCRoute],
+) -> Iterator[tuple[int, int, str, str, Any]]:
+    """(route index, rule index, namespace, name, rule) over the routes ordered by
+    namespace/name (the tie-break that follows every more specific one), each rule
+    named ``<namespace>/<route>/<rule name or rule-N>`` in logs and config dumps."""
     ordered = sorted(routes, key=lambda r: (r.metadata.namespace or "", r.metadata.name))
     for route_index, route in enumerate(ordered):
         namespace = route.metadata.namespace or ""
-        for rule_index, rule in enumerate(route.spec.rules):
-            name = rule.name or f"rule-{rule_index}"
-            for match_index, match in enumerate(rule.effective_matches):
-                envoy_route = route_components_pb2.Route(
-                    name=f"{namespace}/{route.metadata.name}/{name}/{match_index}",
-                    match=_http_match(match),
-                )
-                _apply_rule(
-                    envoy_route,
-                    rule,
-                    namespace,
-                    service_port,
-                    policies,
-                    cluster_of,
-                    default_timeout_s,
-                    default_retry,
-                )
-                rank = (*_precedence(match), route_index, rule_index, match_index)
-                entries.append(_Entry(rank, envoy_route))
-    return [e.route for e in sorted(entries, key=lambda e: e.rank)]
+        rules: Sequence[HTTPRouteRule | GRPCRouteRule] = route.spec.rules
+        for rule_index, rule in enumerate(rules):
+            name = f"{namespace}/{route.metadata.name}/{rule.name or f'rule-{rule_index}'}"
+            yield route_index, rule_index, namespace, name, rule
 
 
 def _precedence(match: HTTPRouteMatch) -> tuple[int, ...]:
@@ -384,39 +396,34 @@ def grpc_routes(
 ) -> list[route_components_pb2.Route]:
     """A GRPCRoute is an HTTPRoute on the path ``/<service>/<method>``: matched as such,
     with the same backends and filters; streams get no request timeout."""
-    entries: list[tuple[tuple[object, ...], route_components_pb2.Route]] = []
-    ordered = sorted(routes, key=lambda r: (r.metadata.namespace or "", r.metadata.name))
-    for route_index, route in enumerate(ordered):
-        namespace = route.metadata.namespace or ""
-        for rule_index, rule in enumerate(route.spec.rules):
-            as_http = HTTPRouteRule(
-                name=rule.name,
-                filters=rule.filters,
-                backend_refs=tuple(
-                    HTTPBackendRef.model_validate(ref.model_dump()) for ref in rule.backend_refs
-                ),
+    entries: list[_Entry] = []
+    for route_index, rule_index, namespace, base_name, rule in _rules(routes):
+        as_http = HTTPRouteRule(
+            name=rule.name,
+            filters=rule.filters,
+            backend_refs=tuple(
+                HTTPBackendRef.model_validate(ref.model_dump()) for ref in rule.backend_refs
+            ),
+        )
+        for match_index, match in enumerate(rule.matches or (GRPCRouteMatch(),)):
+            envoy_route = route_components_pb2.Route(
+                name=f"{base_name}/{match_index}", match=_grpc_match(match)
             )
-            for match_index, match in enumerate(rule.matches or (GRPCRouteMatch(),)):
-                rule_name = rule.name or f"rule-{rule_index}"
-                envoy_route = route_components_pb2.Route(
-                    name=f"{namespace}/{route.metadata.name}/{rule_name}/{match_index}",
-                    match=_grpc_match(match),
-                )
-                _apply_rule(
-                    envoy_route,
-                    as_http,
-                    namespace,
-                    service_port,
-                    policies,
-                    cluster_of,
-                    0.0,
-                    default_retry,
-                )
-                method = match.method
-                specific = 0 if method and method.service and method.method else 1 if method else 2
-                rank = (specific, -len(match.headers), route_index, rule_index, match_index)
-                entries.append((rank, envoy_route))
-    return [r for _, r in sorted(entries, key=lambda e: e[0])]
+            _apply_rule(
+                envoy_route,
+                as_http,
+                namespace,
+                service_port,
+                policies,
+                cluster_of,
+                0.0,
+                default_retry,
+            )
+            method = match.method
+            specific = 0 if method and method.service and method.method else 1 if method else 2
+            rank = (specific, -len(match.headers), route_index, rule_index, match_index)
+            entries.append(_Entry(rank, envoy_route))
+    return [e.route for e in sorted(entries, key=lambda e: e.rank)]
 
 
 def _grpc_match(match: GRPCRouteMatch) -> route_components_pb2.RouteMatch:

@@ -7,7 +7,7 @@ spec.rules[0].backendRefs[0].weight``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,17 @@ class Policies:
     grpc_routes: tuple[GRPCRoute, ...] = ()
     backend_policies: tuple[BackendPolicy, ...] = ()
     fault_injections: tuple[FaultInjection, ...] = ()
+
+    @classmethod
+    def of(cls, policies: Iterable[Policy]) -> Policies:
+        """``policies`` sorted by kind, in the order given."""
+        items = list(policies)
+        return cls(
+            http_routes=tuple(p for p in items if isinstance(p, HTTPRoute)),
+            grpc_routes=tuple(p for p in items if isinstance(p, GRPCRoute)),
+            backend_policies=tuple(p for p in items if isinstance(p, BackendPolicy)),
+            fault_injections=tuple(p for p in items if isinstance(p, FaultInjection)),
+        )
 
     def __iter__(self) -> Iterator[Policy]:
         yield from self.http_routes
@@ -116,14 +127,8 @@ def parse_policies(
                 )
             )
         seen[key] = where
-    policies = [p for _, p in parsed]
     return ParsedPolicies(
-        Policies(
-            http_routes=tuple(p for p in policies if isinstance(p, HTTPRoute)),
-            grpc_routes=tuple(p for p in policies if isinstance(p, GRPCRoute)),
-            backend_policies=tuple(p for p in policies if isinstance(p, BackendPolicy)),
-            fault_injections=tuple(p for p in policies if isinstance(p, FaultInjection)),
-        ),
+        Policies.of(p for _, p in parsed),
         problems,
         {id(p): f"{where} ({describe(p)})" for where, p in parsed},
     )
