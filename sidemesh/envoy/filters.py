@@ -22,7 +22,10 @@ The order, and why:
 4. ``fault``: an injected delay or abort stands for the upstream failing, so it applies
    only to requests every check above let through, as a real failure of the upstream
    would; a request refused above is refused at once, not also delayed.
-5. ``router``: Envoy requires the terminal filter last; it sends the request on.
+5. ``dynamic_forward_proxy``: resolves the host of a call leaving the mesh (ALLOW_ANY),
+   last before the router, so a request refused or failed above never costs a DNS
+   lookup; it does nothing for requests routed to mesh services.
+6. ``router``: Envoy requires the terminal filter last; it sends the request on.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from dataclasses import dataclass
 
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import (
+    dynamic_forward_proxy_pb2 as dfp_filter_pb2,
+)
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_authn_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
@@ -51,6 +57,7 @@ JWT_AUTHN_FILTER = "envoy.filters.http.jwt_authn"
 RBAC_FILTER = "envoy.filters.http.rbac"
 LOCAL_RATELIMIT_FILTER = "envoy.filters.http.local_ratelimit"
 FAULT_FILTER = "envoy.filters.http.fault"
+FORWARD_PROXY_FILTER = "envoy.filters.http.dynamic_forward_proxy"
 ROUTER_FILTER = "envoy.filters.http.router"
 
 
@@ -62,7 +69,8 @@ class HttpFilters:
     Which side sets what (as the work that adds each one will): a callee's inbound
     chain ``jwt_authn``, ``rbac`` and ``local_ratelimit`` (the callee enforces who may
     call it and how often, whatever the caller's sidecar did); a caller's outbound chain
-    ``fault`` (faults stand for the upstream, as seen by one caller); the gateway,
+    ``fault`` (faults stand for the upstream, as seen by one caller) and
+    ``dynamic_forward_proxy`` (where the mesh lets calls out to any host); the gateway,
     the mesh's edge, ``jwt_authn``, ``rbac`` and ``local_ratelimit``. Per-route settings
     go in the routes (``typed_per_filter_config``), not here."""
 
@@ -70,6 +78,7 @@ class HttpFilters:
     rbac: rbac_pb2.RBAC | None = None
     local_ratelimit: local_rate_limit_pb2.LocalRateLimit | None = None
     fault: fault_pb2.HTTPFault | None = None
+    dynamic_forward_proxy: dfp_filter_pb2.FilterConfig | None = None
 
 
 ROUTER_ONLY = HttpFilters()
@@ -83,6 +92,7 @@ def http_filters(filters: HttpFilters) -> list[hcm_pb2.HttpFilter]:
         (RBAC_FILTER, filters.rbac),
         (LOCAL_RATELIMIT_FILTER, filters.local_ratelimit),
         (FAULT_FILTER, filters.fault),
+        (FORWARD_PROXY_FILTER, filters.dynamic_forward_proxy),
     ]
     chain = [
         hcm_pb2.HttpFilter(name=name, typed_config=packed(config))

@@ -83,3 +83,20 @@ def downstream_mtls(trust_domain: str) -> base_pb2.TransportSocket:
         require_client_certificate=wrappers_pb2.BoolValue(value=True),
     )
     return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=packed(context))
+
+
+def downstream_tls_from_files(certificate_file: str, key_file: str) -> base_pb2.TransportSocket:
+    """Server side of the mesh's edge: a certificate and key from PEM files (a public
+    one, not the mesh's), no client certificate asked for."""
+    context = tls_pb2.DownstreamTlsContext(
+        common_tls_context=tls_pb2.CommonTlsContext(
+            tls_certificates=[
+                common_pb2.TlsCertificate(
+                    certificate_chain=base_pb2.DataSource(filename=certificate_file),
+                    private_key=base_pb2.DataSource(filename=key_file),
+                )
+            ],
+            alpn_protocols=["h2", "http/1.1"],
+        )
+    )
+    return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=packed(context))

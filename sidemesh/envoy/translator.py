@@ -51,7 +51,13 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 
 from sidemesh.envoy import names
 from sidemesh.envoy.filters import ROUTER_ONLY, HttpFilters
-from sidemesh.envoy.gateway import GatewayTarget, gateway_listener, gateway_targets
+from sidemesh.envoy.gateway import (
+    AttachedListener,
+    GatewayTarget,
+    api_gateway_listener,
+    gateway_listener,
+    gateway_targets,
+)
 from sidemesh.envoy.inbound import inbound_cluster, inbound_listener
 from sidemesh.envoy.inbound.rate_limit import local_rate_limit
 from sidemesh.envoy.outbound import (
@@ -64,13 +70,30 @@ from sidemesh.envoy.outbound import (
     upstream_listener,
     virtual_hosts,
 )
+from sidemesh.envoy.outbound.egress import (
+    egress_virtual_hosts,
+    external_clusters,
+    forward_proxy_filter,
+    passthrough_cluster,
+)
 from sidemesh.envoy.proxy import ProxyId
 from sidemesh.envoy.resources import ADS_ORDER, Resource, ResourceType
 from sidemesh.errors import TranslationError
 from sidemesh.identity import SpiffeId
-from sidemesh.model import Gateway, MeshState, MtlsMode, ServiceKey, ServicePort, Workload
+from sidemesh.model import (
+    Gateway,
+    MeshState,
+    MtlsMode,
+    OutboundTrafficMode,
+    Service,
+    ServiceKey,
+    ServicePort,
+    Workload,
+)
 from sidemesh.model.policy import BackendPolicy, FaultInjection, GRPCRoute, HTTPRoute, Policies
 from sidemesh.model.policy.backend import BackendSettings, HashOn, RateLimit
+from sidemesh.model.policy.external import ExternalServiceSpec
+from sidemesh.model.policy.gateway import APIGateway, Listener
 
 ResourceMap = Mapping[str, Resource]
 
@@ -133,6 +156,8 @@ class _Same(Generic[T]):
         return self._hash
 
     def __eq__(self, other: object) -> bool:
+        if isinstance(other, _Same) and other.objects is self.objects:
+            return True  # the very same tuple: MeshState keeps an unchanged one
         return (
             isinstance(other, _Same)
             and len(other.objects) == len(self.objects)
@@ -204,17 +229,27 @@ class _VirtualHostsKey(NamedTuple):
     """Set only where consumer routes make the namespace matter."""
 
 
+class _EgressKey(NamedTuple):
+    """The way out of the mesh, the same for every namespace."""
+
+    mode: OutboundTrafficMode
+    externals: tuple[ExternalServiceSpec, ...]
+
+
 class _RouteConfigKey(NamedTuple):
     """The outbound route configuration of the proxies of one namespace."""
 
     virtual_hosts: tuple[_VirtualHostsKey, ...]
     """Every service's, in the order of their keys, each as seen from the namespace."""
+    egress: _EgressKey
 
 
 class _OutboundListenerKey(NamedTuple):
     port: int
     faults: bool
     """Some route injects faults: the chain needs the fault filter."""
+    forward_proxy: bool
+    """Calls may leave the mesh to any host (ALLOW_ANY): the chain resolves them."""
 
 
 class _UpstreamListenerKey(NamedTuple):
@@ -246,6 +281,21 @@ class _GatewayListenerKey(NamedTuple):
     address: str
     port: int
     targets: tuple[GatewayTarget, ...]
+
+
+class _ApiGatewayListenerKey(NamedTuple):
+    """One port of a Gateway API Gateway."""
+
+    name: str
+    address: str
+    port: int
+    listeners: _Same[Listener]
+    """Its listeners on this port (by identity: they hold dicts, and an unchanged
+    Gateway document is kept the same object)."""
+    routes: tuple[_Same[HTTPRoute], ...]
+    """Per listener, the HTTPRoutes attached to it."""
+    faults: _Same[FaultInjection]
+    """The FaultInjections those routes name."""
 
 
 # --- the memo -------------------------------------------------------------------------
@@ -291,6 +341,10 @@ class _Memo(Generic[K, V]):
         self._generation = 0
 
     def __call__(self, key: K) -> V:
+        return self.entry(key).value
+
+    def entry(self, key: K) -> _Entry[V]:
+        """The entry for ``key``, built if there is none, stamped as used now."""
         entry = self._entries.get(key)
         if entry is None:
             entry = _Entry(self._build(key), self._generation)
@@ -298,7 +352,12 @@ class _Memo(Generic[K, V]):
             self._entries[key] = entry
         else:
             entry.used = self._generation
-        return entry.value
+        return entry
+
+    def keep(self, entry: _Entry[V]) -> None:
+        """Stamp an entry looked up in an earlier state as used by this one, as a
+        lookup of its key would, without hashing the key again."""
+        entry.used = self._generation
 
     def next_generation(self) -> None:
         ending = self._generation
@@ -319,7 +378,68 @@ UPSTREAM_LISTENER = "upstream listener"
 INBOUND_CLUSTER = "inbound cluster"
 INBOUND_LISTENER = "inbound listener"
 GATEWAY_LISTENER = "gateway listener"
+API_GATEWAY_LISTENER = "Gateway listener"
+EXTERNAL_CLUSTERS = "external clusters"
 """The kinds ``Translator.builds`` counts, one per memo."""
+
+
+_Kept = list[tuple[_Memo[Any, Any], _Entry[Any]]]
+"""Memo entries a step used, to stamp again when the step is reused as it is."""
+
+
+@dataclass
+class _ServiceStep:
+    """One service's part of a state (its clusters, its endpoints and what its
+    virtual hosts are built from), with the inputs it was made from. The next state
+    reuses it when every input is the very same object (``reuse_unchanged`` keeps
+    unchanged ones so): an endpoint change of one service then costs a few identity
+    checks for each other service, not the hashing of their keys."""
+
+    service: Service
+    members: tuple[Workload, ...]
+    trust_domain: str
+    mtls: MtlsMode
+    settings: BackendSettings | None
+    routes_in: tuple[HTTPRoute | GRPCRoute, ...]
+    faults_in: tuple[FaultInjection, ...]
+    clusters: list[Resource]
+    endpoints: list[Resource]
+    routes: _ServiceRoutes
+    kept: _Kept
+
+    def reusable(
+        self,
+        service: Service,
+        members: tuple[Workload, ...],
+        trust_domain: str,
+        mtls: MtlsMode,
+        settings: BackendSettings | None,
+        routes: tuple[HTTPRoute | GRPCRoute, ...],
+        faults: tuple[FaultInjection, ...],
+    ) -> bool:
+        return (
+            self.service is service
+            and self.members is members
+            and self.trust_domain == trust_domain
+            and self.mtls is mtls
+            and self.settings is settings
+            and _same_items(self.routes_in, routes)
+            and _same_items(self.faults_in, faults)
+        )
+
+
+@dataclass
+class _RouteView:
+    """A namespace's outbound route configuration and what it was made from."""
+
+    services: tuple[_ServiceRoutes, ...]
+    egress: _EgressKey
+    route: Resource
+    kept: _Kept
+
+
+def _same_items(a: Sequence[object], b: Sequence[object]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 @dataclass
@@ -331,6 +451,8 @@ class _Shared:
     clusters: ResourceMap
     endpoints: ResourceMap
     services: tuple[_ServiceRoutes, ...]
+    egress: _EgressKey
+    """The mesh's outboundTrafficPolicy and ExternalServices."""
     faults: bool = False
     """The mesh has FaultInjections: callers' chains carry the fault filter."""
     rate_limits: Mapping[ServiceKey, RateLimit] = field(default_factory=dict)
@@ -356,6 +478,8 @@ class Translator:
         self._inbound_clusters = _Memo(INBOUND_CLUSTER, _build_inbound_cluster, b)
         self._inbound_listeners = _Memo(INBOUND_LISTENER, _build_inbound_listener, b)
         self._gateway_listeners = _Memo(GATEWAY_LISTENER, _build_gateway_listener, b)
+        self._api_gateway_listeners = _Memo(API_GATEWAY_LISTENER, _build_api_gateway_listener, b)
+        self._external_clusters = _Memo(EXTERNAL_CLUSTERS, _build_external_clusters, b)
         self._memos: tuple[_Memo[Any, Any], ...] = (
             self._backends,
             self._clusters,
@@ -367,9 +491,13 @@ class Translator:
             self._inbound_clusters,
             self._inbound_listeners,
             self._gateway_listeners,
+            self._api_gateway_listeners,
+            self._external_clusters,
         )
         self._shared: _Shared | None = None
         self._settings_memo: _SettingsMemo = {}
+        self._steps: dict[ServiceKey, _ServiceStep] = {}
+        self._route_views: dict[str, _RouteView] = {}
 
     @property
     def services_translated(self) -> int:
@@ -420,32 +548,106 @@ class Translator:
         seen: _SettingsMemo = {}
         backend_settings, rate_limits = _backend_policies(state.policies, self._settings_memo, seen)
         self._settings_memo = seen
+        routes = _routes_by_service(state.policies)
+        steps: dict[ServiceKey, _ServiceStep] = {}
         for key, service in state.services.items():
-            backends = self._backends(_BackendsKey(trust_domain, _Same(state.workloads_of(key))))
+            members = state.workloads_of(key)
             mtls = state.mtls_mode(service)
             settings = backend_settings.get(key)
-            for port in service.ports:
-                cluster_key = _ClusterKey(key, port, mtls, backends.identities, settings)
-                _add(clusters, self._clusters(cluster_key))
-                served = backends.endpoints.get(port.port_name, ())
-                _add(endpoints, self._endpoints(_EndpointsKey(key, port.port, served)))
-        routes = _routes_by_service(state.policies)
-        services = tuple(
-            _service_routes(
-                key, state.services[key].ports, routes.get(key, ()), state, backend_settings
-            )
-            for key in sorted(state.services)
+            attached = tuple(routes.get(key, ()))
+            faults = _faults_named(attached, state.policies.fault_injections)
+            step = self._steps.get(key)
+            if step is not None and step.reusable(
+                service, members, trust_domain, mtls, settings, attached, faults
+            ):
+                for memo, entry in step.kept:
+                    memo.keep(entry)
+            else:
+                fresh = self._service_step(
+                    key, service, members, trust_domain, mtls, settings, attached, faults
+                )
+                if step is not None and fresh.routes == step.routes:
+                    # What its virtual hosts are built from is unchanged (its
+                    # endpoints moved): keep the very object, so the route
+                    # configurations that hold it are kept by identity too.
+                    fresh.routes = step.routes
+                step = fresh
+            steps[key] = step
+            for resource in step.clusters:
+                _add(clusters, resource)
+            for resource in step.endpoints:
+                _add(endpoints, resource)
+        self._steps = steps
+        egress = _EgressKey(
+            state.mesh.outbound_traffic_policy.mode,
+            tuple(e.spec for e in state.policies.external_services),
         )
+        leaving: list[ExternalServiceSpec | None] = list(egress.externals)
+        if egress.mode is OutboundTrafficMode.ALLOW_ANY:
+            leaving.append(None)  # the passthrough cluster
+        for spec in leaving:
+            for cluster in self._external_clusters(spec):
+                _add(clusters, cluster)
+        services = tuple(steps[key].routes for key in sorted(steps))
         shared = _Shared(
             state,
             MappingProxyType(clusters),
             MappingProxyType(endpoints),
             services,
+            egress,
             faults=bool(state.policies.fault_injections),
             rate_limits=rate_limits,
         )
         self._shared = shared
         return shared
+
+    def _service_step(
+        self,
+        key: ServiceKey,
+        service: Service,
+        members: tuple[Workload, ...],
+        trust_domain: str,
+        mtls: MtlsMode,
+        settings: BackendSettings | None,
+        attached: tuple[HTTPRoute | GRPCRoute, ...],
+        faults: tuple[FaultInjection, ...],
+    ) -> _ServiceStep:
+        kept: _Kept = []
+
+        def look_up(memo: _Memo[K, V], entry_key: K) -> V:
+            entry = memo.entry(entry_key)
+            kept.append((memo, entry))
+            return entry.value
+
+        backends = look_up(self._backends, _BackendsKey(trust_domain, _Same(members)))
+        clusters, endpoints = [], []
+        for port in service.ports:
+            cluster_key = _ClusterKey(key, port, mtls, backends.identities, settings)
+            clusters.append(look_up(self._clusters, cluster_key))
+            served = backends.endpoints.get(port.port_name, ())
+            endpoints.append(look_up(self._endpoints, _EndpointsKey(key, port.port, served)))
+        load_balancer = settings.load_balancer if settings is not None else None
+        service_routes = _ServiceRoutes(
+            key,
+            service.ports,
+            _Same(attached),
+            _Same(faults),
+            load_balancer.hash_on if load_balancer is not None else None,
+            any(r.metadata.namespace != key.namespace for r in attached),
+        )
+        return _ServiceStep(
+            service,
+            members,
+            trust_domain,
+            mtls,
+            settings,
+            attached,
+            faults,
+            clusters,
+            endpoints,
+            service_routes,
+            kept,
+        )
 
     def _shared_view(
         self, shared: _Shared, namespace: str | None
@@ -459,29 +661,50 @@ class Translator:
                 ResourceType.ENDPOINT: shared.endpoints,
             }
             if namespace is not None:
-                key = _RouteConfigKey(
-                    tuple(
-                        _VirtualHostsKey(
-                            s,
-                            short=s.service.namespace == namespace,
-                            caller_namespace=namespace if s.consumer else None,
-                        )
-                        for s in shared.services
-                    )
-                )
-                # Looked up even when the route configuration is kept: an entry no state
-                # uses is let go (see _Memo), and the next change to one service should
-                # rebuild that service's virtual hosts, not every service's.
-                for hosts in key.virtual_hosts:
-                    self._virtual_hosts(hosts)
-                route = self._route_configs(key)
+                route = self._route_view(shared, namespace)
                 parts[ResourceType.ROUTE] = MappingProxyType({route.name: route})
             view = MappingProxyType(parts)
             shared.views[namespace] = view
         return view
 
+    def _route_view(self, shared: _Shared, namespace: str) -> Resource:
+        """The outbound route configuration of ``namespace``'s proxies: the last state's
+        if every service's routes are the very same (an endpoint change), else looked
+        up by its key."""
+        last = self._route_views.get(namespace)
+        if (
+            last is not None
+            and last.egress == shared.egress
+            and _same_items(last.services, shared.services)
+        ):
+            for memo, entry in last.kept:
+                memo.keep(entry)
+            return last.route
+        key = _RouteConfigKey(
+            tuple(
+                _VirtualHostsKey(
+                    s,
+                    short=s.service.namespace == namespace,
+                    caller_namespace=namespace if s.consumer else None,
+                )
+                for s in shared.services
+            ),
+            shared.egress,
+        )
+        # Looked up even when the route configuration is kept: an entry no state uses
+        # is let go (see _Memo), and the next change to one service should rebuild that
+        # service's virtual hosts, not every service's.
+        kept: _Kept = [
+            (self._virtual_hosts, self._virtual_hosts.entry(k)) for k in key.virtual_hosts
+        ]
+        entry = self._route_configs.entry(key)
+        kept.append((self._route_configs, entry))
+        self._route_views[namespace] = _RouteView(shared.services, shared.egress, entry.value, kept)
+        return entry.value
+
     def _build_route_config(self, key: _RouteConfigKey) -> Resource:
         hosts = [host for k in key.virtual_hosts for host in self._virtual_hosts(k)]
+        hosts += egress_virtual_hosts(key.egress.mode, key.egress.externals)
         return _resource(ResourceType.ROUTE, outbound_route_config(hosts))
 
     def _sidecar_resources(
@@ -497,7 +720,11 @@ class Translator:
         _add(
             listeners,
             self._outbound_listeners(
-                _OutboundListenerKey(workload.sidecar.outbound_port, self._faults(state))
+                _OutboundListenerKey(
+                    workload.sidecar.outbound_port,
+                    self._faults(state),
+                    state.mesh.outbound_traffic_policy.mode is OutboundTrafficMode.ALLOW_ANY,
+                )
             ),
         )
         for upstream in workload.upstreams:
@@ -530,15 +757,23 @@ class Translator:
         return self._shared_for(state).faults
 
     def _for_gateway(self, shared: _Shared, gateway: Gateway) -> ProxyResources:
-        key = _GatewayListenerKey(
-            gateway.name,
-            gateway.address,
-            gateway.port,
-            gateway_targets(gateway, shared.state.services),
-        )
-        listener = self._gateway_listeners(key)
+        """A short-form gateway's listener, or a Gateway document's, one per port."""
+        listeners: dict[str, Resource] = {}
+        if gateway.routes:
+            key = _GatewayListenerKey(
+                gateway.name,
+                gateway.address,
+                gateway.port,
+                gateway_targets(gateway, shared.state.services),
+            )
+            _add(listeners, self._gateway_listeners(key))
+        policies = shared.state.policies
+        document = policies.gateway(gateway.namespace or "", gateway.name)
+        if document is not None:
+            for api_key in _api_gateway_keys(document, gateway.address, policies):
+                _add(listeners, self._api_gateway_listeners(api_key))
         return ProxyResources(
-            {ResourceType.LISTENER: MappingProxyType({listener.name: listener})},
+            {ResourceType.LISTENER: MappingProxyType(listeners)},
             self._shared_view(shared, None),
         )
 
@@ -584,7 +819,10 @@ def _build_virtual_hosts(key: _VirtualHostsKey) -> tuple[route_components_pb2.Vi
 def _build_outbound_listener(key: _OutboundListenerKey) -> Resource:
     # An empty fault config does nothing by itself: the routes that name a
     # FaultInjection carry its delay or abort (typed_per_filter_config).
-    filters = HttpFilters(fault=fault_pb2.HTTPFault()) if key.faults else ROUTER_ONLY
+    filters = HttpFilters(
+        fault=fault_pb2.HTTPFault() if key.faults else None,
+        dynamic_forward_proxy=forward_proxy_filter() if key.forward_proxy else None,
+    )
     return _resource(ResourceType.LISTENER, outbound_listener(key.port, filters))
 
 
@@ -624,6 +862,77 @@ def _build_inbound_listener(key: _InboundListenerKey) -> Resource:
         ),
     )
     return _resource(ResourceType.LISTENER, listener)
+
+
+def _build_external_clusters(spec: ExternalServiceSpec | None) -> tuple[Resource, ...]:
+    """An ExternalService's clusters; for None, the passthrough cluster of ALLOW_ANY."""
+    found = external_clusters(spec) if spec is not None else [passthrough_cluster()]
+    return tuple(_resource(ResourceType.CLUSTER, c) for c in found)
+
+
+def _build_api_gateway_listener(key: _ApiGatewayListenerKey) -> Resource:
+    attached = [
+        AttachedListener(listener, routes.objects)
+        for listener, routes in zip(key.listeners.objects, key.routes, strict=True)
+    ]
+    faults = key.faults.objects
+    listener = api_gateway_listener(
+        key.name,
+        key.address,
+        key.port,
+        attached,
+        Policies(fault_injections=faults),
+        # As a caller's chain: the routes carry each fault's delay or abort.
+        HttpFilters(fault=fault_pb2.HTTPFault()) if faults else ROUTER_ONLY,
+    )
+    return _resource(ResourceType.LISTENER, listener)
+
+
+def _api_gateway_keys(
+    document: APIGateway, address: str, policies: Policies
+) -> list[_ApiGatewayListenerKey]:
+    """Per port of the Gateway, its listeners there and the routes attached to each:
+    a route whose parentRef names the Gateway, and that listener by ``sectionName``
+    and ``port`` if it names them."""
+    name, namespace = document.metadata.name, document.metadata.namespace or ""
+    by_port: dict[int, list[Listener]] = {}
+    for listener in document.spec.listeners:
+        by_port.setdefault(listener.port, []).append(listener)
+    keys = []
+    for port, listeners in sorted(by_port.items()):
+        routes = tuple(
+            _Same(
+                tuple(
+                    route
+                    for route in policies.http_routes
+                    if any(
+                        p.is_gateway
+                        and p.name == name
+                        and (p.namespace or route.metadata.namespace) == namespace
+                        and p.section_name in (None, listener.name)
+                        and p.port in (None, port)
+                        for p in route.spec.parent_refs
+                    )
+                    and (route.metadata.namespace == namespace or listener.allows_any_namespace)
+                )
+            )
+            for listener in listeners
+        )
+        named = {
+            item.extension_ref.name
+            for attached in routes
+            for route in attached.objects
+            for rule in route.spec.rules
+            for item in rule.filters
+            if item.extension_ref is not None
+        }
+        faults = tuple(f for f in policies.fault_injections if f.metadata.name in named)
+        keys.append(
+            _ApiGatewayListenerKey(
+                name, address, port, _Same(tuple(listeners)), routes, _Same(faults)
+            )
+        )
+    return keys
 
 
 def _build_gateway_listener(key: _GatewayListenerKey) -> Resource:
@@ -678,13 +987,12 @@ def _routes_by_service(policies: Policies) -> dict[ServiceKey, list[HTTPRoute | 
     return out
 
 
-def _service_routes(
-    key: ServiceKey,
-    ports: tuple[ServicePort, ...],
-    routes: Sequence[HTTPRoute | GRPCRoute],
-    state: MeshState,
-    backend_settings: Mapping[ServiceKey, BackendSettings],
-) -> _ServiceRoutes:
+def _faults_named(
+    routes: Sequence[HTTPRoute | GRPCRoute], faults: Sequence[FaultInjection]
+) -> tuple[FaultInjection, ...]:
+    """The FaultInjections ``routes`` name in ExtensionRef filters."""
+    if not routes:
+        return ()
     named = {
         item.extension_ref.name
         for route in routes
@@ -692,17 +1000,7 @@ def _service_routes(
         for item in rule.filters
         if item.extension_ref is not None
     }
-    faults = tuple(f for f in state.policies.fault_injections if f.metadata.name in named)
-    settings = backend_settings.get(key)
-    load_balancer = settings.load_balancer if settings is not None else None
-    return _ServiceRoutes(
-        key,
-        ports,
-        _Same(tuple(routes)),
-        _Same(faults),
-        load_balancer.hash_on if load_balancer is not None else None,
-        any(r.metadata.namespace != key.namespace for r in routes),
-    )
+    return tuple(f for f in faults if f.metadata.name in named)
 
 
 def _resource(rtype: ResourceType, message: Any) -> Resource:

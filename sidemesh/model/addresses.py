@@ -53,6 +53,11 @@ def parse_ip(text: str) -> IpAddress | None:
     return ip
 
 
+def is_address(text: str) -> bool:
+    """``text`` is an IP literal or a host name (not looked up)."""
+    return parse_ip(text) is not None or _not_a_host_name(text) is None
+
+
 def is_loopback(address: str) -> bool:
     ip = parse_ip(address)
     return ip is not None and ip.is_loopback

@@ -202,6 +202,11 @@ def _has_pinned_ports(wl: Workload) -> bool:
 def _check_gateway(
     where: str, gw: Gateway, ns: str, services: dict[ServiceKey, Service]
 ) -> Iterator[Problem]:
+    if not gw.routes:
+        yield Problem(
+            f"{where}.routes",
+            "a gateway needs at least one route (or write a Gateway API Gateway document)",
+        )
     for j, route in enumerate(gw.routes):
         target = services.get(ServiceKey(route.service, ns))
         if target is None:

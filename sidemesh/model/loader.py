@@ -19,6 +19,7 @@ from sidemesh.model.checks import check_document, check_ports
 from sidemesh.model.mesh import MeshDocument
 from sidemesh.model.policy.checks import check_policies
 from sidemesh.model.policy.documents import Policies, RawDocument, parse_policies
+from sidemesh.model.policy.gateway import gateway_proxies
 from sidemesh.model.resolve import PortPicker, resolve
 from sidemesh.model.state import MeshState, service_key
 
@@ -126,6 +127,9 @@ def parse_mesh_document(
     raw_policies += included
     parsed = parse_policies(raw_policies, document.mesh.default_namespace, _problems_from_pydantic)
     problems = list(check_document(document, local=ports is not None)) + parsed.problems
+    proxies, gateway_problems = gateway_proxies(document, parsed.policies, parsed.where)
+    document = document.model_copy(update={"gateways": document.gateways + proxies})
+    problems += gateway_problems
     document, address_problems = resolve_addresses(document)
     problems += address_problems
     if problems:

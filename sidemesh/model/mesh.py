@@ -32,6 +32,21 @@ class MtlsMode(StrEnum):
     DISABLE = "DISABLE"
 
 
+class OutboundTrafficMode(StrEnum):
+    ALLOW_ANY = "ALLOW_ANY"
+    """A call to a host outside the mesh goes out, resolved by the caller's sidecar."""
+    REGISTRY_ONLY = "REGISTRY_ONLY"
+    """Only mesh services and declared ExternalServices may be called; anything else
+    is answered 502 by the caller's own sidecar."""
+
+
+class OutboundTrafficPolicy(Model):
+    """What a workload's call to a host that is neither a mesh service nor an
+    ExternalService gets (Istio's meshConfig field of the same name)."""
+
+    mode: OutboundTrafficMode = OutboundTrafficMode.ALLOW_ANY
+
+
 class MeshConfig(Model):
     """Mesh-wide settings."""
 
@@ -41,6 +56,9 @@ class MeshConfig(Model):
     """Namespace of services and workloads that do not name one."""
     mtls: MtlsMode = MtlsMode.STRICT
     """Default mutual-TLS mode between sidecars."""
+    outbound_traffic_policy: OutboundTrafficPolicy = Field(default_factory=OutboundTrafficPolicy)
+    """Calls to hosts outside the mesh: ALLOW_ANY (the default in local mode) or
+    REGISTRY_ONLY (declared ExternalServices only)."""
 
 
 class ServicePort(Model):
@@ -146,7 +164,10 @@ class Gateway(Model):
     namespace: DnsLabel | None = None
     address: str = "127.0.0.1"
     port: PortNumber
-    routes: tuple[GatewayRoute, ...] = Field(min_length=1)
+    routes: tuple[GatewayRoute, ...] = ()
+    """The short form's routes on ``port``; none for the proxy of a Gateway API
+    ``Gateway`` document (the loader adds one per document, with its listeners' and
+    routes' config coming from the documents)."""
     service_account: DnsLabel | None = None
     """Identity of the gateway; defaults to its name."""
     admin_port: PortNumber | None = None

@@ -124,7 +124,31 @@ class MeshState:
             key: _same_or(previous.gateways.get(key), gw) for key, gw in self.gateways.items()
         }
         policies = self.policies.reuse_unchanged(previous.policies)
-        return MeshState(self.version, mesh, services, workloads, gateways, policies, self.warnings)
+        state = MeshState(
+            self.version,
+            mesh,
+            services,
+            workloads,
+            gateways,
+            policies,
+            self.warnings,
+            self.included_files,
+        )
+        # A service whose workloads are all the very same objects keeps the very same
+        # tuple of them: translation then tells an unchanged service by one identity
+        # check, not one per workload.
+        before = previous._by_service
+        object.__setattr__(
+            state,
+            "_by_service",
+            MappingProxyType(
+                {
+                    key: _same_members(before.get(key), members)
+                    for key, members in state._by_service.items()
+                }
+            ),
+        )
+        return state
 
     def to_plan(self) -> dict[str, Any]:
         """Everything, env values included: what local mode runs (a private file; the
@@ -202,6 +226,18 @@ T = TypeVar("T")
 def _policy_from_plan(data: Mapping[str, Any]) -> Policy:
     group = str(data["apiVersion"]).rpartition("/")[0]
     return KINDS[(group, str(data["kind"]))].model_validate(data)
+
+
+def _same_members(
+    old: tuple[Workload, ...] | None, new: tuple[Workload, ...]
+) -> tuple[Workload, ...]:
+    if (
+        old is not None
+        and len(old) == len(new)
+        and all(a is b for a, b in zip(old, new, strict=True))
+    ):
+        return old
+    return new
 
 
 def _same_or(old: T | None, new: T) -> T:

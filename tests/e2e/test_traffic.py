@@ -27,8 +27,9 @@ def test_request_reaches_b_through_both_sidecars(mesh: Mesh) -> None:
         answer = reply.json()
         assert answer["workload"] == "b-1" and answer["path"] == "/ratings/7", host
         assert answer["host"] == host
-    # An unknown host is not routed anywhere.
-    assert mesh.request("a-1", "nosuch").status_code == 404
+    # A host that is no service leaves the mesh (ALLOW_ANY), and this one does not
+    # resolve: the caller's sidecar answers 503, no workload sees it.
+    assert mesh.request("a-1", "nosuch").status_code == 503
 
 
 def test_endpoints_follow_mesh_yaml(mesh: Mesh) -> None:

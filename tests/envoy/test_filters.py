@@ -18,6 +18,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from sidemesh.envoy import ProxyId, ProxyResources, Resource, ResourceType, Translator
 from sidemesh.envoy.filters import (
     FAULT_FILTER,
+    FORWARD_PROXY_FILTER,
     HCM_FILTER,
     JWT_AUTHN_FILTER,
     LOCAL_RATELIMIT_FILTER,
@@ -28,6 +29,7 @@ from sidemesh.envoy.filters import (
     http_filters,
 )
 from sidemesh.envoy.inbound import inbound_cluster, inbound_listener
+from sidemesh.envoy.outbound.egress import forward_proxy_filter
 from sidemesh.model import MeshState, MtlsMode, ServiceKey, ServicePort
 from tests.helpers.envoy_validate import inline_bootstrap, validate
 
@@ -36,6 +38,7 @@ EVERY_FILTER = HttpFilters(
     rbac=rbac_pb2.RBAC(),
     local_ratelimit=local_rate_limit_pb2.LocalRateLimit(stat_prefix="inbound_ratelimit"),
     fault=fault_pb2.HTTPFault(),
+    dynamic_forward_proxy=forward_proxy_filter(),
 )
 
 
@@ -50,12 +53,15 @@ def _connection_managers(listener: listener_pb2.Listener) -> list[hcm_pb2.HttpCo
     return out
 
 
-def test_the_chain_is_jwt_then_rbac_then_rate_limit_then_fault_then_router() -> None:
+def test_the_chain_is_jwt_then_rbac_then_rate_limit_then_fault_then_forward_proxy_then_router() -> (
+    None
+):
     assert [f.name for f in http_filters(EVERY_FILTER)] == [
         JWT_AUTHN_FILTER,
         RBAC_FILTER,
         LOCAL_RATELIMIT_FILTER,
         FAULT_FILTER,
+        FORWARD_PROXY_FILTER,
         ROUTER_FILTER,
     ]
     only_some = HttpFilters(fault=fault_pb2.HTTPFault(), rbac=rbac_pb2.RBAC())
@@ -72,8 +78,15 @@ def test_every_connection_manager_translation_makes_has_the_assembled_chain(
         resources = translator.for_proxy(multi_service_state, ProxyId(name, namespace))
         for resource in resources[ResourceType.LISTENER].values():
             assert isinstance(resource.message, listener_pb2.Listener)
+            # The app's outbound listener resolves hosts outside the mesh (ALLOW_ANY).
+            outbound = resource.name.startswith("outbound|")
+            expected = http_filters(
+                HttpFilters(dynamic_forward_proxy=forward_proxy_filter())
+                if outbound
+                else ROUTER_ONLY
+            )
             for hcm in _connection_managers(resource.message):
-                assert list(hcm.http_filters) == http_filters(ROUTER_ONLY)
+                assert list(hcm.http_filters) == expected
                 seen += 1
     assert seen > 0
 

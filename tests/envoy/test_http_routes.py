@@ -52,7 +52,7 @@ def _translate(
     routes = applicable_routes(state.policies.http_routes, REVIEWS, 9080, caller_namespace)
     return http_routes(
         routes,  # type: ignore[arg-type]
-        PORT,
+        PORT.port,
         state.policies,
         _cluster,
         15.0,
@@ -203,7 +203,7 @@ def test_grpc_routes_match_service_and_method() -> None:
     routes = applicable_routes(state.policies.grpc_routes, greeter, 50051, "default")
     out = grpc_routes(
         routes,  # type: ignore[arg-type]
-        ServicePort(port=50051, protocol="grpc"),  # type: ignore[arg-type]
+        50051,
         state.policies,
         _cluster,
         route_components_pb2.RetryPolicy(),

@@ -11,6 +11,7 @@ from sidemesh.envoy import ProxyId, ResourceType, Translator
 from sidemesh.envoy.bootstrap import BootstrapParams, XdsMode, bootstrap, to_json
 from sidemesh.model import MeshState, parse_mesh_document
 from tests.conftest import MULTI_SERVICE_MESH
+from tests.helpers.certs import server_certificate
 from tests.helpers.envoy_validate import inline_bootstrap, validate
 
 
@@ -118,12 +119,28 @@ metadata: {name: productpage}
 spec:
   targetRefs: [{name: productpage}]
   loadBalancer: {type: LeastRequest}
+---
+apiVersion: sidemesh.io/v1alpha1
+kind: ExternalService
+metadata: {name: payments}
+spec:
+  hosts: [api.payments.example, payments.example]
+  ports: [{port: 80, targetPort: 443}, {port: 8080}]
+  tls: {sni: api.payments.example}
+---
+apiVersion: sidemesh.io/v1alpha1
+kind: ExternalService
+metadata: {name: ledger}
+spec:
+  hosts: [ledger.example]
+  ports: [{port: 80}]
+  endpoints: [{address: 192.0.2.10}, {address: 192.0.2.11}]
 """
 
 
 def test_every_policy_kind_passes_envoy_validate(tmp_path: Path) -> None:
     state = parse_mesh_document(MULTI_SERVICE_MESH + POLICIES, "mesh.yaml")
-    assert len(state.policies) == 6 and len(state.warnings) == 1  # reviews-v3: unresolved
+    assert len(state.policies) == 8 and len(state.warnings) == 1  # reviews-v3: unresolved
     translator = Translator()
     for name, namespace in [*state.workloads, *state.gateways]:
         resources = translator.for_proxy(state, ProxyId(name, namespace))
@@ -137,3 +154,69 @@ def test_every_policy_kind_passes_envoy_validate(tmp_path: Path) -> None:
         "default/reviews-routes/jason/0",
         "default/reviews-routes/rule-3/0",
     ]
+
+
+@pytest.mark.parametrize("mode", ["ALLOW_ANY", "REGISTRY_ONLY"])
+def test_both_outbound_traffic_policies_pass_envoy_validate(mode: str, tmp_path: Path) -> None:
+    text = MULTI_SERVICE_MESH.replace(
+        "mesh:", f"mesh:\n  outboundTrafficPolicy: {{mode: {mode}}}", 1
+    )
+    state = parse_mesh_document(text + POLICIES, "mesh.yaml")
+    assert state.mesh.outbound_traffic_policy.mode == mode
+    resources = Translator().for_proxy(state, ProxyId("productpage-1", "default"))
+    validate(inline_bootstrap(resources), tmp_path)
+
+
+def test_a_gateway_api_gateway_with_http_and_https_listeners_passes_envoy_validate(
+    tmp_path: Path,
+) -> None:
+    certs = server_certificate(tmp_path / "certs", "shop.example.com", "*.example.com")
+    tls = (
+        "tls: {mode: Terminate, options: {sidemesh.io/certificate-file: "
+        f"{certs.certificate}, sidemesh.io/key-file: {certs.key}}}}}"
+    )
+    gateway = f"""
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: public}}
+spec:
+  gatewayClassName: sidemesh
+  listeners:
+    - {{name: http, port: 22080, protocol: HTTP}}
+    - {{name: shop-http, port: 22080, protocol: HTTP, hostname: shop.example.com}}
+    - {{name: shop, port: 22443, protocol: HTTPS, hostname: shop.example.com, {tls}}}
+    - {{name: any, port: 22443, protocol: HTTPS, hostname: "*.example.com", {tls}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: shop}}
+spec:
+  parentRefs: [{{name: public}}]
+  hostnames: [shop.example.com]
+  rules:
+    - matches: [{{path: {{type: PathPrefix, value: /reviews}}}}]
+      filters: [{{type: ExtensionRef, extensionRef: {{group: sidemesh.io, kind: FaultInjection, name: flaky}}}}]
+      backendRefs: [{{name: reviews, port: 9080, weight: 90}}, {{name: productpage, port: 9080, weight: 10}}]
+    - backendRefs: [{{name: productpage, port: 9080}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: plain}}
+spec:
+  parentRefs: [{{name: public, sectionName: http}}]
+  rules:
+    - filters: [{{type: RequestRedirect, requestRedirect: {{scheme: https, port: 22443}}}}]
+"""
+    state = parse_mesh_document(MULTI_SERVICE_MESH + POLICIES + gateway, "mesh.yaml")
+    resources = Translator().for_proxy(state, ProxyId("public", "default"))
+    assert set(resources[ResourceType.LISTENER]) == {
+        "gateway|22080|public",
+        "gateway|22443|public",
+    }
+    https = resources[ResourceType.LISTENER]["gateway|22443|public"].message
+    assert [list(c.filter_chain_match.server_names) for c in https.filter_chains] == [
+        ["*.example.com"],
+        ["shop.example.com"],
+    ]
+    validate(inline_bootstrap(resources), tmp_path)

@@ -121,6 +121,8 @@ class Mesh:
         """Services beyond a and b, as mesh.yaml writes them (``selector`` and all)."""
         self.policies: list[str] = []
         """Policy documents (YAML text) written after mesh.yaml's first document."""
+        self.mesh_settings: dict[str, Any] = {}
+        """More of mesh.yaml's ``mesh:`` (``outboundTrafficPolicy``, say)."""
 
     # --- mesh.yaml -------------------------------------------------------
     def add(self, name: str, service: str, **labels: str) -> WorkloadSpec:
@@ -132,6 +134,7 @@ class Mesh:
         mesh: dict[str, Any] = {"trustDomain": "test.local"}
         if self.mtls:
             mesh["mtls"] = self.mtls
+        mesh.update(self.mesh_settings)
         services = []
         for name, port in self.SERVICES.items():
             service: dict[str, Any] = {"name": name, "ports": [{"port": port}]}

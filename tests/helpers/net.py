@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -66,10 +67,13 @@ def backend(
     delay_s: float = 0.0,
     status: int = 200,
     seen: list[dict[str, str]] | None = None,
+    address: str = "127.0.0.1",
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[None]:
-    """An HTTP app on 127.0.0.1:port answering JSON with its name and the Host it saw,
+    """An HTTP app on address:port answering JSON with its name and the Host it saw,
     ``delay_s`` after it read the request (so that requests are in flight), with
-    ``status``; ``seen`` collects each request's path and headers."""
+    ``status``; ``seen`` collects each request's path and headers. ``tls``: serve
+    HTTPS with this context (a server outside the mesh, say)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -91,7 +95,9 @@ def backend(
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = _QuietServer(("127.0.0.1", port), Handler)
+    server = _QuietServer((address, port), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -85,6 +85,107 @@ def _route(
     )
 
 
+def _external(spec: str, name: str = "x") -> str:
+    return (
+        f"apiVersion: sidemesh.io/v1alpha1\nkind: ExternalService\nmetadata: {{name: {name}}}\n"
+        f"spec:\n  {spec}\n"
+    )
+
+
+def _gateway(listeners: str, annotations: str = "{}") -> str:
+    return (
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n"
+        f"metadata: {{name: public, annotations: {annotations}}}\n"
+        f"spec:\n  gatewayClassName: sidemesh\n  listeners: {listeners}\n"
+    )
+
+
+HTTP_LISTENER = "[{name: http, port: 22080, protocol: HTTP}]"
+
+
+@pytest.mark.parametrize(
+    ("documents", "expected"),
+    [
+        (
+            [_gateway("[{name: https, port: 22443, protocol: HTTPS}]")],
+            "(Gateway public) spec.listeners[0]: Value error, an HTTPS listener needs tls",
+        ),
+        (
+            [
+                _gateway(
+                    "[{name: https, port: 22443, protocol: HTTPS, tls: {options: "
+                    "{sidemesh.io/certificate-file: c.pem, sidemesh.io/key-file: /k.pem}}}]"
+                )
+            ],
+            "'c.pem' must be an absolute path",
+        ),
+        (
+            [
+                _gateway(
+                    "[{name: a, port: 22080, protocol: HTTP}, {name: a, port: 22081, protocol: HTTP}]"
+                )
+            ],
+            "listener names must be distinct",
+        ),
+        (
+            [_gateway(HTTP_LISTENER, "{sidemesh.io/admin-port: nine}")],
+            "metadata.annotations.sidemesh.io/admin-port: 'nine' is not a port number",
+        ),
+        (
+            [_gateway(HTTP_LISTENER).replace("name: public", "name: reviews-1")],
+            "'reviews-1' is already workload reviews-1 in namespace 'default'",
+        ),
+        (
+            [_route("[{backendRefs: [{name: reviews, port: 9080}]}]", parent="{name: nowhere}")],
+            "spec.parentRefs[0].name: no Gateway 'nowhere' in namespace 'default' (Gateways: none)",
+        ),
+        (
+            [_gateway(HTTP_LISTENER), _route("[{}]", parent="{name: public, sectionName: https}")],
+            "spec.parentRefs[0].sectionName: Gateway default/public has no listener 'https' (listeners: http)",
+        ),
+        (
+            [_gateway(HTTP_LISTENER), _route("[{}]", parent="{name: public, port: 80}")],
+            "spec.parentRefs[0].port: Gateway default/public has no listener on port 80",
+        ),
+        (
+            [
+                _gateway(HTTP_LISTENER),
+                _route("[{backendRefs: [{name: reviews}]}]", parent="{name: public}"),
+            ],
+            "spec.rules[0].backendRefs[0].port: a route on a Gateway names the port",
+        ),
+    ],
+)
+def test_bad_gateways_and_routes_on_them_are_refused(documents: list[str], expected: str) -> None:
+    assert expected in _error(*documents)
+
+
+def test_a_gateway_document_gets_a_gateway_proxy_of_its_name() -> None:
+    state = _load(_gateway(HTTP_LISTENER, '{sidemesh.io/admin-port: "22099"}'))
+    proxy = state.gateways[("public", "default")]
+    assert (proxy.port, proxy.admin_port, proxy.routes) == (22080, 22099, ())
+    assert state.identity_of("public", "default") == "spiffe://cluster.local/ns/default/sa/public"
+
+
+def test_an_unknown_outbound_traffic_mode_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_mesh_document("mesh: {outboundTrafficPolicy: {mode: DENY}}\n", "mesh.yaml")
+    assert "mesh.outboundTrafficPolicy.mode: 'DENY' is not one of ALLOW_ANY, REGISTRY_ONLY" in str(
+        info.value
+    )
+
+
+def test_two_external_services_may_not_declare_one_host_and_port() -> None:
+    message = _error(
+        _external("hosts: [api.example.com]\n  ports: [{port: 80}]", "one"),
+        _external("hosts: [api.example.com]\n  ports: [{port: 80}]", "two"),
+    )
+    assert (
+        "document 3 (ExternalService default/two) spec.hosts[0]: api.example.com:80 is "
+        "also declared by document 2 (ExternalService default/one)"
+    ) in message
+
+
 def test_a_gamma_route_written_for_kubernetes_loads_unchanged() -> None:
     state = _load(GAMMA_CANARY)
     (route,) = state.policies.http_routes
@@ -186,6 +287,32 @@ def test_a_service_selects_workloads_by_labels_beside_those_naming_it() -> None:
                 """
             ),
             "spec.loadBalancer: Value error, RingHash needs hashOn",
+        ),
+        (
+            _external("hosts: [reviews.default]\n  ports: [{port: 80}]"),
+            "(ExternalService default/x) spec.hosts[0]: 'reviews.default' is the name of mesh service reviews.default",
+        ),
+        (
+            _external("hosts: [api.example.com]\n  ports: [{port: 80}, {port: 80}]"),
+            "spec.ports[1].port: port 80 is listed twice",
+        ),
+        (
+            _external("hosts: [API.example.com]\n  ports: [{port: 80}]"),
+            "spec.hosts[0]: 'API.example.com' is not a valid name",
+        ),
+        (
+            _external("hosts: [a.example]\n  ports: [{port: 25, protocol: TCP}]"),
+            "spec.ports[0].protocol: Input should be 'HTTP'",
+        ),
+        (
+            _external(
+                "hosts: [a.example]\n  ports: [{port: 80}]\n  endpoints: [{address: 999.1.1.1}]"
+            ),
+            "spec.endpoints[0].address: '999.1.1.1' is neither an IP address nor a host name",
+        ),
+        (
+            _external("hosts: [a.example]\n  ports: [{port: 80}]\n  tls: {caCertificates: ca.pem}"),
+            "spec.tls: Value error, caCertificates 'ca.pem' must be an absolute path",
         ),
     ],
 )

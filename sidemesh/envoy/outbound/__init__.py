@@ -3,8 +3,9 @@
 Owns: the outbound listener the app sends to and the upstream listeners (local ports
 that lead to one service), the outbound route configuration (virtual hosts per
 service port, timeouts, retries), the outbound clusters (one per service port, with
-mTLS to the service's identities and the retry budget), and the endpoints (load
-assignments) of those clusters.
+mTLS to the service's identities and the retry budget), the endpoints (load
+assignments) of those clusters, and the way out of the mesh (``egress``: declared
+ExternalServices and the outboundTrafficPolicy's catch-all).
 Must not: build anything only the callee uses (inbound listeners, local-app clusters
 are ``inbound``'s), import ``inbound`` or ``gateway``, or read a ``MeshState``: the
 translator hands each builder the values it needs.

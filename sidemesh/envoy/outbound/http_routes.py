@@ -28,7 +28,7 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
 from sidemesh.envoy.protos import packed, seconds
-from sidemesh.model import ServiceKey, ServicePort
+from sidemesh.model import ServiceKey
 from sidemesh.model.base import parse_duration
 from sidemesh.model.policy import FaultInjection, GRPCRoute, HTTPRoute, Policies
 from sidemesh.model.policy.common import BackendRef, ParentRef
@@ -90,7 +90,7 @@ class _Entry:
 
 def http_routes(
     routes: Sequence[HTTPRoute],
-    service_port: ServicePort,
+    default_port: int,
     policies: Policies,
     cluster_of: ClusterOf,
     default_timeout_s: float,
@@ -107,7 +107,7 @@ def http_routes(
                 envoy_route,
                 rule,
                 namespace,
-                service_port,
+                default_port,
                 policies,
                 cluster_of,
                 default_timeout_s,
@@ -194,7 +194,7 @@ def _apply_rule(
     out: route_components_pb2.Route,
     rule: HTTPRouteRule,
     namespace: str,
-    service_port: ServicePort,
+    default_port: int,
     policies: Policies,
     cluster_of: ClusterOf,
     default_timeout_s: float,
@@ -214,7 +214,7 @@ def _apply_rule(
     # A backend that does not exist takes its share and answers 500 (Gateway API).
     action.cluster_not_found_response_code = route_components_pb2.RouteAction.INTERNAL_SERVER_ERROR
     clusters = [
-        (cluster_of(_backend_key(ref, namespace), ref.port or service_port.port), ref)
+        (cluster_of(_backend_key(ref, namespace), ref.port or default_port), ref)
         for ref in weighted
     ]
     if len(clusters) == 1 and not clusters[0][1].filters:
@@ -260,9 +260,7 @@ def _apply_rule(
             mirror = item.request_mirror
             target = mirror.backend_ref
             action.request_mirror_policies.add(
-                cluster=cluster_of(
-                    _backend_key(target, namespace), target.port or service_port.port
-                ),
+                cluster=cluster_of(_backend_key(target, namespace), target.port or default_port),
                 runtime_fraction=base_pb2.RuntimeFractionalPercent(
                     default_value=_fraction(mirror.share)
                 ),
@@ -389,7 +387,7 @@ def _fault(fault: FaultInjection) -> fault_pb2.HTTPFault:
 
 def grpc_routes(
     routes: Sequence[GRPCRoute],
-    service_port: ServicePort,
+    default_port: int,
     policies: Policies,
     cluster_of: ClusterOf,
     default_retry: route_components_pb2.RetryPolicy,
@@ -413,7 +411,7 @@ def grpc_routes(
                 envoy_route,
                 as_http,
                 namespace,
-                service_port,
+                default_port,
                 policies,
                 cluster_of,
                 0.0,

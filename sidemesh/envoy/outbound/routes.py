@@ -107,9 +107,9 @@ def virtual_hosts(
         http = [r for r in attached if isinstance(r, HTTPRoute)]
         grpc = [r for r in attached if isinstance(r, GRPCRoute)]
         if http or grpc:
-            envoy_routes = grpc_routes(grpc, port, policies, names.outbound_cluster, retry)
+            envoy_routes = grpc_routes(grpc, port.port, policies, names.outbound_cluster, retry)
             envoy_routes += http_routes(
-                http, port, policies, names.outbound_cluster, timeout, retry
+                http, port.port, policies, names.outbound_cluster, timeout, retry
             )
         else:
             envoy_routes = [

@@ -2,12 +2,21 @@
 it includes), the very objects a user applies with ``kubectl`` on a cluster.
 
 Owns: the Gateway API routes (``HTTPRoute``, ``GRPCRoute``), sidemesh's own kinds
-(``BackendPolicy``, ``FaultInjection``), reading documents into them, and checking
-them against the services and workloads of the mesh.
+(``BackendPolicy``, ``FaultInjection``, ``ExternalService``), reading documents into
+them, and checking them against the services and workloads of the mesh.
 Must not: know Envoy; a policy says what, translation says how."""
 
 from sidemesh.model.policy.backend import BackendPolicy, FaultInjection
 from sidemesh.model.policy.documents import Policies, Policy
+from sidemesh.model.policy.external import ExternalService
 from sidemesh.model.policy.routes import GRPCRoute, HTTPRoute
 
-__all__ = ["BackendPolicy", "FaultInjection", "GRPCRoute", "HTTPRoute", "Policies", "Policy"]
+__all__ = [
+    "BackendPolicy",
+    "ExternalService",
+    "FaultInjection",
+    "GRPCRoute",
+    "HTTPRoute",
+    "Policies",
+    "Policy",
+]

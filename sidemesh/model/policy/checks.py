@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 import re2
 
 from sidemesh.errors import Problem
+from sidemesh.model.addresses import is_address
 from sidemesh.model.base import parse_duration
 from sidemesh.model.mesh import Service, Workload
 from sidemesh.model.policy.backend import BackendPolicy
 from sidemesh.model.policy.common import SIDEMESH_GROUP, BackendRef, ParentRef
 from sidemesh.model.policy.documents import Policies, describe
+from sidemesh.model.policy.external import ExternalService
 from sidemesh.model.policy.routes import (
     FilterType,
     GRPCRoute,
@@ -51,6 +53,7 @@ def check_policies(
     for policy in policies.backend_policies:
         _check_backend_policy(policy, where[id(policy)], services, workloads_of, targeted, found)
     found.warnings.extend(_route_conflicts(policies.http_routes, where))
+    _check_external_services(policies.external_services, where, services, found)
     return found
 
 
@@ -62,10 +65,16 @@ def _check_parents(
     namespace: str,
     label: str,
     services: Mapping[ServiceKey, Service],
+    gateways: Policies | None,
     found: Findings,
 ) -> None:
+    """``gateways``: the policies holding the Gateways a route may attach to (None
+    for a kind that attaches to Services only)."""
     for i, parent in enumerate(parents):
         at = f"{label} spec.parentRefs[{i}]"
+        if parent.is_gateway and gateways is not None:
+            _check_gateway_parent(parent, namespace, at, gateways, found)
+            continue
         if parent.section_name is not None:
             found.warnings.append(
                 Problem(f"{at}.sectionName", "not used: a route attaches to the whole Service")
@@ -74,9 +83,9 @@ def _check_parents(
             found.errors.append(
                 Problem(
                     f"{at}.kind",
-                    'a mesh route attaches to a Service (kind: Service, group: ""), '
-                    f"not {parent.kind or 'Gateway'}: entry gateways take mesh.yaml's "
-                    "gateways: for now",
+                    'a route attaches to a Service (kind: Service, group: "")'
+                    + (" or a Gateway" if gateways is not None else "")
+                    + f", not {parent.kind or 'Gateway'}",
                 )
             )
             continue
@@ -92,6 +101,43 @@ def _check_parents(
                     f"(ports: {', '.join(str(p.port) for p in service.ports)})",
                 )
             )
+
+
+def _check_gateway_parent(
+    parent: ParentRef, namespace: str, at: str, policies: Policies, found: Findings
+) -> None:
+    gateway_ns = parent.namespace or namespace
+    gateway = policies.gateway(gateway_ns, parent.name)
+    if gateway is None:
+        known = ", ".join(
+            sorted(g.metadata.name for g in policies.gateways if g.metadata.namespace == gateway_ns)
+        )
+        found.errors.append(
+            Problem(
+                f"{at}.name",
+                f"no Gateway {parent.name!r} in namespace {gateway_ns!r} "
+                f"(Gateways: {known or 'none'})",
+            )
+        )
+        return
+    listeners = gateway.spec.listeners
+    if parent.section_name is not None and parent.section_name not in {
+        listener.name for listener in listeners
+    }:
+        found.errors.append(
+            Problem(
+                f"{at}.sectionName",
+                f"Gateway {gateway_ns}/{parent.name} has no listener {parent.section_name!r} "
+                f"(listeners: {', '.join(listener.name for listener in listeners)})",
+            )
+        )
+    if parent.port is not None and parent.port not in {listener.port for listener in listeners}:
+        found.errors.append(
+            Problem(
+                f"{at}.port",
+                f"Gateway {gateway_ns}/{parent.name} has no listener on port {parent.port}",
+            )
+        )
 
 
 def _check_backends(
@@ -158,8 +204,9 @@ def _check_http_route(
     found: Findings,
 ) -> None:
     namespace = route.metadata.namespace or ""
-    _check_parents(route.spec.parent_refs, namespace, label, services, found)
-    _check_hostnames(route.spec.hostnames, label, found)
+    _check_parents(route.spec.parent_refs, namespace, label, services, policies, found)
+    if not any(p.is_gateway for p in route.spec.parent_refs):
+        _check_hostnames(route.spec.hostnames, label, found)
     for i, rule in enumerate(route.spec.rules):
         at = f"{label} spec.rules[{i}]"
         for j, match in enumerate(rule.matches):
@@ -173,6 +220,15 @@ def _check_http_route(
                     _regex(param.value, f"{at}.matches[{j}].queryParams[{k}].value", found)
         refs = rule.backend_refs
         _check_rule_backends(refs, namespace, f"{at}.backendRefs", services, found)
+        if any(p.is_gateway for p in route.spec.parent_refs):
+            for j, ref in enumerate(refs):
+                if ref.port is None:
+                    # As the Gateway API requires of a Service backend.
+                    found.errors.append(
+                        Problem(
+                            f"{at}.backendRefs[{j}].port", "a route on a Gateway names the port"
+                        )
+                    )
         _check_filters(rule.filters, namespace, f"{at}.filters", services, policies, found)
         for j, ref in enumerate(refs):
             _check_filters(
@@ -237,7 +293,8 @@ def _check_grpc_route(
     route: GRPCRoute, label: str, services: Mapping[ServiceKey, Service], found: Findings
 ) -> None:
     namespace = route.metadata.namespace or ""
-    _check_parents(route.spec.parent_refs, namespace, label, services, found)
+    # Services only: a GRPCRoute on a Gateway is not served yet.
+    _check_parents(route.spec.parent_refs, namespace, label, services, None, found)
     _check_hostnames(route.spec.hostnames, label, found)
     for i, rule in enumerate(route.spec.rules):
         at = f"{label} spec.rules[{i}]"
@@ -357,6 +414,55 @@ def _check_backend_policy(
                 )
             elif not any(subset.labels.items() <= w.labels.items() for w in members):
                 found.warnings.append(Problem(sub_at, f"selects no workload of {key} (yet)"))
+
+
+# --- external services --------------------------------------------------------------
+
+
+def _check_external_services(
+    externals: Sequence[ExternalService],
+    where: Mapping[int, str],
+    services: Mapping[ServiceKey, Service],
+    found: Findings,
+) -> None:
+    """A host and port is declared once, and never shadows a mesh service's name: a
+    call to ``reviews`` must not leave the mesh because an ExternalService says so."""
+    mesh_hosts = {
+        host: str(key)
+        for key in services
+        for host in (key.name, f"{key.name}.{key.namespace}", f"{key.name}.{key.namespace}.svc")
+    }
+    claimed: dict[tuple[str, int], str] = {}
+    for external in externals:
+        label = where[id(external)]
+        spec = external.spec
+        for i, host in enumerate(spec.hosts):
+            at = f"{label} spec.hosts[{i}]"
+            if host in mesh_hosts:
+                found.errors.append(
+                    Problem(at, f"{host!r} is the name of mesh service {mesh_hosts[host]}")
+                )
+                continue
+            for port in spec.ports:
+                first = claimed.setdefault((host, port.port), label)
+                if first != label:
+                    found.errors.append(
+                        Problem(at, f"{host}:{port.port} is also declared by {first}")
+                    )
+        numbers = [p.port for p in spec.ports]
+        for i, number in enumerate(numbers):
+            if number in numbers[:i]:
+                found.errors.append(
+                    Problem(f"{label} spec.ports[{i}].port", f"port {number} is listed twice")
+                )
+        for i, endpoint in enumerate(spec.endpoints):
+            if not is_address(endpoint.address):
+                found.errors.append(
+                    Problem(
+                        f"{label} spec.endpoints[{i}].address",
+                        f"{endpoint.address!r} is neither an IP address nor a host name",
+                    )
+                )
 
 
 def _unknown_service(key: ServiceKey, services: Mapping[ServiceKey, Service]) -> str:

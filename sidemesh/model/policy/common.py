@@ -45,6 +45,13 @@ class ParentRef(Model):
     def is_service(self) -> bool:
         return self.kind == "Service" and (self.group or "") == CORE_GROUP
 
+    @property
+    def is_gateway(self) -> bool:
+        """The Gateway API's default parent: kind and group left out mean a Gateway."""
+        return (self.kind or "Gateway") == "Gateway" and (
+            self.group or GATEWAY_API_GROUP
+        ) == GATEWAY_API_GROUP
+
 
 class BackendRef(Model):
     """Where a rule sends requests: a Service and port, with a weight."""

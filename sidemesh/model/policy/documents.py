@@ -15,15 +15,19 @@ from pydantic import ValidationError
 
 from sidemesh.errors import Problem
 from sidemesh.model.policy.backend import BackendPolicy, FaultInjection
+from sidemesh.model.policy.external import ExternalService
+from sidemesh.model.policy.gateway import APIGateway
 from sidemesh.model.policy.routes import GRPCRoute, HTTPRoute
 
-Policy = HTTPRoute | GRPCRoute | BackendPolicy | FaultInjection
+Policy = HTTPRoute | GRPCRoute | BackendPolicy | FaultInjection | ExternalService | APIGateway
 
 KINDS: dict[tuple[str, str], type[Policy]] = {
     ("gateway.networking.k8s.io", "HTTPRoute"): HTTPRoute,
     ("gateway.networking.k8s.io", "GRPCRoute"): GRPCRoute,
+    ("gateway.networking.k8s.io", "Gateway"): APIGateway,
     ("sidemesh.io", "BackendPolicy"): BackendPolicy,
     ("sidemesh.io", "FaultInjection"): FaultInjection,
+    ("sidemesh.io", "ExternalService"): ExternalService,
 }
 
 
@@ -35,6 +39,8 @@ class Policies:
     grpc_routes: tuple[GRPCRoute, ...] = ()
     backend_policies: tuple[BackendPolicy, ...] = ()
     fault_injections: tuple[FaultInjection, ...] = ()
+    external_services: tuple[ExternalService, ...] = ()
+    gateways: tuple[APIGateway, ...] = ()
 
     @classmethod
     def of(cls, policies: Iterable[Policy]) -> Policies:
@@ -45,6 +51,8 @@ class Policies:
             grpc_routes=tuple(p for p in items if isinstance(p, GRPCRoute)),
             backend_policies=tuple(p for p in items if isinstance(p, BackendPolicy)),
             fault_injections=tuple(p for p in items if isinstance(p, FaultInjection)),
+            external_services=tuple(p for p in items if isinstance(p, ExternalService)),
+            gateways=tuple(p for p in items if isinstance(p, APIGateway)),
         )
 
     def __iter__(self) -> Iterator[Policy]:
@@ -52,9 +60,17 @@ class Policies:
         yield from self.grpc_routes
         yield from self.backend_policies
         yield from self.fault_injections
+        yield from self.external_services
+        yield from self.gateways
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+    def gateway(self, namespace: str, name: str) -> APIGateway | None:
+        for gateway in self.gateways:
+            if gateway.metadata.namespace == namespace and gateway.metadata.name == name:
+                return gateway
+        return None
 
     def fault(self, namespace: str, name: str) -> FaultInjection | None:
         for fault in self.fault_injections:
@@ -75,6 +91,8 @@ class Policies:
             grpc_routes=same(self.grpc_routes),
             backend_policies=same(self.backend_policies),
             fault_injections=same(self.fault_injections),
+            external_services=same(self.external_services),
+            gateways=same(self.gateways),
         )
 
 
