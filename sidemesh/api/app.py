@@ -14,10 +14,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from sidemesh.api.endpoints import EndpointsResponse, endpoints_response
 from sidemesh.envoy import ProxyId, ResourceType
 from sidemesh.identity.service import SigningService
 from sidemesh.identity.tokens import WorkloadRef
 from sidemesh.sources import FileSource
+from sidemesh.telemetry import ADMIN_TIMEOUT_S
 from sidemesh.xds import Publisher, StatusBoard
 from sidemesh.xds.metrics import XdsCollector
 
@@ -32,6 +34,8 @@ class ApiView:
     signing: SigningService | None = None
     local_status: Callable[[], dict[str, Any]] | None = None
     """Local mode: the processes ``sidemesh up`` runs (``workloads``, ``controlPlane``)."""
+    admin_timeout_s: float = ADMIN_TIMEOUT_S
+    """How long ``/v1/endpoints`` waits for each proxy's Envoy admin."""
 
 
 def create_app(view: ApiView) -> FastAPI:
@@ -67,6 +71,17 @@ def create_app(view: ApiView) -> FastAPI:
         for proxy in listed:
             proxy["certificate"] = _certificate_json(view, proxy["node"])
         return {"meshVersion": view.publisher.state.version, "proxies": listed}
+
+    @app.get(
+        "/v1/endpoints",
+        response_model=EndpointsResponse,
+        response_model_by_alias=True,
+        summary="How the callers' Envoys see each endpoint and workload: ejected by "
+        "outlier detection, failing active health checks",
+    )
+    async def endpoints() -> EndpointsResponse:
+        # Asked of the proxies now, not cached: an ejection lasts seconds.
+        return await endpoints_response(view.publisher.state, view.status, view.admin_timeout_s)
 
     @app.get(
         "/v1/local/workloads",

@@ -370,7 +370,8 @@ def status(
     api: ApiOption = DEFAULT_API,
     output: Annotated[Output, typer.Option("--output", "-o", help="table or json")] = Output.TABLE,
 ) -> None:
-    """Services and workloads: health, restarts, sidecar sync, certificate expiry."""
+    """Services and workloads: processes, restarts, sidecar sync, health as the callers
+    see it (outlier detection, health checks), certificate expiry."""
     try:
         data = status_view.gather(api)
     except ApiUnreachable as exc:

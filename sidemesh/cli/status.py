@@ -1,4 +1,5 @@
-"""``sidemesh status``: services, workloads, health, sidecar sync, identity expiry."""
+"""``sidemesh status``: services, workloads, processes, sidecar sync, endpoint health as
+the callers see it, identity expiry."""
 
 from __future__ import annotations
 
@@ -20,12 +21,18 @@ def gather(api: str) -> dict[str, Any]:
     except ApiUnreachable:  # not local mode: no processes to show
         local_run = {"workloads": []}
     local = {(w["name"], w["namespace"]): w for w in local_run["workloads"]}
+    try:
+        endpoints = get_json(api, "/v1/endpoints")
+    except ApiUnreachable:  # a control plane without it: health unknown, the rest stands
+        endpoints = {"workloads": [], "callers": []}
+    health = {(w["name"], w["namespace"]): w for w in endpoints["workloads"]}
     rows = []
     for kind, items in (("workload", state["workloads"]), ("gateway", state.get("gateways", []))):
         for item in items:
             node = f"sidecar~{item['name']}~{item['namespace']}"
             proxy = proxies.get(node, {})
             process = local.get((item["name"], item["namespace"]), {})
+            seen = health.get((item["name"], item["namespace"]))
             cert = proxy.get("certificate") or {}
             rejected = rejected_config(proxy)
             ready = process.get("ready")
@@ -49,6 +56,10 @@ def gather(api: str) -> dict[str, Any]:
                     "connected": proxy.get("connected", False),
                     "synced": proxy.get("synced", False),
                     "configRejected": rejected,
+                    "health": seen["health"] if seen else None,
+                    "endpointHealth": {k: v for k, v in seen.items() if k in VERDICTS}
+                    if seen
+                    else None,
                     "identity": item.get("identity"),
                     "certExpiresInSeconds": cert.get("expiresInSeconds"),
                 }
@@ -58,7 +69,23 @@ def gather(api: str) -> dict[str, Any]:
         "controlPlane": local_run.get("controlPlane"),
         "services": state["services"],
         "workloads": rows,
+        # Their verdicts are missing from every count above: say so next to them.
+        "proxiesNotAnswering": [
+            {"proxy": c["caller"], "error": c["error"]}
+            for c in endpoints["callers"]
+            if not c["answered"]
+        ],
     }
+
+
+VERDICTS = (
+    "callers",
+    "ejectedBy",
+    "failingHealthCheckBy",
+    "degradedBy",
+    "awaitingHealthCheckBy",
+)
+"""What ``-o json`` keeps of ``/v1/endpoints`` per workload, beside its health line."""
 
 
 def render(data: dict[str, Any], console: Console) -> None:
@@ -79,7 +106,7 @@ def render(data: dict[str, Any], console: Console) -> None:
             if w["namespace"] == svc["namespace"]
             and (w["name"] in serving or w["service"] == svc["name"])
         ]
-        healthy = sum(1 for w in members if _health(w) == "running")
+        healthy = sum(1 for w in members if _process_state(w) == "running")
         services.add_row(
             svc["name"],
             svc["namespace"],
@@ -89,7 +116,16 @@ def render(data: dict[str, Any], console: Console) -> None:
         )
     console.print(services)
     workloads = Table(title="workloads")
-    for column in ("workload", "service", "version", "app", "restarts", "sidecar", "cert expires"):
+    for column in (
+        "workload",
+        "service",
+        "version",
+        "app",
+        "restarts",
+        "sidecar",
+        "health",
+        "cert expires",
+    ):
         workloads.add_column(column)
     for w in data["workloads"]:
         restarts = sum((p or {}).get("restarts", 0) for p in (w["app"], w["sidecar"]))
@@ -103,15 +139,34 @@ def render(data: dict[str, Any], console: Console) -> None:
             w["name"],
             w["service"] or f"({w['kind']})",
             w["version"] or "-",
-            _health(w),
+            _process_state(w),
             str(restarts),
             sync,
+            _endpoint_health(w),
             duration(w["certExpiresInSeconds"]),
         )
     console.print(workloads)
+    silent = data.get("proxiesNotAnswering") or []
+    if silent:
+        console.print(
+            f"[yellow]health counts only the callers whose Envoy answered; "
+            f"{len(silent)} did not:[/]"
+        )
+        for proxy in silent:
+            console.print(f"  {escape(proxy['proxy'])}: {escape(str(proxy['error']))}")
 
 
-def _health(row: dict[str, Any]) -> str:
+def _endpoint_health(row: dict[str, Any]) -> str:
+    health = row.get("health")
+    if not health:
+        return "-"
+    verdicts = row.get("endpointHealth") or {}
+    if verdicts.get("ejectedBy") or verdicts.get("failingHealthCheckBy"):
+        return f"[red]{escape(health)}[/]"  # callers send it no traffic
+    return escape(health)
+
+
+def _process_state(row: dict[str, Any]) -> str:
     process = row["app"] or row["sidecar"]
     if process is None:
         return "-"

@@ -48,7 +48,26 @@ def test_proxies_empty_before_any_sidecar(api: str) -> None:
 
 def test_openapi_documents_the_routes(api: str) -> None:
     paths = httpx.get(f"{api}/openapi.json").json()["paths"]
-    assert {"/healthz", "/v1/state", "/v1/proxies"} <= set(paths)
+    assert {"/healthz", "/v1/state", "/v1/proxies", "/v1/endpoints"} <= set(paths)
+
+
+def test_openapi_describes_the_endpoint_health_answer(api: str) -> None:
+    schemas = httpx.get(f"{api}/openapi.json").json()["components"]["schemas"]
+    fields = schemas["EndpointOut"]["properties"]
+    assert {"health", "ejectedBy", "failingHealthCheckBy", "endpointPort"} <= set(fields)
+    assert "outlier detection" in fields["health"]["description"]
+
+
+def test_before_any_sidecar_connects_every_endpoint_is_seen_by_no_caller(api: str) -> None:
+    answer = httpx.get(f"{api}/v1/endpoints").json()
+    assert answer["meshVersion"] == 1 and answer["callers"] == []
+    v2 = [e for e in answer["endpoints"] if e["workload"] == "reviews-v2"]
+    assert {(e["address"], e["port"], e["endpointPort"]) for e in v2} == {
+        ("127.0.0.2", 9080, 21011),
+        ("127.0.0.2", 9090, 21013),
+    }
+    assert {e["health"] for e in answer["endpoints"]} == {"not seen by any caller"}
+    assert len(answer["workloads"]) == 7
 
 
 def test_unknown_route_is_404(api: str) -> None:

@@ -181,3 +181,80 @@ def test_outside_local_mode_a_rejection_still_says_not_ready(api: dict[str, Any]
 def test_a_long_reason_is_cut_to_fit_a_table() -> None:
     reason = status_view.short_error("x" * 300)
     assert len(reason) == status_view.ERROR_WIDTH and reason.endswith("…")
+
+
+def _endpoints(health: dict[str, str], silent: dict[str, str] | None = None) -> dict[str, Any]:
+    """``/v1/endpoints`` with one health line per workload, and the callers that did not
+    answer, with why."""
+    callers = [
+        {"caller": f"{name}.default", "kind": "workload", "admin": "", "answered": True}
+        for name in ("a-1", "b-1")
+        if name not in (silent or {})
+    ]
+    callers += [
+        {"caller": f"{name}.default", "kind": "workload", "answered": False, "error": error}
+        for name, error in (silent or {}).items()
+    ]
+    return {
+        "meshVersion": 3,
+        "callers": callers,
+        "endpoints": [],
+        "workloads": [
+            {
+                "name": name,
+                "namespace": "default",
+                "health": line,
+                "callers": ["a-1.default", "b-1.default"],
+                "ejectedBy": ["a-1.default"] if line.startswith("ejected") else [],
+                "failingHealthCheckBy": [],
+                "degradedBy": [],
+                "awaitingHealthCheckBy": [],
+            }
+            for name, line in health.items()
+        ],
+    }
+
+
+def test_each_workload_shows_its_health_as_the_callers_see_it(api: dict[str, Any]) -> None:
+    api.update(_api(_type("e2", "e2")))
+    ejected = "ejected by 1 of 2 callers (outlier detection)"
+    api["/v1/endpoints"] = _endpoints({"a-1": "healthy", "b-1": ejected})
+    data = status_view.gather("http://cp")
+    rows = _rows(json.loads(json.dumps(data)))
+    assert rows["b-1"]["health"] == ejected
+    assert rows["b-1"]["endpointHealth"] == {
+        "callers": ["a-1.default", "b-1.default"],
+        "ejectedBy": ["a-1.default"],
+        "failingHealthCheckBy": [],
+        "degradedBy": [],
+        "awaitingHealthCheckBy": [],
+    }
+    assert rows["a-1"]["health"] == "healthy"
+    assert data["proxiesNotAnswering"] == []
+    table = _table(data)
+    assert ejected in next(line for line in table.splitlines() if "b-1" in line)
+    assert "healthy" in next(line for line in table.splitlines() if "a-1" in line)
+    assert "did not" not in table
+
+
+def test_a_proxy_that_did_not_answer_is_named_under_the_table(api: dict[str, Any]) -> None:
+    api.update(_api(_type("e2", "e2")))
+    stuck = "no answer from its Envoy admin (http://127.0.0.1:21004/clusters?format=json) within 1s"
+    api["/v1/endpoints"] = _endpoints({"a-1": "healthy", "b-1": "healthy"}, {"a-1": stuck})
+    data = status_view.gather("http://cp")
+    assert data["proxiesNotAnswering"] == [{"proxy": "a-1.default", "error": stuck}]
+    lines = _table(data).splitlines()
+    assert lines[-2:] == [
+        "health counts only the callers whose Envoy answered; 1 did not:",
+        f"  a-1.default: {stuck}",
+    ]
+
+
+def test_a_control_plane_without_endpoint_health_leaves_the_column_empty(
+    api: dict[str, Any],
+) -> None:
+    api.update(_api(_type("e2", "e2")))  # no /v1/endpoints
+    data = status_view.gather("http://cp")
+    assert {row["health"] for row in data["workloads"]} == {None}
+    row = next(line for line in _table(data).splitlines() if "b-1" in line)
+    assert row.split("│")[7].strip() == "-"

@@ -38,9 +38,12 @@ _LB = {
 }
 
 
-def apply_backend_settings(out: cluster_pb2.Cluster, settings: BackendSettings | None) -> None:
+def apply_backend_settings(
+    out: cluster_pb2.Cluster, settings: BackendSettings | None, host: str = ""
+) -> None:
     """Set ``settings`` on a cluster being built (no copy: this runs for every
-    outbound cluster a new state needs)."""
+    outbound cluster a new state needs). ``host``: the Host of its health checks
+    (the service's name)."""
     settings = settings or BackendSettings()
     if settings.load_balancer is not None:
         out.lb_policy = _LB[settings.load_balancer.type]
@@ -50,7 +53,7 @@ def apply_backend_settings(out: cluster_pb2.Cluster, settings: BackendSettings |
     if settings.outlier_detection is not None:
         out.outlier_detection.CopyFrom(outlier_detection(settings.outlier_detection))
     if settings.health_check is not None:
-        out.health_checks.append(health_check(settings.health_check))
+        out.health_checks.append(health_check(settings.health_check, host))
 
 
 def circuit_breakers(
@@ -98,13 +101,19 @@ def outlier_detection(policy: OutlierDetection) -> outlier_detection_pb2.Outlier
     return out
 
 
-def health_check(policy: HealthCheck) -> health_check_pb2.HealthCheck:
+def health_check(policy: HealthCheck, host: str) -> health_check_pb2.HealthCheck:
+    """Without ``host``, Envoy sends the cluster's name as the Host, which a sidecar
+    refuses (``|`` is no host character): every check would fail."""
+    interval = seconds(parse_duration(policy.interval))
     return health_check_pb2.HealthCheck(
         timeout=seconds(parse_duration(policy.timeout)),
-        interval=seconds(parse_duration(policy.interval)),
+        interval=interval,
+        # Envoy checks a cluster nobody calls yet only once a minute by default: one
+        # check that failed while the workload was starting would stand for that long.
+        no_traffic_interval=interval,
         healthy_threshold=wrappers_pb2.UInt32Value(value=policy.healthy_threshold),
         unhealthy_threshold=wrappers_pb2.UInt32Value(value=policy.unhealthy_threshold),
-        http_health_check=health_check_pb2.HealthCheck.HttpHealthCheck(path=policy.path),
+        http_health_check=health_check_pb2.HealthCheck.HttpHealthCheck(path=policy.path, host=host),
         # A failing workload is reported once, not at every check.
         always_log_health_check_failures=False,
     )

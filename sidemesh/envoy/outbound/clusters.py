@@ -46,5 +46,5 @@ def outbound_cluster(
     if port.protocol.needs_http2:
         for k, v in http2_upstream_options().items():
             cluster.typed_extension_protocol_options[k].CopyFrom(v)
-    apply_backend_settings(cluster, backend)
+    apply_backend_settings(cluster, backend, host=f"{key.name}.{key.namespace}")
     return cluster

@@ -1,0 +1,40 @@
+"""Telemetry: what the proxies see, asked of them.
+
+Owns: asking each proxy's Envoy admin (on 127.0.0.1 of the control plane's host) for
+what it knows, concurrently and each within a short timeout (``admin.py``), reading
+Envoy's answers (``envoy_clusters.py``) and what follows from them over all proxies:
+per service endpoint, how its callers see it: ejected by outlier detection, failing an
+active health check (``endpoint_health.py``). Golden signals per service and edge, the
+service graph and traces belong here too.
+Must not: change a proxy (it only sends GETs to admin endpoints that read), import any
+room but ``model``, or let one stuck proxy hold up the answer about the others.
+"""
+
+from sidemesh.telemetry.admin import ADMIN_TIMEOUT_S, AdminAnswer, ProxyAdmin, ask_all
+from sidemesh.telemetry.endpoint_health import (
+    CallerReport,
+    CallerViews,
+    EndpointHealth,
+    EndpointHealthReport,
+    WorkloadHealth,
+    aggregate,
+    endpoint_health,
+)
+from sidemesh.telemetry.envoy_clusters import HealthFlag, HostView, outbound_hosts
+
+__all__ = [
+    "ADMIN_TIMEOUT_S",
+    "AdminAnswer",
+    "CallerReport",
+    "CallerViews",
+    "EndpointHealth",
+    "EndpointHealthReport",
+    "HealthFlag",
+    "HostView",
+    "ProxyAdmin",
+    "WorkloadHealth",
+    "aggregate",
+    "ask_all",
+    "endpoint_health",
+    "outbound_hosts",
+]
