@@ -18,6 +18,8 @@ from rich.table import Table
 
 from sidemesh.agent.certificates import CertificateRequestFailed
 from sidemesh.agent.sidecar import DRAIN_S, IdentityParams, run_sidecar
+from sidemesh.cli import check as check_view
+from sidemesh.cli import explain as explain_view
 from sidemesh.cli import proxy_config as proxy_config_view
 from sidemesh.cli import status as status_view
 from sidemesh.cli.api_client import DEFAULT_API, ApiUnreachable, get_json
@@ -29,7 +31,8 @@ from sidemesh.cli.up import down as stop_mesh
 from sidemesh.controlplane import ControlPlane, local_control_plane
 from sidemesh.envoy import ProxyId
 from sidemesh.envoy.bootstrap import BootstrapParams, XdsMode
-from sidemesh.errors import ConfigError, EnvoyNotFound
+from sidemesh.envoy.explain import Request
+from sidemesh.errors import ConfigError, EnvoyNotFound, TranslationError
 from sidemesh.local.runfiles import RunFiles
 from sidemesh.settings import (
     DEFAULT_CA_PORT,
@@ -357,6 +360,66 @@ def up(
         raise typer.Exit(start_detached(options, argv, console))
     setup_logging(log_format, log_level)
     raise typer.Exit(run_foreground(options, console))
+
+
+@app.command()
+def check(
+    file: Annotated[Path, typer.Option("--file", "-f", help="The mesh.yaml to check")],
+    output: Annotated[Output, typer.Option("--output", "-o", help="table or json")] = Output.TABLE,
+) -> None:
+    """Validate a mesh.yaml and the documents it holds or includes without running
+    anything: the errors the control plane would refuse it for, its warnings, and
+    advice on policies that load but likely do not do what was meant. Exit 1 on errors."""
+    data = check_view.gather(file)
+    if output is Output.JSON:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        check_view.render(data, Console())
+    raise typer.Exit(0 if data["valid"] else 1)
+
+
+@app.command()
+def explain(
+    caller: Annotated[str, typer.Argument(help="The calling workload (as in mesh.yaml)")],
+    host: Annotated[str, typer.Argument(help="The service as the app calls it (reviews)")],
+    method: Annotated[str, typer.Argument(help="The request's method")] = "GET",
+    path: Annotated[str, typer.Argument(help="The request's path, query included")] = "/",
+    file: Annotated[
+        Path, typer.Option("--file", "-f", envvar="SIDEMESH_CONFIG", help="The mesh.yaml")
+    ] = Path("mesh.yaml"),
+    header: Annotated[
+        list[str] | None, typer.Option("--header", "-H", help="A request header, name=value")
+    ] = None,
+    jwt: Annotated[
+        Path | None,
+        typer.Option(help="A file holding the request's token (a JWT, or its claims as JSON)"),
+    ] = None,
+    namespace: Annotated[str, typer.Option(help="The calling workload's namespace")] = "default",
+    output: Annotated[Output, typer.Option("--output", "-o", help="table or json")] = Output.TABLE,
+) -> None:
+    """Which route, backends, timeout and retries a request gets, and whether each
+    backend allows it and by which policy and rule: from the Envoy config the mesh
+    would send, so it agrees with what Envoy does."""
+    headers: dict[str, str] = {}
+    for item in header or ():
+        name, sep, value = item.partition("=")
+        if not sep:
+            typer.echo(f"--header {item!r}: write it as name=value", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT)
+        headers[name.strip().lower()] = (
+            f"{headers[name.strip().lower()]},{value}" if name.strip().lower() in headers else value
+        )
+    try:
+        claims = explain_view.read_claims(jwt) if jwt is not None else None
+        request = Request(caller, host, method.upper(), path, headers, claims, namespace)
+        data = explain_view.gather(file, request)
+    except (ConfigError, TranslationError, ValueError, OSError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+    if output is Output.JSON:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        explain_view.render(data, Console())
 
 
 @app.command()

@@ -10,7 +10,7 @@ from typing import Any
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, grpc_service_pb2
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 
 from sidemesh.envoy.protos import socket_address, static_cluster
 from sidemesh.envoy.proxy import ProxyId
@@ -73,6 +73,27 @@ def bootstrap(params: BootstrapParams) -> bootstrap_pb2.Bootstrap:
                 sds_cluster(params.sds_socket),
             ]
         ),
+        layered_runtime=runtime(),
+    )
+
+
+RE2_MAX_PROGRAM_SIZE = 2000
+"""Envoy refuses a regex whose compiled RE2 program is over 100 instructions by
+default; the matchers translation writes for policies (a path template with path
+parameters allowed per segment, a header's values matched one by one) are larger, and
+a refused one would cost the whole listener. Still bounded: RE2 runs in linear time."""
+
+
+def runtime() -> bootstrap_pb2.LayeredRuntime:
+    layer = struct_pb2.Struct()
+    layer.update(
+        {
+            "re2.max_program_size.error_level": RE2_MAX_PROGRAM_SIZE,
+            "re2.max_program_size.warn_level": RE2_MAX_PROGRAM_SIZE,
+        }
+    )
+    return bootstrap_pb2.LayeredRuntime(
+        layers=[bootstrap_pb2.RuntimeLayer(name="sidemesh", static_layer=layer)]
     )
 
 

@@ -32,8 +32,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
+from envoy.config.core.v3 import extension_pb2 as core_extension_pb2
+from envoy.config.core.v3 import protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
 from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import (
     dynamic_forward_proxy_pb2 as dfp_filter_pb2,
 )
@@ -46,10 +51,16 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
+    header_mutation_pb2,
+)
+from google.protobuf import wrappers_pb2
 from google.protobuf.message import Message
 from google.protobuf.wrappers_pb2 import BoolValue
 
+from sidemesh.envoy.observability import failed_requests_log
 from sidemesh.envoy.protos import ads_config_source, packed
+from sidemesh.model.policy.authentication import ISSUER_HEADER, SUBJECT_HEADER
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
@@ -75,7 +86,8 @@ class HttpFilters:
     go in the routes (``typed_per_filter_config``), not here."""
 
     jwt_authn: jwt_authn_pb2.JwtAuthentication | None = None
-    rbac: rbac_pb2.RBAC | None = None
+    rbac: tuple[rbac_pb2.RBAC, ...] = ()
+    """In the order they run (``inbound.authorization`` says which and why)."""
     local_ratelimit: local_rate_limit_pb2.LocalRateLimit | None = None
     fault: fault_pb2.HTTPFault | None = None
     dynamic_forward_proxy: dfp_filter_pb2.FilterConfig | None = None
@@ -89,7 +101,7 @@ def http_filters(filters: HttpFilters) -> list[hcm_pb2.HttpFilter]:
     """The chain, in the order the module docstring gives and explains."""
     optional: list[tuple[str, Message | None]] = [
         (JWT_AUTHN_FILTER, filters.jwt_authn),
-        (RBAC_FILTER, filters.rbac),
+        *((RBAC_FILTER, rbac) for rbac in filters.rbac),
         (LOCAL_RATELIMIT_FILTER, filters.local_ratelimit),
         (FAULT_FILTER, filters.fault),
         (FORWARD_PROXY_FILTER, filters.dynamic_forward_proxy),
@@ -132,11 +144,93 @@ def http_connection_manager(
         ),
         http_filters=http_filters(filters),
     )
+    hcm.early_header_mutation_extensions.append(_strip_mesh_owned_headers())
+    if filters.jwt_authn is not None:
+        hcm.local_reply_config.CopyFrom(_every_token_failure_is_401())
+    if inbound or edge:
+        _path_safety(hcm)
+        hcm.access_log.append(failed_requests_log(stat_prefix))
     if rds_name is not None:
         hcm.rds.CopyFrom(hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=rds_name))
     elif route_config is not None:
         hcm.route_config.CopyFrom(route_config)
     return listener_components_pb2.Filter(name=HCM_FILTER, typed_config=packed(hcm))
+
+
+MESH_OWNED_HEADERS = (ISSUER_HEADER, SUBJECT_HEADER)
+"""Headers only the mesh may set: what a sidecar tells the app it verified."""
+ENVOY_INTERNAL_HEADERS = tuple(
+    f"x-envoy-{name}"
+    for name in (
+        "original-path",
+        "original-url",
+        "original-dst-host",
+        "decorator-operation",
+        "downstream-service-cluster",
+        "downstream-service-node",
+        "peer-metadata",
+        "peer-metadata-id",
+        "internal",
+        "external-address",
+    )
+)
+"""Envoy's headers that say where a request came from or how it was routed: a caller
+that sets them could make a proxy or an app believe them."""
+
+
+def _strip_mesh_owned_headers() -> core_extension_pb2.TypedExtensionConfig:
+    """Removes, before any filter runs, every copy a caller sent of the headers the mesh
+    owns: so what the app reads in them was set by its own sidecar."""
+    mutation = header_mutation_pb2.HeaderMutation(
+        mutations=[
+            mutation_rules_pb2.HeaderMutation(remove=name)
+            for name in (*MESH_OWNED_HEADERS, *ENVOY_INTERNAL_HEADERS)
+        ]
+    )
+    return core_extension_pb2.TypedExtensionConfig(
+        name="sidemesh.strip_mesh_owned_headers", typed_config=packed(mutation)
+    )
+
+
+def _every_token_failure_is_401() -> hcm_pb2.LocalReplyConfig:
+    """Envoy answers a valid token for another audience with 403 and every other token
+    failure with 401; a caller told 403 would look for an authorization policy, where
+    the fault is its token: every refusal of ``jwt_authn`` becomes 401."""
+    refused_token = accesslog_pb2.AccessLogFilter(
+        extension_filter=accesslog_pb2.ExtensionFilter(
+            name="envoy.access_loggers.extension_filters.cel",
+            typed_config=packed(
+                cel_pb2.ExpressionFilter(
+                    expression="response.code_details.startsWith('jwt_authn_access_denied')"
+                )
+            ),
+        )
+    )
+    return hcm_pb2.LocalReplyConfig(
+        mappers=[
+            hcm_pb2.ResponseMapper(
+                filter=refused_token, status_code=wrappers_pb2.UInt32Value(value=401)
+            )
+        ]
+    )
+
+
+def _path_safety(hcm: hcm_pb2.HttpConnectionManager) -> None:
+    """Where requests enter a workload or the mesh, every path is made canonical
+    before any filter or route looks at it, so a policy on ``/admin`` sees ``/admin``
+    however it was spelled: RFC 3986 normalization (``/./``, ``/../``, percent-encoded
+    unreserved characters decoded), repeated slashes merged; an encoded slash or
+    backslash (``%2F``, ``%5C``), whose meaning differs between servers, is refused
+    with 400 rather than guessed at; so is a header whose name has an underscore (a
+    proxy may read ``x_user`` as ``x-user``)."""
+    hcm.normalize_path.value = True
+    hcm.merge_slashes = True
+    hcm.path_with_escaped_slashes_action = (
+        hcm_pb2.HttpConnectionManager.PathWithEscapedSlashesAction.REJECT_REQUEST
+    )
+    hcm.common_http_protocol_options.headers_with_underscores_action = (
+        protocol_pb2.HttpProtocolOptions.REJECT_REQUEST
+    )
 
 
 def tcp_proxy(stat_prefix: str, cluster: str) -> listener_components_pb2.Filter:

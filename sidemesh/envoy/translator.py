@@ -59,6 +59,8 @@ from sidemesh.envoy.gateway import (
     gateway_targets,
 )
 from sidemesh.envoy.inbound import inbound_cluster, inbound_listener
+from sidemesh.envoy.inbound.authentication import jwks_cluster, jwks_uris, jwt_authentication
+from sidemesh.envoy.inbound.authorization import rbac_filters
 from sidemesh.envoy.inbound.rate_limit import local_rate_limit
 from sidemesh.envoy.outbound import (
     WorkloadEndpoint,
@@ -81,6 +83,7 @@ from sidemesh.envoy.resources import ADS_ORDER, Resource, ResourceType
 from sidemesh.errors import TranslationError
 from sidemesh.identity import SpiffeId
 from sidemesh.model import (
+    AuthorizationDefault,
     Gateway,
     MeshState,
     MtlsMode,
@@ -90,7 +93,15 @@ from sidemesh.model import (
     ServicePort,
     Workload,
 )
-from sidemesh.model.policy import BackendPolicy, FaultInjection, GRPCRoute, HTTPRoute, Policies
+from sidemesh.model.policy import (
+    AuthorizationPolicy,
+    BackendPolicy,
+    FaultInjection,
+    GRPCRoute,
+    HTTPRoute,
+    Policies,
+    RequestAuthentication,
+)
 from sidemesh.model.policy.backend import BackendSettings, HashOn, RateLimit
 from sidemesh.model.policy.external import ExternalServiceSpec
 from sidemesh.model.policy.gateway import APIGateway, Listener
@@ -274,6 +285,11 @@ class _InboundListenerKey(NamedTuple):
     """Whose client certificates the listener accepts."""
     rate_limit: RateLimit | None
     """The service's BackendPolicy rate limit, enforced here, by the callee."""
+    authorization: _Same[AuthorizationPolicy]
+    """The AuthorizationPolicies that apply to the service (by name)."""
+    default_authorization: AuthorizationDefault
+    authentication: _Same[RequestAuthentication]
+    """The RequestAuthentications that apply to the service (by name)."""
 
 
 class _GatewayListenerKey(NamedTuple):
@@ -380,6 +396,7 @@ INBOUND_LISTENER = "inbound listener"
 GATEWAY_LISTENER = "gateway listener"
 API_GATEWAY_LISTENER = "Gateway listener"
 EXTERNAL_CLUSTERS = "external clusters"
+JWKS_CLUSTER = "JWKS cluster"
 """The kinds ``Translator.builds`` counts, one per memo."""
 
 
@@ -457,6 +474,10 @@ class _Shared:
     """The mesh has FaultInjections: callers' chains carry the fault filter."""
     rate_limits: Mapping[ServiceKey, RateLimit] = field(default_factory=dict)
     """Each rate-limited service's limit, from its BackendPolicy."""
+    authorization: Mapping[ServiceKey, _Same[AuthorizationPolicy]] = field(default_factory=dict)
+    """The AuthorizationPolicies of each service that has any."""
+    authentication: Mapping[ServiceKey, _Same[RequestAuthentication]] = field(default_factory=dict)
+    """The RequestAuthentications of each service that has any."""
     views: dict[str | None, Mapping[ResourceType, ResourceMap]] = field(default_factory=dict)
 
 
@@ -480,6 +501,7 @@ class Translator:
         self._gateway_listeners = _Memo(GATEWAY_LISTENER, _build_gateway_listener, b)
         self._api_gateway_listeners = _Memo(API_GATEWAY_LISTENER, _build_api_gateway_listener, b)
         self._external_clusters = _Memo(EXTERNAL_CLUSTERS, _build_external_clusters, b)
+        self._jwks_clusters = _Memo(JWKS_CLUSTER, _build_jwks_cluster, b)
         self._memos: tuple[_Memo[Any, Any], ...] = (
             self._backends,
             self._clusters,
@@ -493,6 +515,7 @@ class Translator:
             self._gateway_listeners,
             self._api_gateway_listeners,
             self._external_clusters,
+            self._jwks_clusters,
         )
         self._shared: _Shared | None = None
         self._settings_memo: _SettingsMemo = {}
@@ -597,6 +620,8 @@ class Translator:
             egress,
             faults=bool(state.policies.fault_injections),
             rate_limits=rate_limits,
+            authorization=_by_target(state, state.policies.authorization_policies),
+            authentication=_by_target(state, state.policies.request_authentications),
         )
         self._shared = shared
         return shared
@@ -735,6 +760,9 @@ class Translator:
             _add(listeners, self._upstream_listeners(upstream_key))
         ports = {p.port_name: p for p in service.ports}
         mtls = state.mtls_mode(service)
+        authentication = self._authentication(state).get(key, _NO_AUTHENTICATION)
+        for uri in jwks_uris(authentication.objects):
+            _add(clusters, self._jwks_clusters(uri))
         for wp in workload.ports:
             port = ports[wp.name]
             _add(clusters, self._inbound_clusters(_InboundClusterKey(key, port, wp.app_port)))
@@ -746,12 +774,23 @@ class Translator:
                 mtls,
                 state.mesh.trust_domain,
                 self._rate_limits(state).get(key),
+                self._authorization(state).get(key, _NO_AUTHORIZATION),
+                state.mesh.authorization.default,
+                authentication,
             )
             _add(listeners, self._inbound_listeners(inbound_key))
         return clusters, listeners
 
     def _rate_limits(self, state: MeshState) -> Mapping[ServiceKey, RateLimit]:
         return self._shared_for(state).rate_limits
+
+    def _authorization(self, state: MeshState) -> Mapping[ServiceKey, _Same[AuthorizationPolicy]]:
+        return self._shared_for(state).authorization
+
+    def _authentication(
+        self, state: MeshState
+    ) -> Mapping[ServiceKey, _Same[RequestAuthentication]]:
+        return self._shared_for(state).authentication
 
     def _faults(self, state: MeshState) -> bool:
         return self._shared_for(state).faults
@@ -851,17 +890,35 @@ def _build_inbound_listener(key: _InboundListenerKey) -> Resource:
         http=key.port.protocol.is_http,
         mtls=key.mtls,
         trust_domain=key.trust_domain,
-        # The callee's filters: its rate limit now; JWT and authorization will join
-        # through policies added to this key.
+        # The callee's filters: who may call it, then how often.
         filters=HttpFilters(
+            jwt_authn=(
+                jwt_authentication(key.authentication.objects)
+                if key.port.protocol.is_http
+                else None
+            ),
+            rbac=(
+                rbac_filters(
+                    key.authorization.objects,
+                    key.default_authorization,
+                    service_port=key.port.port,
+                    trust_domain=key.trust_domain,
+                )
+                if key.port.protocol.is_http
+                else ()
+            ),
             local_ratelimit=(
                 local_rate_limit(f"rate_limit|{key.service}", key.rate_limit)
                 if key.rate_limit is not None
                 else None
-            )
+            ),
         ),
     )
     return _resource(ResourceType.LISTENER, listener)
+
+
+def _build_jwks_cluster(uri: str) -> Resource:
+    return _resource(ResourceType.CLUSTER, jwks_cluster(uri))
 
 
 def _build_external_clusters(spec: ExternalServiceSpec | None) -> tuple[Resource, ...]:
@@ -985,6 +1042,29 @@ def _routes_by_service(policies: Policies) -> dict[ServiceKey, list[HTTPRoute | 
                 if all(r is not route for r in found):
                     found.append(route)
     return out
+
+
+_NO_AUTHORIZATION: _Same[AuthorizationPolicy] = _Same(())
+_NO_AUTHENTICATION: _Same[RequestAuthentication] = _Same(())
+_Targeting = TypeVar("_Targeting", AuthorizationPolicy, RequestAuthentication)
+
+
+def _by_target(
+    state: MeshState, policies: Sequence[_Targeting]
+) -> dict[ServiceKey, _Same[_Targeting]]:
+    """The policies of each service: those of its namespace that name it in
+    ``targetRefs`` or name no target (namespace-wide), by name."""
+    found: dict[ServiceKey, list[_Targeting]] = {}
+    ordered = sorted(policies, key=lambda p: (p.metadata.namespace or "", p.metadata.name))
+    for policy in ordered:
+        namespace = policy.metadata.namespace or ""
+        targets = policy.spec.target_refs
+        for key in state.services:
+            if key.namespace == namespace and (
+                not targets or any(t.name == key.name for t in targets)
+            ):
+                found.setdefault(key, []).append(policy)
+    return {key: _Same(tuple(policies)) for key, policies in found.items()}
 
 
 def _faults_named(

@@ -12,6 +12,7 @@ addresses (``addresses.py``).
 from sidemesh.model.addresses import parse_ip
 from sidemesh.model.loader import load_mesh_file, parse_mesh_document
 from sidemesh.model.mesh import (
+    AuthorizationDefault,
     Gateway,
     GatewayRoute,
     MeshConfig,
@@ -31,6 +32,7 @@ from sidemesh.model.resolve import PortPicker
 from sidemesh.model.state import MeshState
 
 __all__ = [
+    "AuthorizationDefault",
     "Gateway",
     "GatewayRoute",
     "MeshConfig",

@@ -144,6 +144,7 @@ def parse_mesh_document(
         parsed.where,
         state.services,
         {key: state.workloads_of(key) for key in state.services},
+        state.mesh.trust_domain,
     )
     if found.errors:
         raise ConfigError(source, found.errors)

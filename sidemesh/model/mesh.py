@@ -47,6 +47,18 @@ class OutboundTrafficPolicy(Model):
     mode: OutboundTrafficMode = OutboundTrafficMode.ALLOW_ANY
 
 
+class AuthorizationDefault(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class MeshAuthorization(Model):
+    default: AuthorizationDefault = AuthorizationDefault.ALLOW
+    """What a request to a service no ALLOW policy covers gets (DENY policies apply
+    either way): ``allow``, or ``deny`` for a mesh where every call must be allowed
+    by a policy (zero trust)."""
+
+
 class MeshConfig(Model):
     """Mesh-wide settings."""
 
@@ -59,6 +71,7 @@ class MeshConfig(Model):
     outbound_traffic_policy: OutboundTrafficPolicy = Field(default_factory=OutboundTrafficPolicy)
     """Calls to hosts outside the mesh: ALLOW_ANY (the default in local mode) or
     REGISTRY_ONLY (declared ExternalServices only)."""
+    authorization: MeshAuthorization = Field(default_factory=MeshAuthorization)
 
 
 class ServicePort(Model):

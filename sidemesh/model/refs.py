@@ -49,6 +49,17 @@ def trust_domain_prefix(trust_domain: str) -> str:
     return f"{SPIFFE_SCHEME}{trust_domain}/"
 
 
+def namespace_prefix(trust_domain: str, namespace: str) -> str:
+    """What the SPIFFE ID of every service account of ``namespace`` starts with."""
+    return f"{trust_domain_prefix(trust_domain)}ns/{namespace}/sa/"
+
+
+def as_spiffe_uri(principal: str) -> str:
+    """A principal written with or without the scheme (Istio writes
+    ``cluster.local/ns/default/sa/reviews``), with it."""
+    return principal if principal.startswith(SPIFFE_SCHEME) else SPIFFE_SCHEME + principal
+
+
 def parse_spiffe_id(uri: str) -> tuple[str, str, str]:
     """(trust domain, namespace, service account) of a SPIFFE ID as ``spiffe_id``
     writes it; raises ``ValueError`` for anything else (another scheme or path, an

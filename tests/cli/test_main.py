@@ -15,7 +15,9 @@ def _sidemesh(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
     )
 
 
-@pytest.mark.parametrize("command", [[], ["controlplane"], ["sidecar"], ["proxies"]])
+@pytest.mark.parametrize(
+    "command", [[], ["controlplane"], ["sidecar"], ["proxies"], ["check"], ["explain"]]
+)
 def test_help_everywhere(command: list[str]) -> None:
     result = _sidemesh(*command, "--help")
     assert result.returncode == 0

@@ -16,6 +16,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
+@pytest.fixture(autouse=True)
+def close_every_mesh() -> Iterator[None]:
+    """Stop the processes of every mesh the test made, fixture or not."""
+    yield
+    while Mesh.opened:
+        Mesh.opened.pop().close()
+
+
 @pytest.fixture(params=["sotw", "delta"])
 def xds_mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)

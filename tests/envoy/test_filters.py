@@ -35,7 +35,7 @@ from tests.helpers.envoy_validate import inline_bootstrap, validate
 
 EVERY_FILTER = HttpFilters(
     jwt_authn=jwt_authn_pb2.JwtAuthentication(),
-    rbac=rbac_pb2.RBAC(),
+    rbac=(rbac_pb2.RBAC(),),
     local_ratelimit=local_rate_limit_pb2.LocalRateLimit(stat_prefix="inbound_ratelimit"),
     fault=fault_pb2.HTTPFault(),
     dynamic_forward_proxy=forward_proxy_filter(),
@@ -64,7 +64,7 @@ def test_the_chain_is_jwt_then_rbac_then_rate_limit_then_fault_then_forward_prox
         FORWARD_PROXY_FILTER,
         ROUTER_FILTER,
     ]
-    only_some = HttpFilters(fault=fault_pb2.HTTPFault(), rbac=rbac_pb2.RBAC())
+    only_some = HttpFilters(fault=fault_pb2.HTTPFault(), rbac=(rbac_pb2.RBAC(),))
     assert [f.name for f in http_filters(only_some)] == [RBAC_FILTER, FAULT_FILTER, ROUTER_FILTER]
     assert [f.name for f in http_filters(ROUTER_ONLY)] == [ROUTER_FILTER]
 

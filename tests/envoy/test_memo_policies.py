@@ -13,6 +13,7 @@ from sidemesh.envoy.translator import (
     BACKENDS,
     EXTERNAL_CLUSTERS,
     INBOUND_LISTENER,
+    JWKS_CLUSTER,
     OUTBOUND_CLUSTER,
     OUTBOUND_LISTENER,
     OUTBOUND_ROUTES,
@@ -161,3 +162,41 @@ def test_a_route_on_a_gateway_rebuilds_that_listener_of_that_gateway_only() -> N
     )
     assert changed == {("public", "listeners", "gateway|22080|public")}
     assert built == Counter({API_GATEWAY_LISTENER: 1})
+
+
+SECURITY = """
+---
+apiVersion: sidemesh.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: ratings-callers}
+spec:
+  targetRefs: [{name: ratings}]
+  rules: [{from: [{source: {namespaces: [default]}}]}]
+---
+apiVersion: sidemesh.io/v1alpha1
+kind: RequestAuthentication
+metadata: {name: ratings-jwt}
+spec:
+  targetRefs: [{name: ratings}]
+  jwtRules: [{issuer: https://issuer.example, jwksUri: "https://issuer.example/jwks"}]
+"""
+
+
+def test_an_authorization_policy_rebuilds_its_services_inbound_listeners_only() -> None:
+    changed, built = _rebuilt_by(
+        "namespaces: [default]", "namespaces: [other]", WITH_POLICIES + SECURITY
+    )
+    assert changed == {("ratings-1", "listeners", "inbound|50051|ratings")}
+    assert built == Counter({INBOUND_LISTENER: 1})
+
+
+def test_a_request_authentication_rebuilds_its_services_inbound_side_only() -> None:
+    changed, built = _rebuilt_by(
+        "https://issuer.example/jwks", "https://keys.example/jwks", WITH_POLICIES + SECURITY
+    )
+    assert changed == {
+        ("ratings-1", "listeners", "inbound|50051|ratings"),
+        ("ratings-1", "clusters", "jwks|https|issuer.example|443"),
+        ("ratings-1", "clusters", "jwks|https|keys.example|443"),
+    }
+    assert built == Counter({INBOUND_LISTENER: 1, JWKS_CLUSTER: 1})

@@ -13,6 +13,7 @@ from sidemesh.model import MeshState, parse_mesh_document
 from tests.conftest import MULTI_SERVICE_MESH
 from tests.helpers.certs import server_certificate
 from tests.helpers.envoy_validate import inline_bootstrap, validate
+from tests.helpers.tokens import Issuer
 
 
 def test_every_proxys_resources_pass_envoy_validate(
@@ -135,12 +136,70 @@ spec:
   hosts: [ledger.example]
   ports: [{port: 80}]
   endpoints: [{address: 192.0.2.10}, {address: 192.0.2.11}]
+---
+apiVersion: sidemesh.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: reviews-readers}
+spec:
+  targetRefs: [{name: reviews}]
+  action: ALLOW
+  rules:
+    - from:
+        - source: {principals: ["example.org/ns/default/sa/productpage"], namespaces: [default]}
+        - source: {serviceAccounts: [default/ratings], notIpBlocks: [10.0.0.0/8]}
+      to:
+        - operation: {paths: ["/reviews/*", "/users/{id}/orders", "*.json"], methods: [GET], ports: [9080]}
+      when:
+        - {key: "request.headers[x-role]", values: [reader, "admin*"], notValues: [banned]}
+        - {key: source.ip, values: [127.0.0.1/32]}
+---
+apiVersion: sidemesh.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: no-admin}
+spec:
+  action: DENY
+  rules:
+    - from: [{source: {notPrincipals: ["*/sa/productpage"], authenticated: true}}]
+      to: [{operation: {paths: [/admin, /admin/*], hosts: [secret.local, "*.internal"], notMethods: [HEAD]}}]
+---
+apiVersion: sidemesh.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: audit-all}
+spec:
+  action: AUDIT
+  rules:
+    - from: [{source: {requestPrincipals: ["https://issuer.example/alice", "*"]}}]
+      when:
+        - {key: "request.auth.claims[groups]", values: [admins]}
+        - {key: "request.auth.claims[org][team]", notValues: [x]}
+        - {key: request.auth.principal, values: ["https://issuer.example/*"]}
+---
+apiVersion: sidemesh.io/v1alpha1
+kind: RequestAuthentication
+metadata: {name: reviews-jwt}
+spec:
+  targetRefs: [{name: reviews}]
+  required: false
+  jwtRules:
+    - issuer: https://issuer.example
+      audiences: [reviews]
+      jwksUri: https://issuer.example/.well-known/jwks.json
+    - issuer: local
+      jwks: 'TEST_JWKS'
+      fromHeaders: [{name: x-token}]
+      forwardOriginalToken: true
 """
 
 
+def policies() -> str:
+    """POLICIES with a real key set (Envoy refuses one without a valid key)."""
+    return POLICIES.replace("TEST_JWKS", Issuer().jwks())
+
+
 def test_every_policy_kind_passes_envoy_validate(tmp_path: Path) -> None:
-    state = parse_mesh_document(MULTI_SERVICE_MESH + POLICIES, "mesh.yaml")
-    assert len(state.policies) == 8 and len(state.warnings) == 1  # reviews-v3: unresolved
+    state = parse_mesh_document(MULTI_SERVICE_MESH + policies(), "mesh.yaml")
+    assert len(state.policies) == 12
+    assert len(state.warnings) == 1, state.warnings  # reviews-v3: unresolved
     translator = Translator()
     for name, namespace in [*state.workloads, *state.gateways]:
         resources = translator.for_proxy(state, ProxyId(name, namespace))
@@ -156,12 +215,19 @@ def test_every_policy_kind_passes_envoy_validate(tmp_path: Path) -> None:
     ]
 
 
+def test_a_mesh_that_denies_by_default_passes_envoy_validate(tmp_path: Path) -> None:
+    text = MULTI_SERVICE_MESH.replace("mesh:", "mesh:\n  authorization: {default: deny}", 1)
+    state = parse_mesh_document(text, "mesh.yaml")
+    resources = Translator().for_proxy(state, ProxyId("reviews-v1", "default"))
+    validate(inline_bootstrap(resources), tmp_path)
+
+
 @pytest.mark.parametrize("mode", ["ALLOW_ANY", "REGISTRY_ONLY"])
 def test_both_outbound_traffic_policies_pass_envoy_validate(mode: str, tmp_path: Path) -> None:
     text = MULTI_SERVICE_MESH.replace(
         "mesh:", f"mesh:\n  outboundTrafficPolicy: {{mode: {mode}}}", 1
     )
-    state = parse_mesh_document(text + POLICIES, "mesh.yaml")
+    state = parse_mesh_document(text + policies(), "mesh.yaml")
     assert state.mesh.outbound_traffic_policy.mode == mode
     resources = Translator().for_proxy(state, ProxyId("productpage-1", "default"))
     validate(inline_bootstrap(resources), tmp_path)
@@ -208,7 +274,7 @@ spec:
   rules:
     - filters: [{{type: RequestRedirect, requestRedirect: {{scheme: https, port: 22443}}}}]
 """
-    state = parse_mesh_document(MULTI_SERVICE_MESH + POLICIES + gateway, "mesh.yaml")
+    state = parse_mesh_document(MULTI_SERVICE_MESH + policies() + gateway, "mesh.yaml")
     resources = Translator().for_proxy(state, ProxyId("public", "default"))
     assert set(resources[ResourceType.LISTENER]) == {
         "gateway|22080|public",

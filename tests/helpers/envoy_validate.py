@@ -17,7 +17,7 @@ from google.protobuf import json_format
 
 from sidemesh.agent.envoy_binary import find_envoy
 from sidemesh.envoy import ProxyResources, ResourceType
-from sidemesh.envoy.bootstrap import sds_cluster
+from sidemesh.envoy.bootstrap import runtime, sds_cluster
 from sidemesh.envoy.filters import HCM_FILTER
 from sidemesh.envoy.protos import packed
 
@@ -43,6 +43,7 @@ def inline_bootstrap(resources: ProxyResources) -> dict[str, Any]:
     assignments = {name: r.message for name, r in resources[ResourceType.ENDPOINT].items()}
     boot = bootstrap_pb2.Bootstrap()
     boot.node.id, boot.node.cluster = "sidecar~validate~default", "validate"
+    boot.layered_runtime.CopyFrom(runtime())
     boot.static_resources.clusters.append(sds_cluster("/tmp/sidemesh-validate/sds.sock"))
     for res in resources[ResourceType.CLUSTER].values():
         cluster = cluster_pb2.Cluster()

@@ -85,9 +85,11 @@ class WorkloadSpec:
     outbound_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     labels: dict[str, str] = field(default_factory=dict)
+    upstreams: dict[str, int] = field(default_factory=dict)
+    """Service → the local port of the sidecar that leads to it (Host passed as sent)."""
 
     def to_yaml(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "service": self.service,
             "labels": self.labels,
@@ -95,16 +97,25 @@ class WorkloadSpec:
             "appPort": self.app_port,
             "sidecar": {"outboundPort": self.outbound_port, "adminPort": self.admin_port},
         }
+        if self.upstreams:
+            out["upstreams"] = [
+                {"service": service, "localPort": port} for service, port in self.upstreams.items()
+            ]
+        return out
 
 
 class Mesh:
     """Services ``a`` (port 8080) and ``b`` (port 9080) and whatever workloads a test adds."""
 
     SERVICES: ClassVar[dict[str, int]] = {"a": 8080, "b": 9080}
+    opened: ClassVar[list[Mesh]] = []
+    """Every mesh a test made: the e2e conftest closes them all after each test, so a
+    test that builds its own cannot leave sidecars running."""
 
     def __init__(
         self, tmp_path: Path, xds_mode: str = "delta", cert_lifetime_s: float = 3600
     ) -> None:
+        Mesh.opened.append(self)
         self.tmp_path = tmp_path
         self.state_dir = tmp_path / "state"
         self.cert_lifetime_s = cert_lifetime_s

@@ -167,6 +167,63 @@ def test_a_gateway_document_gets_a_gateway_proxy_of_its_name() -> None:
     assert state.identity_of("public", "default") == "spiffe://cluster.local/ns/default/sa/public"
 
 
+def _authz(spec: str) -> str:
+    return (
+        "apiVersion: sidemesh.io/v1alpha1\nkind: AuthorizationPolicy\n"
+        f"metadata: {{name: p}}\nspec:\n  {spec}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (
+            "targetRefs: [{name: reviewz}]",
+            "(AuthorizationPolicy default/p) spec.targetRefs[0].name: 'reviewz' is not a service",
+        ),
+        (
+            "rules: [{from: [{source: {principals: [reviews]}}]}]",
+            "spec.rules[0].from[0].source.principals[0]: 'reviews' is not an identity",
+        ),
+        (
+            "rules: [{from: [{source: {principals: [other.td/ns/default/sa/reviews]}}]}]",
+            "is of trust domain 'other.td', the mesh's is 'cluster.local': it can never match",
+        ),
+        (
+            "rules: [{from: [{source: {principals: [a*b]}}]}]",
+            "'a*b': '*' only at the start or the end",
+        ),
+        (
+            "rules: [{to: [{operation: {paths: [admin]}}]}]",
+            "spec.rules[0].to[0].operation.paths[0]: 'admin' must start with '/'",
+        ),
+        (
+            "rules: [{to: [{operation: {paths: ['/a/*/b']}}]}]",
+            "'*' only at the start or the end (use {name} for a segment)",
+        ),
+        (
+            "rules: [{from: [{source: {ipBlocks: [10.0.0.300/8]}}]}]",
+            "spec.rules[0].from[0].source.ipBlocks[0]: '10.0.0.300/8' is not an address or CIDR",
+        ),
+        (
+            "rules: [{when: [{key: 'request.cookies[session]', values: [x]}]}]",
+            "spec.rules[0].when[0]: Value error, 'request.cookies[session]' is not a condition key",
+        ),
+        (
+            "action: PERMIT",
+            "spec.action: 'PERMIT' is not one of ALLOW, DENY, AUDIT",
+        ),
+    ],
+)
+def test_bad_authorization_policies_are_refused(spec: str, expected: str) -> None:
+    assert expected in _error(_authz(spec))
+
+
+def test_an_identity_no_workload_has_is_a_warning() -> None:
+    state = _load(_authz("rules: [{from: [{source: {serviceAccounts: [default/nobody]}}]}]"))
+    assert any("no workload runs as default/nobody (yet)" in w for w in state.warnings)
+
+
 def test_an_unknown_outbound_traffic_mode_is_refused() -> None:
     with pytest.raises(ConfigError) as info:
         parse_mesh_document("mesh: {outboundTrafficPolicy: {mode: DENY}}\n", "mesh.yaml")

@@ -2,16 +2,20 @@
 it includes), the very objects a user applies with ``kubectl`` on a cluster.
 
 Owns: the Gateway API routes (``HTTPRoute``, ``GRPCRoute``), sidemesh's own kinds
-(``BackendPolicy``, ``FaultInjection``, ``ExternalService``), reading documents into
+(``BackendPolicy``, ``FaultInjection``, ``ExternalService``,
+``AuthorizationPolicy``, ``RequestAuthentication``), reading documents into
 them, and checking them against the services and workloads of the mesh.
 Must not: know Envoy; a policy says what, translation says how."""
 
+from sidemesh.model.policy.authentication import RequestAuthentication
+from sidemesh.model.policy.authorization import AuthorizationPolicy
 from sidemesh.model.policy.backend import BackendPolicy, FaultInjection
 from sidemesh.model.policy.documents import Policies, Policy
 from sidemesh.model.policy.external import ExternalService
 from sidemesh.model.policy.routes import GRPCRoute, HTTPRoute
 
 __all__ = [
+    "AuthorizationPolicy",
     "BackendPolicy",
     "ExternalService",
     "FaultInjection",
@@ -19,4 +23,5 @@ __all__ = [
     "HTTPRoute",
     "Policies",
     "Policy",
+    "RequestAuthentication",
 ]

@@ -7,6 +7,8 @@ Errors refuse the whole file; warnings are logged and shown in ``/v1/state``."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +18,7 @@ from sidemesh.errors import Problem
 from sidemesh.model.addresses import is_address
 from sidemesh.model.base import parse_duration
 from sidemesh.model.mesh import Service, Workload
+from sidemesh.model.policy.authorization import AuthorizationPolicy
 from sidemesh.model.policy.backend import BackendPolicy
 from sidemesh.model.policy.common import SIDEMESH_GROUP, BackendRef, ParentRef
 from sidemesh.model.policy.documents import Policies, describe
@@ -28,7 +31,7 @@ from sidemesh.model.policy.routes import (
     PathMatchType,
     StringMatchType,
 )
-from sidemesh.model.refs import ServiceKey
+from sidemesh.model.refs import ServiceKey, as_spiffe_uri, parse_spiffe_id
 
 
 @dataclass
@@ -42,6 +45,7 @@ def check_policies(
     where: Mapping[int, str],
     services: Mapping[ServiceKey, Service],
     workloads_of: Mapping[ServiceKey, Sequence[Workload]],
+    trust_domain: str = "cluster.local",
 ) -> Findings:
     """``where``: id(policy) → how to name it in a message."""
     found = Findings()
@@ -54,6 +58,13 @@ def check_policies(
         _check_backend_policy(policy, where[id(policy)], services, workloads_of, targeted, found)
     found.warnings.extend(_route_conflicts(policies.http_routes, where))
     _check_external_services(policies.external_services, where, services, found)
+    identities = {
+        (w.namespace or "", w.service_account or "")
+        for members in workloads_of.values()
+        for w in members
+    }
+    for authz in policies.authorization_policies:
+        _check_authorization(authz, where[id(authz)], services, identities, trust_domain, found)
     return found
 
 
@@ -463,6 +474,141 @@ def _check_external_services(
                         f"{endpoint.address!r} is neither an IP address nor a host name",
                     )
                 )
+
+
+# --- authorization --------------------------------------------------------------------
+
+
+def _check_authorization(
+    policy: AuthorizationPolicy,
+    label: str,
+    services: Mapping[ServiceKey, Service],
+    identities: set[tuple[str, str]],
+    trust_domain: str,
+    found: Findings,
+) -> None:
+    """Targets must exist (a policy for a service that is not there protects nothing
+    and is most likely a typo); principals, paths, CIDRs must be well formed; an
+    identity or namespace no workload has yet is a warning (it may come)."""
+    namespace = policy.metadata.namespace or ""
+    for i, target in enumerate(policy.spec.target_refs):
+        at = f"{label} spec.targetRefs[{i}]"
+        if target.kind != "Service" or target.group != "":
+            found.errors.append(
+                Problem(
+                    f"{at}.kind", f"an AuthorizationPolicy targets a Service, not {target.kind!r}"
+                )
+            )
+        elif ServiceKey(target.name, namespace) not in services:
+            found.errors.append(
+                Problem(
+                    f"{at}.name", _unknown_service(ServiceKey(target.name, namespace), services)
+                )
+            )
+    namespaces = {ns for ns, _ in identities} | {k.namespace for k in services}
+    for i, rule in enumerate(policy.spec.rules or ()):
+        at = f"{label} spec.rules[{i}]"
+        for j, source in enumerate(f.source for f in rule.from_):
+            src = f"{at}.from[{j}].source"
+            for field_name in ("principals", "notPrincipals"):
+                values = getattr(
+                    source, "principals" if field_name == "principals" else "not_principals"
+                )
+                for k, value in enumerate(values):
+                    _check_principal(
+                        value, f"{src}.{field_name}[{k}]", trust_domain, identities, found
+                    )
+            for field_name, values in (
+                ("serviceAccounts", source.service_accounts),
+                ("notServiceAccounts", source.not_service_accounts),
+            ):
+                for k, value in enumerate(values):
+                    ns, _, name = value.rpartition("/")
+                    if (ns or namespace, name) not in identities:
+                        found.warnings.append(
+                            Problem(
+                                f"{src}.{field_name}[{k}]",
+                                f"no workload runs as {ns or namespace}/{name} (yet)",
+                            )
+                        )
+            for field_name, values in (
+                ("namespaces", source.namespaces),
+                ("notNamespaces", source.not_namespaces),
+            ):
+                for k, value in enumerate(values):
+                    if value not in namespaces:
+                        found.warnings.append(
+                            Problem(
+                                f"{src}.{field_name}[{k}]",
+                                f"no namespace {value!r} in the mesh (yet)",
+                            )
+                        )
+            for field_name, values in (
+                ("ipBlocks", source.ip_blocks),
+                ("notIpBlocks", source.not_ip_blocks),
+            ):
+                for k, value in enumerate(values):
+                    try:
+                        ipaddress.ip_network(value, strict=False)
+                    except ValueError:
+                        found.errors.append(
+                            Problem(
+                                f"{src}.{field_name}[{k}]", f"{value!r} is not an address or CIDR"
+                            )
+                        )
+        for j, operation in enumerate(t.operation for t in rule.to):
+            op = f"{at}.to[{j}].operation"
+            for field_name, values in (
+                ("paths", operation.paths),
+                ("notPaths", operation.not_paths),
+            ):
+                for k, value in enumerate(values):
+                    problem = _path_problem(value)
+                    if problem is not None:
+                        found.errors.append(Problem(f"{op}.{field_name}[{k}]", problem))
+
+
+def _check_principal(
+    value: str,
+    at: str,
+    trust_domain: str,
+    identities: set[tuple[str, str]],
+    found: Findings,
+) -> None:
+    if "*" in value.strip("*"):
+        found.errors.append(Problem(at, f"{value!r}: '*' only at the start or the end"))
+        return
+    if "*" in value:
+        return
+    try:
+        domain, namespace, account = parse_spiffe_id(as_spiffe_uri(value))
+    except ValueError:
+        found.errors.append(
+            Problem(at, f"{value!r} is not an identity (<trust domain>/ns/<ns>/sa/<name>)")
+        )
+        return
+    if domain != trust_domain:
+        found.errors.append(
+            Problem(
+                at,
+                f"{value!r} is of trust domain {domain!r}, the mesh's is {trust_domain!r}: "
+                "it can never match",
+            )
+        )
+    elif (namespace, account) not in identities:
+        found.warnings.append(Problem(at, f"no workload runs as {namespace}/{account} (yet)"))
+
+
+def _path_problem(path: str) -> str | None:
+    if path == "*":
+        return None
+    if not (path.startswith("/") or path.startswith("*")):
+        return f"{path!r} must start with '/' (or '*' for a suffix)"
+    if "*" in path.strip("*"):
+        return f"{path!r}: '*' only at the start or the end (use {{name}} for a segment)"
+    if path.count("{") != path.count("}") or re.search(r"\{[^}]*[{/]", path):
+        return f"{path!r}: a template segment is {{name}} or {{**}}"
+    return None
 
 
 def _unknown_service(key: ServiceKey, services: Mapping[ServiceKey, Service]) -> str:

@@ -14,12 +14,23 @@ from typing import Any
 from pydantic import ValidationError
 
 from sidemesh.errors import Problem
+from sidemesh.model.policy.authentication import RequestAuthentication
+from sidemesh.model.policy.authorization import AuthorizationPolicy
 from sidemesh.model.policy.backend import BackendPolicy, FaultInjection
 from sidemesh.model.policy.external import ExternalService
 from sidemesh.model.policy.gateway import APIGateway
 from sidemesh.model.policy.routes import GRPCRoute, HTTPRoute
 
-Policy = HTTPRoute | GRPCRoute | BackendPolicy | FaultInjection | ExternalService | APIGateway
+Policy = (
+    HTTPRoute
+    | GRPCRoute
+    | BackendPolicy
+    | FaultInjection
+    | ExternalService
+    | APIGateway
+    | AuthorizationPolicy
+    | RequestAuthentication
+)
 
 KINDS: dict[tuple[str, str], type[Policy]] = {
     ("gateway.networking.k8s.io", "HTTPRoute"): HTTPRoute,
@@ -28,6 +39,8 @@ KINDS: dict[tuple[str, str], type[Policy]] = {
     ("sidemesh.io", "BackendPolicy"): BackendPolicy,
     ("sidemesh.io", "FaultInjection"): FaultInjection,
     ("sidemesh.io", "ExternalService"): ExternalService,
+    ("sidemesh.io", "AuthorizationPolicy"): AuthorizationPolicy,
+    ("sidemesh.io", "RequestAuthentication"): RequestAuthentication,
 }
 
 
@@ -41,6 +54,8 @@ class Policies:
     fault_injections: tuple[FaultInjection, ...] = ()
     external_services: tuple[ExternalService, ...] = ()
     gateways: tuple[APIGateway, ...] = ()
+    authorization_policies: tuple[AuthorizationPolicy, ...] = ()
+    request_authentications: tuple[RequestAuthentication, ...] = ()
 
     @classmethod
     def of(cls, policies: Iterable[Policy]) -> Policies:
@@ -53,6 +68,8 @@ class Policies:
             fault_injections=tuple(p for p in items if isinstance(p, FaultInjection)),
             external_services=tuple(p for p in items if isinstance(p, ExternalService)),
             gateways=tuple(p for p in items if isinstance(p, APIGateway)),
+            authorization_policies=tuple(p for p in items if isinstance(p, AuthorizationPolicy)),
+            request_authentications=tuple(p for p in items if isinstance(p, RequestAuthentication)),
         )
 
     def __iter__(self) -> Iterator[Policy]:
@@ -62,6 +79,8 @@ class Policies:
         yield from self.fault_injections
         yield from self.external_services
         yield from self.gateways
+        yield from self.authorization_policies
+        yield from self.request_authentications
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -93,6 +112,8 @@ class Policies:
             fault_injections=same(self.fault_injections),
             external_services=same(self.external_services),
             gateways=same(self.gateways),
+            authorization_policies=same(self.authorization_policies),
+            request_authentications=same(self.request_authentications),
         )
 
 
