@@ -19,7 +19,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 from sidemesh.api import ApiView, create_app
 from sidemesh.api.certificates import create_signing_app
 from sidemesh.identity import CertificateAuthority, SpiffeId
-from sidemesh.identity.ca import serving_certificate, write_private
+from sidemesh.identity.ca import make_private_dir, serving_certificate, write_private
 from sidemesh.identity.service import SigningService
 from sidemesh.identity.tokens import BootstrapTokens
 from sidemesh.local.ports import StickyPorts
@@ -151,7 +151,7 @@ class ControlPlane:
         assert self.ca is not None and self.signing is not None
         s = self.settings
         serving_dir = s.state_dir / "serving"
-        serving_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(serving_dir)
         identity = SpiffeId(self.ca.trust_domain, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_ACCOUNT)
         chain, key = serving_certificate(
             self.ca, identity, (s.api_host, "localhost"), SERVING_CERT_LIFETIME

@@ -180,10 +180,10 @@ class _MeshCollector(Collector):
             yield issued
             refused = CounterMetricFamily(
                 "sidemesh_certificates_refused",
-                "Certificate requests refused, by reason (token, workload, csr)",
+                "Certificate requests refused, by reason (token, workload, csr, malformed)",
                 labels=["reason"],
             )
-            for reason in ("token", "workload", "csr"):
+            for reason in ("token", "workload", "csr", "malformed"):
                 refused.add_metric([reason], signing.refused[reason])
             yield refused
             expiry = GaugeMetricFamily(

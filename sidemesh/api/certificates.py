@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Header, HTTPException
+from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from sidemesh.identity.ca import CaError
@@ -25,6 +28,13 @@ class CertificateRequest(BaseModel):
 
 def create_signing_app(service: SigningService) -> FastAPI:
     app = FastAPI(title="sidemesh certificate authority", version="1")
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # A body that is not a certificate request at all is refused too, and counted
+        # with the rest (sidemesh_certificates_refused_total{reason="malformed"}).
+        service.refused["malformed"] += 1
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(exc.errors())})
 
     @app.post("/v1/certificates", summary="Sign a workload's CSR for its own SPIFFE ID")
     async def sign(

@@ -68,6 +68,7 @@ def gather(api: str) -> dict[str, Any]:
         "meshVersion": state["version"],
         "controlPlane": local_run.get("controlPlane"),
         "services": state["services"],
+        "authorizationDefault": state.get("mesh", {}).get("authorization", {}).get("default"),
         "workloads": rows,
         # Their verdicts are missing from every count above: say so next to them.
         "proxiesNotAnswering": [
@@ -88,6 +89,19 @@ VERDICTS = (
 """What ``-o json`` keeps of ``/v1/endpoints`` per workload, beside its health line."""
 
 
+def _covered(service: dict[str, Any], default: str | None) -> str:
+    """Who may call the service, in a word: its AuthorizationPolicies and token checks,
+    or the mesh default where none applies."""
+    parts = (
+        [f"authz {', '.join(service['authorizationPolicies'])}"]
+        if service.get("authorizationPolicies")
+        else [f"none (mesh default: {default or 'allow'})"]
+    )
+    if service.get("requestAuthentications"):
+        parts.append(f"jwt {', '.join(service['requestAuthentications'])}")
+    return "; ".join(parts)
+
+
 def render(data: dict[str, Any], console: Console) -> None:
     control_plane = data.get("controlPlane")
     if control_plane:  # local mode: sidemesh up runs it and restarts it if it dies
@@ -96,7 +110,7 @@ def render(data: dict[str, Any], console: Console) -> None:
             f"{control_plane['restarts']} restarts; log: {control_plane['log']}"
         )
     services = Table(title=f"services (mesh version {data['meshVersion']})")
-    for column in ("service", "namespace", "ports", "mTLS", "workloads"):
+    for column in ("service", "namespace", "ports", "mTLS", "policies", "workloads"):
         services.add_column(column)
     for svc in data["services"]:
         serving = set(svc.get("workloads") or ())
@@ -111,7 +125,8 @@ def render(data: dict[str, Any], console: Console) -> None:
             svc["name"],
             svc["namespace"],
             ", ".join(f"{p['port']}/{p.get('protocol', 'http')}" for p in svc["ports"]),
-            svc.get("mtls") or "mesh default",
+            svc.get("mtlsMode") or svc.get("mtls") or "mesh default",
+            _covered(svc, data.get("authorizationDefault")),
             f"{healthy}/{len(members)} running",
         )
     console.print(services)

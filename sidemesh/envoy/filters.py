@@ -233,9 +233,20 @@ def _path_safety(hcm: hcm_pb2.HttpConnectionManager) -> None:
     )
 
 
-def tcp_proxy(stat_prefix: str, cluster: str) -> listener_components_pb2.Filter:
-    """A TCP proxy to one cluster: for ports whose protocol is not HTTP."""
-    return listener_components_pb2.Filter(
-        name=TCP_PROXY_FILTER,
-        typed_config=packed(tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)),
-    )
+EARLY_DATA_BYTES = 64 * 1024
+
+
+def tcp_proxy(
+    stat_prefix: str, cluster: str, *, after_tls_handshake: bool = False
+) -> listener_components_pb2.Filter:
+    """A TCP proxy to one cluster: for ports whose protocol is not HTTP.
+    ``after_tls_handshake``: connect to the upstream only once the client's TLS
+    handshake has succeeded, so a client without a mesh certificate never causes even
+    a connection to the app."""
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)
+    if after_tls_handshake:
+        proxy.upstream_connect_mode = tcp_proxy_pb2.ON_DOWNSTREAM_TLS_HANDSHAKE
+        # Bytes the client sends before the upstream is connected are buffered, up to
+        # this much (Envoy requires a bound when it waits).
+        proxy.max_early_data_bytes.value = EARLY_DATA_BYTES
+    return listener_components_pb2.Filter(name=TCP_PROXY_FILTER, typed_config=packed(proxy))

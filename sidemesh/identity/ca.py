@@ -47,6 +47,21 @@ class IssuedCertificate:
     """Leaf then intermediate: what a workload presents."""
 
 
+def make_private_dir(path: Path) -> None:
+    """``path`` and every directory made on the way to it, owner-only (0700): the
+    state directory holds the CA's keys and the bootstrap tokens, so not even its
+    listing is for others (``mkdir(parents=True, mode=...)`` gives the mode to the last
+    directory only)."""
+    missing = []
+    for directory in (path, *path.parents):
+        if directory.exists():
+            break
+        missing.append(directory)
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        directory.chmod(0o700)  # whatever the umask made of it
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` readable by its owner only (0600) from the first byte on: into a
     new file (never through a symlink or into a file with looser rights), then renamed."""
@@ -132,7 +147,7 @@ class CertificateAuthority:
         """The CA kept in ``state_dir``; made there (root and intermediate) on first start.
         The root stays the same across restarts: deleting the directory is the only way
         to get a new one."""
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(state_dir)
         if (state_dir / ROOT_CERT).exists():
             return cls.load(state_dir, trust_domain)
         root_key = ec.generate_private_key(ec.SECP256R1())

@@ -31,12 +31,42 @@ def check_csr(csr_pem: bytes, identity: SpiffeId) -> x509.CertificateSigningRequ
         raise CsrRejected("the CSR's key must be ECDSA P-256")
     try:
         sans = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
     except x509.ExtensionNotFound:
-        return csr
-    uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
-    others = [n for n in sans if not isinstance(n, x509.UniformResourceIdentifier | x509.DNSName)]
-    if others or any(uri != identity.uri for uri in uris):
+        uris = []
+    if any(uri != identity.uri for uri in uris):
         raise CsrForAnotherIdentity(
-            f"the CSR asks for {', '.join(uris) or 'other names'}, but its sender is {identity.uri}"
+            f"the CSR asks for {', '.join(uris)}, but its sender is {identity.uri}"
+        )
+    extra = _more_than_an_identity(csr)
+    if extra:
+        # The CA would drop these; signing anyway would hide from the sender that it
+        # asked for more than it may have.
+        raise CsrRejected(
+            f"the CSR asks for more than a workload certificate holds: {'; '.join(extra)}. "
+            f"Ask for {identity.uri} alone (a URI SAN, or none)"
         )
     return csr
+
+
+def _more_than_an_identity(csr: x509.CertificateSigningRequest) -> list[str]:
+    """What the CSR asks for beside its one URI SAN, in words."""
+    found = []
+    for extension in csr.extensions:
+        value = extension.value
+        if isinstance(value, x509.SubjectAlternativeName):
+            for name in value:
+                if isinstance(name, x509.DNSName):
+                    found.append(f"a DNS name SAN {name.value!r}")
+                elif isinstance(name, x509.IPAddress):
+                    found.append(f"an IP address SAN {name.value}")
+                elif isinstance(name, x509.RFC822Name):
+                    found.append(f"an email SAN {name.value!r}")
+                elif not isinstance(name, x509.UniformResourceIdentifier):
+                    found.append(f"a {type(name).__name__} SAN")
+            uris = value.get_values_for_type(x509.UniformResourceIdentifier)
+            if len(uris) > 1:
+                found.append(f"{len(uris)} URI SANs")
+        elif isinstance(value, x509.BasicConstraints) and value.ca:
+            found.append("CA:true (a certificate that could sign others)")
+    return found

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sidemesh.errors import SidemeshError
-from sidemesh.identity.ca import write_private
+from sidemesh.identity.ca import make_private_dir, write_private
 from sidemesh.model.refs import WorkloadRef as WorkloadRef  # re-exported: its old home
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ class BootstrapTokens:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Made with the first token, not here: a mesh.yaml refused at start leaves
+        # nothing behind.
         self._tokens: dict[WorkloadRef, bytes] = {}
         for path in directory.glob("*.*.token"):
             name, namespace, _ = path.name.rsplit(".", 2)
@@ -49,6 +50,7 @@ class BootstrapTokens:
         """The token file of ``workload``, made if it does not exist yet."""
         path = self.path_for(workload)
         if workload not in self._tokens or not path.exists():
+            make_private_dir(self.directory)
             token = secrets.token_urlsafe(32).encode()
             write_private(path, token)
             self._tokens[workload] = token

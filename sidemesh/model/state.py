@@ -8,12 +8,14 @@ translation reuse its earlier work by identity.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 from sidemesh.model.mesh import Gateway, MeshConfig, MtlsMode, Service, Workload
+from sidemesh.model.policy.authentication import RequestAuthentication
+from sidemesh.model.policy.authorization import AuthorizationPolicy
 from sidemesh.model.policy.documents import KINDS, Policies, Policy
 from sidemesh.model.refs import ServiceKey, spiffe_id
 
@@ -185,6 +187,18 @@ class MeshState:
             warnings=tuple(data.get("warnings", ())),
         )
 
+    def _covering(
+        self, key: ServiceKey, policies: Sequence[AuthorizationPolicy | RequestAuthentication]
+    ) -> list[str]:
+        """The names of ``policies`` that apply to the service: of its namespace, naming
+        it in ``targetRefs`` or naming no target."""
+        return sorted(
+            p.metadata.name
+            for p in policies
+            if p.metadata.namespace == key.namespace
+            and (not p.spec.target_refs or any(t.name == key.name for t in p.spec.target_refs))
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "version": self.version,
@@ -194,6 +208,13 @@ class MeshState:
                     **s.model_dump(mode="json", by_alias=True, exclude_none=True),
                     # Those naming it and those its selector picks.
                     "workloads": sorted(w.name for w in self.workloads_of(key)),
+                    "mtlsMode": self.mtls_mode(s).value,
+                    "authorizationPolicies": self._covering(
+                        key, self.policies.authorization_policies
+                    ),
+                    "requestAuthentications": self._covering(
+                        key, self.policies.request_authentications
+                    ),
                 }
                 for key, s in self.services.items()
             ],

@@ -17,7 +17,7 @@ from tests.helpers.harness import ControlPlaneThread
 def api(tmp_path: Path) -> Iterator[str]:
     path = tmp_path / "mesh.yaml"
     path.write_text(MULTI_SERVICE_MESH)
-    cp = ControlPlaneThread(ControlPlaneSettings(config=path, xds_port=0, api_port=0))
+    cp = ControlPlaneThread(ControlPlaneSettings(config=path, xds_port=0, api_port=0, ca_port=0))
     cp.start()
     try:
         yield f"http://127.0.0.1:{cp.control_plane.api_port}"

@@ -141,7 +141,7 @@ def test_unknown_fields_are_422(api: Api) -> None:
     assert reply.status_code == 422, reply.text
     assert any(error["loc"][-1] == "identity" for error in reply.json()["detail"])
     assert api.service.issued_total == 0
-    assert sum(api.service.refused.values()) == 0
+    assert api.service.refused == {"malformed": 1}
 
 
 @pytest.mark.parametrize(
@@ -151,6 +151,7 @@ def test_malformed_body_is_422(api: Api, body: object) -> None:
     reply = api.client.post(URL, json=body, headers={"Authorization": f"Bearer {api.token}"})
     assert reply.status_code == 422, reply.text
     assert api.service.issued_total == 0
+    assert api.service.refused["malformed"] == 1  # counted with every other refusal
 
 
 def test_signing_route_is_documented(api: Api) -> None:

@@ -11,6 +11,7 @@ import re
 import socket
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ import pytest
 from sidemesh.envoy.explain import Request, explain
 from tests.helpers.harness import Mesh
 from tests.helpers.net import free_port
+from tests.helpers.traffic import BackgroundLoad
 
 TRUST = "test.local"
 
@@ -216,3 +218,70 @@ def test_no_spelling_of_a_denied_path_host_or_header_reaches_the_app(mesh: Mesh)
     headers = {"x-role": "user,intruder"}
     assert _explained(mesh, "c-1", "/public/ok", headers=headers) == 403
     assert _explained(mesh, "c-1", "/public/ok", headers={"x_role": "intruder"}) == 400
+
+
+def test_a_permissive_service_lets_plaintext_in_only_where_no_rule_needs_an_identity(
+    tmp_path: Path,
+) -> None:
+    """Incremental adoption: a PERMISSIVE service accepts plaintext callers, but a rule
+    that requires an identity never admits one; the API says which services are STRICT
+    and which policies cover them."""
+    mesh = Mesh(tmp_path)
+    mesh.add("a-1", "a")
+    mesh.add("b-1", "b")
+    mesh.service_mtls = {"b": "PERMISSIVE"}
+    mesh.policies = [
+        _policy(
+            "b-open-part",
+            f"""
+            targetRefs: [{{name: b}}]
+            rules:
+              - from: [{{source: {{principals: ["{TRUST}/ns/default/sa/a"]}}}}]
+              - to: [{{operation: {{paths: ["/open/*"]}}}}]
+            """,
+        )
+    ]
+    seen: list[dict[str, str]] = []
+    _start(mesh, seen)
+    plaintext = f"http://127.0.0.1:{mesh.workloads['b-1'].port}"
+    assert httpx.get(f"{plaintext}/private", timeout=5).status_code == 403
+    assert httpx.get(f"{plaintext}/open/page", timeout=5).status_code == 200
+    assert mesh.request("a-1", "b", "/private").status_code == 200  # over mTLS, as a
+    services = {s["name"]: s for s in mesh.api("/v1/state")["services"]}
+    assert services["b"]["mtlsMode"] == "PERMISSIVE"
+    assert services["b"]["authorizationPolicies"] == ["b-open-part"]
+    assert services["a"]["mtlsMode"] == "STRICT" and services["a"]["authorizationPolicies"] == []
+
+
+def test_a_policy_edit_applies_within_a_second_and_fails_no_allowed_request(
+    mesh: Mesh,
+) -> None:
+    """Under bounded load from a (allowed throughout), c is cut off by an edit: c's
+    next requests are refused within a second, none of a's fails."""
+    seen: list[dict[str, str]] = []
+    _start(mesh, seen)
+    url = f"http://127.0.0.1:{mesh.workloads['a-1'].outbound_port}/anything"
+    with BackgroundLoad(url, headers={"Host": "b"}, threads=2, pause_s=0.01) as load:
+        time.sleep(1.0)
+        assert mesh.request("c-1", "b", "/public/x").status_code == 200
+        mesh.policies = [
+            _policy(
+                "b-callers",
+                f"""
+                targetRefs: [{{name: b}}]
+                rules: [{{from: [{{source: {{principals: ["{TRUST}/ns/default/sa/a"]}}}}]}}]
+                """,
+            ),
+            DENY_ADMIN,
+        ]
+        edited = time.monotonic()
+        mesh.write()
+        while mesh.request("c-1", "b", "/public/x").status_code != 403:
+            assert time.monotonic() - edited < 5, "the edit never applied"
+            time.sleep(0.02)
+        applied = time.monotonic() - edited
+        time.sleep(1.0)
+    print(f"the edit applied in {applied:.3f}s; a's requests: {load.answers()}")
+    assert applied < 1.0
+    assert load.failures_since(0) == Counter()
+    assert len(load.outcomes) > 50

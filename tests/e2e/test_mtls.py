@@ -3,6 +3,7 @@ certificates rotating under load without a failed request."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import socket
@@ -26,6 +27,7 @@ from sidemesh.identity.ca import write_private
 from sidemesh.identity.csr import CsrForAnotherIdentity
 from sidemesh.identity.service import SigningService
 from tests.helpers.harness import Mesh
+from tests.helpers.net import free_port
 from tests.identity.test_csr import make_csr
 
 CLIENT_ID = "spiffe://test.local/ns/default/sa/a"
@@ -313,3 +315,73 @@ def _tls_server(context: ssl.SSLContext, port: int, outcomes: list[str]) -> Iter
         thread.stopped = True
         thread.join(timeout=5)
         thread.sock.close()
+
+
+def test_an_unauthenticated_client_of_a_strict_tcp_port_never_reaches_the_app(
+    tmp_path: Path,
+) -> None:
+    """The callee's sidecar opens its connection to the app only after the client's
+    TLS handshake succeeded: a plaintext client or one without a mesh certificate
+    causes no connection to the app at all."""
+    mesh = Mesh(tmp_path)
+    mesh.add("a-1", "a").upstreams = {"db": free_port()}
+    mesh.add("db-1", "db")
+    mesh.extra_services = [{"name": "db", "ports": [{"port": 5432, "protocol": "tcp"}]}]
+    accepted: list[socket.socket] = []
+    server = socket.create_server(("127.0.0.1", mesh.workloads["db-1"].app_port))
+    server.settimeout(0.2)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            accepted.append(connection)
+            connection.sendall(b"hello\n")
+
+    stop = threading.Event()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        mesh.start_control_plane()
+        mesh.start_app("a-1")
+        for name in mesh.workloads:
+            mesh.start_sidecar(name)
+        mesh.wait_synced()
+        endpoint = mesh.workloads["db-1"].port
+        with socket.create_connection(("127.0.0.1", endpoint), timeout=5) as raw:
+            raw.sendall(b"plaintext, no TLS\r\n")
+            raw.settimeout(2)
+            with contextlib.suppress(OSError):
+                raw.recv(100)
+        untrusted = ssl.create_default_context()
+        untrusted.check_hostname, untrusted.verify_mode = False, ssl.CERT_NONE
+        with (
+            socket.create_connection(("127.0.0.1", endpoint), timeout=5) as raw,
+            contextlib.suppress(OSError),
+            untrusted.wrap_socket(raw) as tls,
+        ):
+            tls.sendall(b"no client certificate\r\n")
+            tls.recv(100)
+        time.sleep(0.5)
+        assert accepted == []
+        # A mesh caller gets through (its upstream port, then mTLS).
+        deadline = time.monotonic() + 20
+        while not accepted:
+            assert time.monotonic() < deadline, "the mesh caller never reached the TCP app"
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(
+                    ("127.0.0.1", mesh.workloads["a-1"].upstreams["db"]), timeout=5
+                ) as caller,
+            ):
+                caller.settimeout(2)
+                caller.recv(100)
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
+        for connection in accepted:
+            connection.close()

@@ -392,3 +392,9 @@ def test_intermediate_close_to_expiry_is_renewed_from_the_root(tmp_path: Path) -
         days=300
     )
     renewed.intermediate.verify_directly_issued_by(renewed.root)
+
+
+def test_the_state_directory_and_every_parent_made_for_it_are_owner_only(tmp_path: Path) -> None:
+    CertificateAuthority.load_or_create(tmp_path / "state" / "ca", "example.org")
+    for directory in (tmp_path / "state", tmp_path / "state" / "ca"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory

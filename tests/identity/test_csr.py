@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from sidemesh.identity.ca import CertificateAuthority
-from sidemesh.identity.csr import CsrRejected, check_csr
+from sidemesh.identity.csr import CsrForAnotherIdentity, CsrRejected, check_csr
 from sidemesh.identity.spiffe import SpiffeId
 
 REVIEWS = SpiffeId("example.org", "default", "reviews")
@@ -47,9 +48,18 @@ def test_csr_without_san_is_accepted() -> None:
     assert check_csr(pem, REVIEWS).public_key() == key.public_key()
 
 
-def test_csr_with_dns_name_only_is_accepted() -> None:
+def test_csr_with_a_dns_name_is_refused_naming_it() -> None:
     pem, _ = make_csr(x509.DNSName("reviews.default.svc"))
-    check_csr(pem, REVIEWS)
+    with pytest.raises(CsrRejected, match=r"a DNS name SAN 'reviews\.default\.svc'"):
+        check_csr(pem, REVIEWS)
+
+
+def test_csr_with_its_own_identity_and_an_ip_is_refused_naming_the_ip() -> None:
+    pem, _ = make_csr(REVIEWS.uri, x509.IPAddress(ipaddress.ip_address("10.0.0.1")))
+    with pytest.raises(CsrRejected) as caught:
+        check_csr(pem, REVIEWS)
+    assert "an IP address SAN 10.0.0.1" in str(caught.value)
+    assert not isinstance(caught.value, CsrForAnotherIdentity)
 
 
 def test_csr_for_another_identity_names_both() -> None:
@@ -134,3 +144,19 @@ def test_ca_refuses_a_csr_for_another_identity(tmp_path: Path) -> None:
     pem, _ = make_csr(RATINGS.uri)
     with pytest.raises(CsrRejected, match=RATINGS.uri):
         ca.sign(pem, REVIEWS, dt.timedelta(minutes=5))
+
+
+def test_csr_asking_to_be_a_ca_is_refused() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(REVIEWS.uri)]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    with pytest.raises(CsrRejected, match="CA:true"):
+        check_csr(csr.public_bytes(serialization.Encoding.PEM), REVIEWS)

@@ -101,3 +101,12 @@ def test_error_never_repeats_the_token(tmp_path: Path) -> None:
     with pytest.raises(InvalidToken) as caught:
         tokens.validate(secret)
     assert secret not in str(caught.value)
+
+
+def test_the_token_directory_is_made_with_the_first_token_and_owner_only(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    tokens = BootstrapTokens(state / "tokens")
+    assert not state.exists()  # nothing made before a workload needs a token
+    tokens.ensure(WorkloadRef("reviews-v1", "default"))
+    for directory in (state, state / "tokens"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory

@@ -36,11 +36,13 @@ def inbound_listener(
             route_config=inbound_route_config(name, cluster),
             inbound=True,
         )
+        mtls_filter = network_filter
     else:
         network_filter = tcp_proxy(names.stat_prefix(name), cluster)
+        mtls_filter = tcp_proxy(names.stat_prefix(name), cluster, after_tls_handshake=True)
     mtls_chain = listener_components_pb2.FilterChain(
         name="mtls",
-        filters=[network_filter],
+        filters=[mtls_filter],
         transport_socket=downstream_mtls(trust_domain),
     )
     plaintext_chain = listener_components_pb2.FilterChain(
