@@ -12,15 +12,26 @@ Cases, measured in one run with the same load tool, connections and duration:
                    per-version services, selected by labels, each one workload whose
                    own sidecar fronts the same nginx), default retries and retry budget,
                    and a BackendPolicy with outlier detection and a circuit breaker
+  g  sidemesh+authz  d's path to a service whose sidecar checks every request: a
+                   RequestAuthentication (one RS256 token, key set inline, required)
+                   and an AuthorizationPolicy of 20 ALLOW rules, 19 the load never
+                   matches (other principals, paths, methods, hosts, headers, claims)
+                   and one it does (caller's principal and the token's groups claim),
+                   which Envoy tries last
 
 nginx and every Envoy (one worker each) share CPU 0; wrk runs alone on CPU 1. Each
 case runs --runs times (default 3) and the median is reported; then a fixed-rate run
 of each case (h2load, --rate) gives its mean latency and the CPU nginx and the proxies
 spent per request (from /proc). Case (f)'s config is checked on sidecar a (10 rules,
 the split, retries, outlier detection, circuit breaker) and its requests are counted
-by cluster (the split held, no request took a non-matching rule). Ends with one line:
-  dataplane: mesh/floor rps=0.95 p99=1.04 mesh/direct rps=0.41 p99=2.30 policy/mesh rps=0.98 p99=1.02
-where policy/mesh is (f)/(d) (targets: rps >= 0.95, p99 <= 1.05).
+by cluster (the split held, no request took a non-matching rule). Case (g)'s config is
+checked on its callee's sidecar (the JWT filter and 20 RBAC rules), a request without a
+token and one with another group are seen refused (401, 403) before the load, and the
+load's requests are counted there (each allowed by the JWT filter and by the one rule
+meant, none refused). Ends with one line:
+  dataplane: mesh/floor rps=0.95 p99=1.04 mesh/direct rps=0.41 p99=2.30 policy/mesh rps=0.98 p99=1.02 authz/mesh rps=0.97 p99=1.03
+where policy/mesh is (f)/(d) and authz/mesh is (g)/(d) (targets for both: rps >= 0.95,
+p99 <= 1.05).
 
 Usage: python -m bench.dataplane [--duration 10] [--connections 32] [--runs 3]
 """
@@ -28,6 +39,7 @@ Usage: python -m bench.dataplane [--duration 10] [--connections 32] [--runs 3]
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
 import json
 import math
@@ -48,6 +60,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from rich.console import Console
 from rich.table import Table
 
@@ -67,6 +81,7 @@ class Run:
     rps: float
     p50_ms: float
     p99_ms: float
+    requests: int = 0
 
 
 @dataclass
@@ -75,6 +90,8 @@ class Case:
     name: str
     url: str
     host: str = "backend"
+    headers: dict[str, str] = field(default_factory=dict)
+    """Sent with every request of the case, besides Host."""
     runs: list[Run] = field(default_factory=list)
     note: str = ""
 
@@ -416,14 +433,133 @@ spec:
 """
 
 
-SIDECARS = {"a": "client", "b": "backend", "v1": ROUTED, "v2": ROUTED}
+GUARDED = "guarded"
+"""Case (g)'s service: every request to it is checked by its sidecar (JWT and RBAC)."""
+ISSUER = "https://issuer.bench.local"
+GROUP = "bench"
+"""The ``groups`` claim of the load's token, which the matching rule asks for."""
+ACCOUNTS = "bench.local/ns/default/sa"
+CALLER = f"{ACCOUNTS}/client"
+"""Sidecar a's identity (workload a serves ``client``), as a policy writes it."""
+RULES = 20
+MATCHING_RULE = max(range(RULES), key=lambda i: f"rule-{i}")
+"""The index of the rule the load matches: the one Envoy tries last. Envoy keeps an RBAC
+filter's policies by name (``.../rule-0``, ``rule-1``, ``rule-10`` ... ``rule-19``,
+``rule-2`` ... ``rule-9``) and stops at the first that matches, so with the matching
+rule at ``rule-9`` every request is first tried against the 19 others; as the 20th
+rule of the document (``rule-19``) it would be tried 12th."""
+NOT_MATCHING_AUTHZ_RULES = (
+    f'{{from: [{{source: {{principals: ["{ACCOUNTS}/nobody-1"]}}}}]}}',
+    f'{{from: [{{source: {{principals: ["{ACCOUNTS}/nobody-2", "{ACCOUNTS}/nobody-3"]}}}}]}}',
+    f'{{from: [{{source: {{principals: ["spiffe://{ACCOUNTS}/nobody-4"]}}}}],'
+    " to: [{operation: {methods: [GET]}}]}",
+    "{from: [{source: {serviceAccounts: [default/nobody-5]}}]}",
+    f'{{from: [{{source: {{principals: ["{ACCOUNTS}/nobody-*"]}}}}]}}',
+    '{from: [{source: {requestPrincipals: ["https://other.issuer/*"]}}]}',
+    '{from: [{source: {ipBlocks: ["10.0.0.0/8"]}}]}',
+    '{to: [{operation: {paths: ["/admin", "/admin/*"]}}]}',
+    '{to: [{operation: {paths: ["/api/v1/*"], methods: [GET]}}]}',
+    '{to: [{operation: {paths: ["/users/{id}/orders"]}}]}',
+    '{to: [{operation: {paths: ["*.json"]}}]}',
+    "{to: [{operation: {methods: [POST, PUT, DELETE]}}]}",
+    "{to: [{operation: {hosts: [secret.local]}}]}",
+    '{when: [{key: "request.headers[x-role]", values: [admin]}]}',
+    '{when: [{key: "request.headers[x-tenant]", values: ["team-*"]}]}',
+    '{when: [{key: "request.auth.claims[groups]", values: [admins]}]}',
+    f'{{when: [{{key: "request.auth.principal", values: ["{ISSUER}/root"]}}]}}',
+    f'{{from: [{{source: {{principals: ["{CALLER}"]}}}}],'
+    ' to: [{operation: {paths: ["/private/*"]}}]}',
+    f'{{from: [{{source: {{principals: ["{CALLER}"]}}}}],'
+    ' when: [{key: "request.auth.claims[groups]", values: [ops]}]}',
+)
+"""Nineteen rules the load (sidecar a's identity, GET /, Host ``guarded``, a token of
+group ``bench``, no other header) never matches: other callers, paths, methods, hosts,
+headers, claims, and two that match the caller but not the path or the claim."""
+MATCHING_AUTHZ_RULE = (
+    f'{{from: [{{source: {{principals: ["{CALLER}"]}}}}],'
+    f' when: [{{key: "request.auth.claims[groups]", values: [{GROUP}]}}]}}'
+)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass
+class TokenIssuer:
+    """Case (g)'s JWT issuer: an RSA key, its key set (JWKS) and RS256 tokens."""
+
+    name: str = ISSUER
+    kid: str = "bench-1"
+    key: rsa.RSAPrivateKey = field(
+        default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
+
+    def jwks(self) -> str:
+        numbers = self.key.public_key().public_numbers()
+
+        def b64_int(value: int) -> str:
+            return _b64(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+        key = {"kty": "RSA", "alg": "RS256", "use": "sig", "kid": self.kid}
+        return json.dumps({"keys": [{**key, "n": b64_int(numbers.n), "e": b64_int(numbers.e)}]})
+
+    def token(self, groups: list[str], lifetime: dt.timedelta = dt.timedelta(days=1)) -> str:
+        now = int(time.time())
+        header = {"alg": "RS256", "typ": "JWT", "kid": self.kid}
+        claims = {
+            "iss": self.name,
+            "sub": "bench-user",
+            "aud": GUARDED,
+            "iat": now,
+            "nbf": now,
+            "exp": now + int(lifetime.total_seconds()),
+            "groups": groups,
+        }
+        signed = ".".join(_b64(json.dumps(part).encode()) for part in (header, claims))
+        signature = self.key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return f"{signed}.{_b64(signature)}"
+
+
+def authz_documents(issuer: TokenIssuer) -> str:
+    """Case (g)'s RequestAuthentication and AuthorizationPolicy, as mesh.yaml's
+    documents."""
+    rules = list(NOT_MATCHING_AUTHZ_RULES)
+    rules.insert(MATCHING_RULE, MATCHING_AUTHZ_RULE)
+    assert len(rules) == RULES
+    return f"""---
+apiVersion: sidemesh.io/v1alpha1
+kind: RequestAuthentication
+metadata: {{name: {GUARDED}-jwt}}
+spec:
+  targetRefs: [{{name: {GUARDED}}}]
+  required: true
+  jwtRules:
+    - issuer: "{issuer.name}"
+      audiences: [{GUARDED}]
+      jwks: {json.dumps(issuer.jwks())}
+---
+apiVersion: sidemesh.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {{name: {GUARDED}}}
+spec:
+  targetRefs: [{{name: {GUARDED}}}]
+  action: ALLOW
+  rules:
+""" + "".join(f"    - {rule}\n" for rule in rules)
+
+
+SIDECARS = {"a": "client", "b": "backend", "v1": ROUTED, "v2": ROUTED, "g": GUARDED}
 """Sidecar → the service its workload names (v1 and v2 also serve routed-v1/-v2)."""
 
 
-def start_sidemesh(procs: Procs, app_ports: dict[str, int]) -> tuple[int, int]:
+def start_sidemesh(
+    procs: Procs, app_ports: dict[str, int], issuer: TokenIssuer
+) -> tuple[int, int, int]:
     """Control plane + sidecars a (the caller), b (case d's backend), v1 and v2 (case
-    f's), whose apps are nginx's ``app_ports`` by sidecar; returns (a's outbound port,
-    a's admin port)."""
+    f's) and g (case g's, its tokens signed by ``issuer``), whose apps are nginx's
+    ``app_ports`` by sidecar; returns (a's outbound port, a's admin port, g's admin
+    port)."""
     ports = {f"{name}_{kind}": free_port() for name in SIDECARS for kind in ("in", "out", "admin")}
     ports.update({k: free_port() for k in ("xds", "api", "ca", "a_app")})
     mesh = procs.workdir / "mesh.yaml"
@@ -436,6 +572,7 @@ services:
   - {{name: {ROUTED}, ports: [{{port: 80}}]}}
   - {{name: {ROUTED}-v1, ports: [{{port: 80}}], selector: {{version: v1}}}}
   - {{name: {ROUTED}-v2, ports: [{{port: 80}}], selector: {{version: v2}}}}
+  - {{name: {GUARDED}, ports: [{{port: 80}}]}}
 workloads:
   - {{name: a, service: client, port: {ports["a_in"]}, appPort: {ports["a_app"]},
       sidecar: {{outboundPort: {ports["a_out"]}, adminPort: {ports["a_admin"]}}}}}
@@ -447,8 +584,11 @@ workloads:
   - {{name: v2, service: {ROUTED}, labels: {{version: v2}}, port: {ports["v2_in"]},
       appPort: {app_ports["v2"]},
       sidecar: {{outboundPort: {ports["v2_out"]}, adminPort: {ports["v2_admin"]}}}}}
+  - {{name: g, service: {GUARDED}, port: {ports["g_in"]}, appPort: {app_ports["g"]},
+      sidecar: {{outboundPort: {ports["g_out"]}, adminPort: {ports["g_admin"]}}}}}
 """
         + policy_documents()
+        + authz_documents(issuer)
     )
     state = procs.workdir / "state"
     sidemesh = [sys.executable, "-m", "sidemesh"]
@@ -499,14 +639,21 @@ workloads:
                 ],
             ),
         )
-    return ports["a_out"], ports["a_admin"]
+    return ports["a_out"], ports["a_admin"], ports["g_admin"]
 
 
-def wait_http(url: str, what: str, host: str | None = None, timeout: float = 60) -> None:
+def wait_http(
+    url: str,
+    what: str,
+    host: str | None = None,
+    timeout: float = 60,
+    headers: dict[str, str] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            reply = httpx.get(url, headers={"Host": host} if host else {}, timeout=2)
+            sent = {**({"Host": host} if host else {}), **(headers or {})}
+            reply = httpx.get(url, headers=sent, timeout=2)
             if reply.status_code == 200:
                 return
         except httpx.HTTPError:
@@ -584,6 +731,127 @@ def policy_requests(admin_port: int) -> dict[str, int]:
     }
 
 
+# --- case (g): what the guarded sidecar was given, and what it decided -----------------
+AUTHZ_STATS = f"http.inbound_80_{GUARDED}."
+"""The prefix of the guarded sidecar's counters for its inbound port 80."""
+MATCHING_RULE_NAME = f"default/{GUARDED}/rule-{MATCHING_RULE}"
+
+
+def _http_filters(dump: dict[str, Any], stat_prefix: str) -> list[list[dict[str, Any]]]:
+    """The HTTP filters of every filter chain whose connection manager counts under
+    ``stat_prefix``, from an admin /config_dump."""
+    chains = []
+    for section in dump["configs"]:
+        for entry in section.get("dynamic_listeners", []):
+            listener = entry.get("active_state", {}).get("listener", {})
+            for chain in listener.get("filter_chains", []):
+                for network_filter in chain.get("filters", []):
+                    config = network_filter.get("typed_config", {})
+                    if config.get("stat_prefix") == stat_prefix:
+                        chains.append(config.get("http_filters", []))
+    return chains
+
+
+def authz_config_problems(admin_port: int) -> list[str]:
+    """What is missing from case (g)'s config as the guarded sidecar runs it: empty when
+    each inbound filter chain of ``guarded`` checks a token (one provider, key set
+    inline, required on every path) and then the 20 ALLOW rules, the matching one tried
+    last."""
+    dump = httpx.get(f"http://127.0.0.1:{admin_port}/config_dump", timeout=10).json()
+    chains = _http_filters(dump, AUTHZ_STATS.removeprefix("http.").rstrip("."))
+    if not chains:
+        return [f"no inbound listener for {GUARDED} on its sidecar"]
+    problems = []
+    for filters in chains:
+        names = [f["name"] for f in filters]
+        if names[-3:] != [
+            "envoy.filters.http.jwt_authn",
+            "envoy.filters.http.rbac",
+            "envoy.filters.http.router",
+        ]:
+            problems.append(f"inbound filters {names}, not jwt_authn, rbac, router")
+            continue
+        jwt, rbac = filters[-3]["typed_config"], filters[-2]["typed_config"]
+        providers = jwt.get("providers", {})
+        if len(providers) != 1 or not all(
+            "inline_string" in p.get("local_jwks", {}) for p in providers.values()
+        ):
+            problems.append(f"{len(providers)} JWT providers, not 1 with an inline key set")
+        required = [
+            {"match": {"prefix": "/"}, "requires": {"provider_name": name}} for name in providers
+        ]
+        if jwt.get("rules") != required:
+            problems.append(f"a token is not required on every request: {jwt.get('rules')}")
+        rules = rbac.get("rules", {})
+        policies = sorted(rules.get("policies", {}))
+        if rules.get("action", "ALLOW") != "ALLOW" or len(policies) != RULES:
+            problems.append(f"RBAC {rules.get('action', 'ALLOW')} of {len(policies)} rules")
+        elif policies[-1] != MATCHING_RULE_NAME:
+            problems.append(f"Envoy tries {policies[-1]} last, not {MATCHING_RULE_NAME}")
+    return problems
+
+
+def authz_refusals(url: str, issuer: TokenIssuer) -> list[str]:
+    """Case (g) refuses what it should: a request without a token (401) and one whose
+    token has a group no rule allows (403), through sidecar a as the load goes."""
+    problems = []
+    for what, headers, wanted in (
+        ("without a token", {}, 401),
+        (
+            "with a token of another group",
+            {"Authorization": f"Bearer {issuer.token(['nobody'])}"},
+            403,
+        ),
+    ):
+        status = httpx.get(url, headers={"Host": GUARDED, **headers}, timeout=10).status_code
+        if status != wanted:
+            problems.append(f"a request {what} got {status}, not {wanted}")
+    return problems
+
+
+def authz_counters(admin_port: int) -> dict[str, int]:
+    """The guarded sidecar's counters of its inbound port, without the common prefix
+    (``jwt_authn.allowed``, ``rbac.allow.allowed``, ``downstream_rq_4xx``, ...)."""
+    text = httpx.get(
+        f"http://127.0.0.1:{admin_port}/stats",
+        params={"filter": f"^{re.escape(AUTHZ_STATS)}"},
+        timeout=10,
+    ).text
+    stats = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        if name.startswith(AUTHZ_STATS) and value.strip().isdigit():
+            stats[name.removeprefix(AUTHZ_STATS)] = int(value)
+    return stats
+
+
+def authz_load_problems(counted: dict[str, int], sent: int) -> list[str]:
+    """What is wrong with how the guarded sidecar decided the load (``counted``: the
+    change of its counters over the load; ``sent``: the requests wrk and h2load saw
+    answered): every request allowed by the JWT filter and by the matching rule, none
+    refused."""
+    allowed = counted.get("rbac.allow.allowed", 0)
+    by_rule = counted.get(f"rbac.allow.policy.{MATCHING_RULE_NAME}.allowed", 0)
+    problems = [
+        f"{counted.get(name, 0):,} {what}"
+        for name, what in (
+            ("jwt_authn.denied", "refused by the JWT filter"),
+            ("rbac.allow.denied", "refused by RBAC"),
+            ("downstream_rq_4xx", "answered 4xx"),
+            ("downstream_rq_5xx", "answered 5xx"),
+        )
+        if counted.get(name, 0)
+    ]
+    if allowed < sent:
+        problems.append(f"RBAC allowed {allowed:,} requests, fewer than the {sent:,} sent")
+    if not allowed == by_rule == counted.get("jwt_authn.allowed", 0):
+        problems.append(
+            f"RBAC allowed {allowed:,}, {by_rule:,} of them by {MATCHING_RULE_NAME}; "
+            f"the JWT filter allowed {counted.get('jwt_authn.allowed', 0):,}"
+        )
+    return problems
+
+
 # --- load ----------------------------------------------------------------------------
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
@@ -599,10 +867,19 @@ def parse_wrk(output: str) -> Run:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     if errors:
         raise RuntimeError(f"wrk saw {errors.group(1)} failed responses:\n{output}")
-    return Run(rps=rps, p50_ms=pct("50"), p99_ms=pct("99"))
+    done = re.search(r"^\s*(\d+) requests in", output, re.M)
+    return Run(
+        rps=rps, p50_ms=pct("50"), p99_ms=pct("99"), requests=int(done.group(1)) if done else 0
+    )
 
 
-def wrk(url: str, host: str, duration: int, connections: int) -> Run:
+def _header_args(flag: str, headers: dict[str, str]) -> list[str]:
+    return [arg for name, value in headers.items() for arg in (flag, f"{name}: {value}")]
+
+
+def wrk(
+    url: str, host: str, duration: int, connections: int, headers: dict[str, str] | None = None
+) -> Run:
     result = subprocess.run(
         pinned(
             LOAD_CPU,
@@ -614,6 +891,7 @@ def wrk(url: str, host: str, duration: int, connections: int) -> Run:
                 "--latency",
                 "-H",
                 f"Host: {host}",
+                *_header_args("-H", headers or {}),
                 url,
             ],
         ),
@@ -621,11 +899,21 @@ def wrk(url: str, host: str, duration: int, connections: int) -> Run:
         text=True,
         timeout=duration + 60,
     )
+    if "Requests/sec:" not in result.stdout:
+        raise RuntimeError(
+            f"wrk against {url} (Host {host}) exited {result.returncode} without a result:\n"
+            f"{result.stdout}{result.stderr}"
+        )
     return parse_wrk(result.stdout)
 
 
 def fixed_rate(
-    url: str, host: str, rate: int, duration: int, cpu_s: Callable[[], dict[str, float]]
+    url: str,
+    host: str,
+    rate: int,
+    duration: int,
+    cpu_s: Callable[[], dict[str, float]],
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any] | None:
     """Latency at a constant request rate (h2load --rps), if h2load is installed, and
     the CPU nginx and the proxies spent per request meanwhile, in all and by process
@@ -649,6 +937,7 @@ def fixed_rate(
                 str(rate * duration),
                 "-H",
                 f":authority: {host}",  # h2load sets Host from :authority
+                *_header_args("-H", headers or {}),
                 url,
             ],
         ),
@@ -706,7 +995,7 @@ def main() -> int:
         procs = Procs(tmp)
         stack.callback(procs.stop)
         backend = free_port()
-        app_ports = {"b": free_port(), **{v: free_port() for v in VERSIONS}}
+        app_ports = {"b": free_port(), **{v: free_port() for v in VERSIONS}, "g": free_port()}
         start_nginx(procs, backend, *app_ports.values())
         envoy_port, client_port, server_port = free_port(), free_port(), free_port()
         start_static_envoy(
@@ -725,7 +1014,8 @@ def main() -> int:
             _listener(client_port, "server"),
             _cluster("server", server_port, _tls_context(files, "client", "server")),
         )
-        mesh_port, mesh_admin = start_sidemesh(procs, app_ports)
+        issuer = TokenIssuer()
+        mesh_port, mesh_admin, guarded_admin = start_sidemesh(procs, app_ports, issuer)
         cases = [
             Case("a", "direct", f"http://127.0.0.1:{backend}/"),
             Case("b", "one Envoy, static", f"http://127.0.0.1:{envoy_port}/"),
@@ -746,10 +1036,21 @@ def main() -> int:
                 f"http://127.0.0.1:{mesh_port}/",
                 host=ROUTED,
             ),
+            Case(
+                "g",
+                f"sidemesh + JWT + {RULES} ALLOW rules (the match tried last)",
+                f"http://127.0.0.1:{mesh_port}/",
+                host=GUARDED,
+                headers={"Authorization": f"Bearer {issuer.token([GROUP])}"},
+            ),
         ]
         for case in cases:
             if case.url:
-                wait_http(case.url, case.name, case.host)
+                wait_http(case.url, case.name, case.host, headers=case.headers)
+        by = {c.key: c for c in cases}
+        authz_problems = authz_config_problems(guarded_admin)
+        authz_problems += authz_refusals(by["g"].url, issuer)
+        authz_before = authz_counters(guarded_admin)
         console.print(
             f"{args.runs} runs x {args.duration}s per case, wrk -t1 -c{args.connections} on CPU "
             f"{LOAD_CPU}; nginx and Envoys (1 worker each) on CPU {PROXY_CPU}; {len(BODY)}-byte body"
@@ -757,15 +1058,23 @@ def main() -> int:
         for run in range(args.runs):
             for case in cases:  # interleaved, so drift on a noisy machine hits every case
                 if case.url:
-                    case.runs.append(wrk(case.url, case.host, args.duration, args.connections))
+                    case.runs.append(
+                        wrk(case.url, case.host, args.duration, args.connections, case.headers)
+                    )
             console.print(f"  run {run + 1}/{args.runs} done")
         rate = {
-            c.key: fixed_rate(c.url, c.host, args.rate, args.duration, procs.cpu_s)
+            c.key: fixed_rate(c.url, c.host, args.rate, args.duration, procs.cpu_s, c.headers)
             for c in cases
             if c.url
         }
         policy_problems = policy_config_problems(mesh_admin)
         counted = policy_requests(mesh_admin)
+        authz_after = authz_counters(guarded_admin)
+    authz_counted = {name: value - authz_before.get(name, 0) for name, value in authz_after.items()}
+    authz_sent = sum(r.requests for r in by["g"].runs) + (
+        args.rate * args.duration if rate.get("g") else 0
+    )
+    authz_problems += authz_load_problems(authz_counted, authz_sent)
 
     table = Table(title=f"data plane, median of {args.runs} runs")
     for column in ("case", "", "rps", "p50 ms", "p99 ms", f"@{args.rate} rps mean ms", "note"):
@@ -792,8 +1101,7 @@ def main() -> int:
                 if fixed
             )
         )
-    by = {c.key: c for c in cases}
-    d, c, a, f = by["d"], by["c"], by["a"], by["f"]
+    d, c, a, f, g = by["d"], by["c"], by["a"], by["f"], by["g"]
     ratios = {
         "mesh/floor rps": d.rps / c.rps,
         "mesh/floor p99": d.p99 / c.p99,
@@ -801,6 +1109,8 @@ def main() -> int:
         "mesh/direct p99": d.p99 / a.p99,
         "policy/mesh rps": f.rps / d.rps,
         "policy/mesh p99": f.p99 / d.p99,
+        "authz/mesh rps": g.rps / d.rps,
+        "authz/mesh p99": g.p99 / d.p99,
     }
     fixed_f, fixed_d = rate.get("f"), rate.get("d")
     if fixed_f and fixed_d:
@@ -808,6 +1118,12 @@ def main() -> int:
         caller_f = fixed_f["cpu_us_per_request_by_process"].get("sidecar-a", math.nan)
         caller_d = fixed_d["cpu_us_per_request_by_process"].get("sidecar-a", math.nan)
         ratios["policy/mesh cpu sidecar a"] = caller_f / caller_d
+    fixed_g = rate.get("g")
+    if fixed_g and fixed_d:
+        ratios["authz/mesh cpu"] = fixed_g["cpu_us_per_request"] / fixed_d["cpu_us_per_request"]
+        callee_g = fixed_g["cpu_us_per_request_by_process"].get("sidecar-g", math.nan)
+        callee_d = fixed_d["cpu_us_per_request_by_process"].get("sidecar-b", math.nan)
+        ratios["authz/mesh cpu callee"] = callee_g / callee_d
     routed = sum(counted[v] for v in VERSIONS)
     console.print(
         f"(f) on sidecar a: {routed:,} requests to the split, "
@@ -817,8 +1133,24 @@ def main() -> int:
         f"{counted['retries']}, breaker overflows {counted['overflows']}, "
         f"outlier ejections {counted['ejections']}"
     )
-    if fixed_f and fixed_d:
-        for key, fixed in (("d", fixed_d), ("f", fixed_f)):
+    n = authz_counted.get
+    hits = n("jwt_authn.jwt_cache_hit", 0)
+    cache = (
+        f"token cache hits {hits:,}"
+        if hits
+        else "no token cache hits: the signature is checked on each"
+    )
+    console.print(
+        f"(g) on sidecar g, over the load: {n('jwt_authn.allowed', 0):,} requests allowed by "
+        f"the JWT filter ({cache}), {n('rbac.allow.allowed', 0):,} by RBAC, "
+        f"{n(f'rbac.allow.policy.{MATCHING_RULE_NAME}.allowed', 0):,} of them by "
+        f"{MATCHING_RULE_NAME} (tried last of {RULES}); {authz_sent:,} answered as wrk and "
+        f"h2load counted; refused by JWT {n('jwt_authn.denied', 0)}, by RBAC "
+        f"{n('rbac.allow.denied', 0)}, 4xx {n('downstream_rq_4xx', 0)}"
+    )
+    if fixed_d:
+        fixed_by_key = {"d": fixed_d, "f": fixed_f, "g": fixed_g}
+        for key, fixed in ((k, v) for k, v in fixed_by_key.items() if v):
             console.print(
                 f"({key}) CPU per request at {args.rate} rps by process (µs): "
                 + ", ".join(
@@ -827,18 +1159,36 @@ def main() -> int:
                     if us >= 1
                 )
             )
+    if fixed_f and fixed_d:
         console.print(
             f"(f)/(d) CPU per request: {ratios['policy/mesh cpu']:.2f} in all, "
             f"{ratios['policy/mesh cpu sidecar a']:.2f} in the calling sidecar (a), which "
             "holds the route and the policy"
         )
+    if fixed_g and fixed_d:
+        console.print(
+            f"(g)/(d) CPU per request: {ratios['authz/mesh cpu']:.2f} in all, "
+            f"{ratios['authz/mesh cpu callee']:.2f} in the called sidecar (g against b), "
+            "which checks the token and the rules"
+        )
     if policy_problems:
         console.print("[red]case (f) is not what it claims:[/] " + "; ".join(policy_problems))
+    if authz_problems:
+        console.print("[red]case (g) is not what it claims:[/] " + "; ".join(authz_problems))
+    else:
+        console.print(
+            "case (g) is what it claims: its sidecar runs the JWT filter (token required, "
+            f"key set inline) and {RULES} ALLOW rules, {MATCHING_RULE_NAME} tried last; "
+            "before the load a request without a token got 401 and one of another group "
+            "403; every request of the load passed both, by the rule meant, none refused"
+        )
     for target, ok in (
         ("(d) rps ≥ 0.9 x (c)", ratios["mesh/floor rps"] >= 0.9),
         ("(d) p99 ≤ 1.1 x (c)", ratios["mesh/floor p99"] <= 1.1),
         ("(f) rps ≥ 0.95 x (d)", ratios["policy/mesh rps"] >= 0.95),
         ("(f) p99 ≤ 1.05 x (d)", ratios["policy/mesh p99"] <= 1.05),
+        ("(g) rps ≥ 0.95 x (d)", ratios["authz/mesh rps"] >= 0.95),
+        ("(g) p99 ≤ 1.05 x (d)", ratios["authz/mesh p99"] <= 1.05),
     ):
         console.print(f"target {target}: {'[green]met[/]' if ok else '[red]MISSED[/]'}")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -851,7 +1201,13 @@ def main() -> int:
                 "machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname())},
                 "args": vars(args),
                 "cases": {
-                    c.key: {**asdict(c), "rps": c.rps, "p50_ms": c.p50, "p99_ms": c.p99}
+                    c.key: {
+                        **asdict(c),
+                        "headers": sorted(c.headers),  # names only: no token in the file
+                        "rps": c.rps,
+                        "p50_ms": c.p50,
+                        "p99_ms": c.p99,
+                    }
                     for c in cases
                 },
                 "fixed_rate": rate,
@@ -861,6 +1217,12 @@ def main() -> int:
                     "requests": counted,
                     "config_problems": policy_problems,
                 },
+                "authz_case": {
+                    "mesh_yaml_policies": authz_documents(issuer),
+                    "counters": authz_counted,
+                    "sent": authz_sent,
+                    "problems": authz_problems,
+                },
             },
             indent=2,
         )
@@ -869,9 +1231,10 @@ def main() -> int:
     print(
         f"dataplane: mesh/floor rps={ratios['mesh/floor rps']:.2f} p99={ratios['mesh/floor p99']:.2f} "
         f"mesh/direct rps={ratios['mesh/direct rps']:.2f} p99={ratios['mesh/direct p99']:.2f} "
-        f"policy/mesh rps={ratios['policy/mesh rps']:.2f} p99={ratios['policy/mesh p99']:.2f}"
+        f"policy/mesh rps={ratios['policy/mesh rps']:.2f} p99={ratios['policy/mesh p99']:.2f} "
+        f"authz/mesh rps={ratios['authz/mesh rps']:.2f} p99={ratios['authz/mesh p99']:.2f}"
     )
-    return 1 if policy_problems or counted["not_matching_rules"] else 0
+    return 1 if policy_problems or counted["not_matching_rules"] or authz_problems else 0
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from sidemesh.api import ApiView, create_app
 from sidemesh.api.certificates import create_signing_app
+from sidemesh.api.endpoints import connected_proxies
 from sidemesh.identity import CertificateAuthority, SpiffeId
 from sidemesh.identity.ca import make_private_dir, serving_certificate, write_private
 from sidemesh.identity.service import SigningService
@@ -28,6 +29,7 @@ from sidemesh.model import MeshState, PortPicker
 from sidemesh.model.refs import WorkloadRef
 from sidemesh.settings import ControlPlaneSettings
 from sidemesh.sources import Aggregator, FileSource, Source
+from sidemesh.telemetry import ProxyAdmin, Scraper
 from sidemesh.xds import AdsServer, Publisher, SnapshotCache, StatusBoard
 from sidemesh.xds.publisher import ResourceHook
 from sidemesh.xds.server import GRPC_SERVER_OPTIONS
@@ -89,6 +91,7 @@ class ControlPlane:
         self.ca_port = 0
         self._api_task: asyncio.Task[None] | None = None
         self._watch_tasks: list[asyncio.Task[None]] = []
+        self.telemetry: Scraper | None = None
 
     def _on_state(self, state: MeshState) -> None:
         # Every workload has a token ready before anyone starts it.
@@ -124,14 +127,28 @@ class ControlPlane:
 
         api_socket = _bound_socket(s.api_host, s.api_port)
         self.api_port = api_socket.getsockname()[1]
+        if s.telemetry_interval_s > 0:
+            self.telemetry = Scraper(
+                lambda: connected_proxies(self.publisher.state, self.status),
+                self._service_of,
+                s.telemetry_interval_s,
+            )
+            self._watch_tasks.append(asyncio.create_task(self.telemetry.run()))
         app = create_app(
-            ApiView(self.publisher, self.status, self.source, self.signing, self.local_status)
+            ApiView(
+                self.publisher,
+                self.status,
+                self.source,
+                self.signing,
+                self.local_status,
+                telemetry=self.telemetry,
+            )
         )
         self._api = uvicorn.Server(
             uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         )
         self._api_task = asyncio.create_task(self._api.serve(sockets=[api_socket]))
-        self._watch_tasks = [asyncio.create_task(source.watch()) for source in self.sources]
+        self._watch_tasks += [asyncio.create_task(source.watch()) for source in self.sources]
         log.info(
             "control plane serving mesh version %d from %s: xDS on %s:%d, "
             "API on http://%s:%d, CA on https://%s:%d (root %s)",
@@ -171,6 +188,14 @@ class ControlPlane:
             )
         )
         self._ca_task = asyncio.create_task(self._ca_server.serve(sockets=[ca_socket]))
+
+    def _service_of(self, proxy: ProxyAdmin) -> str:
+        """The service a calling proxy's workload serves (a gateway: its name)."""
+        state = self.publisher.state
+        workload = state.workload(proxy.ref.name, proxy.ref.namespace)
+        if workload is None:
+            return str(proxy.ref)
+        return f"{workload.service}.{workload.namespace or ''}"
 
     async def stop(self) -> None:
         if self._ca_server is not None and self._ca_task is not None:
@@ -220,4 +245,7 @@ def _bound_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # Listening at once: a client that comes before the server task has started (the
+    # moment start() returns) waits in the backlog instead of being refused.
+    sock.listen(socket.SOMAXCONN)
     return sock

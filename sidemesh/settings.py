@@ -34,6 +34,8 @@ class ControlPlaneSettings(BaseModel):
     """The CA (root kept across restarts) and bootstrap tokens live here."""
     cert_lifetime_s: float = Field(default=3600.0, gt=0)
     """Lifetime of workload certificates: short, since agents renew them."""
+    telemetry_interval_s: float = Field(default=5.0, ge=0)
+    """How often every proxy's stats are scraped into golden signals; 0 turns it off."""
 
     def own_ports(self) -> dict[int, str]:
         """The ports the control plane listens on (those fixed in advance), each with

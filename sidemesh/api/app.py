@@ -15,11 +15,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from sidemesh.api.endpoints import EndpointsResponse, endpoints_response
+from sidemesh.api.traffic import TrafficCollector, graph_response, stats_response
 from sidemesh.envoy import ProxyId, ResourceType
 from sidemesh.identity.service import SigningService
 from sidemesh.identity.tokens import WorkloadRef
+from sidemesh.model import MeshState
 from sidemesh.sources import FileSource
-from sidemesh.telemetry import ADMIN_TIMEOUT_S
+from sidemesh.telemetry import ADMIN_TIMEOUT_S, Scraper
 from sidemesh.xds import Publisher, StatusBoard
 from sidemesh.xds.metrics import XdsCollector
 
@@ -36,6 +38,8 @@ class ApiView:
     """Local mode: the processes ``sidemesh up`` runs (``workloads``, ``controlPlane``)."""
     admin_timeout_s: float = ADMIN_TIMEOUT_S
     """How long ``/v1/endpoints`` waits for each proxy's Envoy admin."""
+    telemetry: Scraper | None = None
+    """The golden signals of ``/v1/stats``, ``/v1/graph`` and ``/metrics``."""
 
 
 def create_app(view: ApiView) -> FastAPI:
@@ -46,6 +50,27 @@ def create_app(view: ApiView) -> FastAPI:
         description="Mesh state and the proxies the control plane feeds.",
         version="1",
     )
+
+    def windowed(
+        answer: Callable[[Scraper, MeshState, str], dict[str, Any]], window: str
+    ) -> dict[str, Any]:
+        if view.telemetry is None:
+            raise HTTPException(404, "telemetry is off (controlplane --telemetry-interval 0)")
+        try:
+            return answer(view.telemetry, view.publisher.state, window)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from exc
+
+    @app.get(
+        "/v1/stats",
+        summary="Golden signals per service and per calling workload over a window",
+    )
+    async def stats(window: str = "1m") -> dict[str, Any]:
+        return windowed(stats_response, window)
+
+    @app.get("/v1/graph", summary="The service graph: who calls whom, with golden signals")
+    async def graph(window: str = "1m") -> dict[str, Any]:
+        return windowed(graph_response, window)
 
     @app.get("/healthz", summary="Liveness: the control plane is up and serving xDS")
     async def healthz() -> dict[str, Any]:
@@ -120,6 +145,8 @@ def create_app(view: ApiView) -> FastAPI:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(XdsCollector(view.status))
     registry.register(_MeshCollector(view))
+    if view.telemetry is not None:
+        registry.register(TrafficCollector(view.telemetry))
 
     @app.get("/metrics", summary="Prometheus metrics of the control plane")
     async def metrics() -> Response:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import shutil
-import stat
+import stat as file_mode
 import tempfile
 from enum import StrEnum
 from pathlib import Path
@@ -18,10 +18,12 @@ from rich.table import Table
 
 from sidemesh.agent.certificates import CertificateRequestFailed
 from sidemesh.agent.sidecar import DRAIN_S, IdentityParams, run_sidecar
+from sidemesh.cli import access_log
 from sidemesh.cli import check as check_view
 from sidemesh.cli import explain as explain_view
 from sidemesh.cli import proxy_config as proxy_config_view
 from sidemesh.cli import status as status_view
+from sidemesh.cli import traffic as traffic_view
 from sidemesh.cli.api_client import DEFAULT_API, ApiUnreachable, get_json
 from sidemesh.cli.format import duration
 from sidemesh.cli.logs import LogFormat, setup_logging
@@ -92,6 +94,14 @@ def controlplane(
             envvar="SIDEMESH_CERT_LIFETIME", help="Workload certificate lifetime, seconds"
         ),
     ] = 3600.0,
+    telemetry_interval: Annotated[
+        float,
+        typer.Option(
+            envvar="SIDEMESH_TELEMETRY_INTERVAL",
+            min=0,
+            help="Seconds between scrapes of every proxy's stats (golden signals); 0: off",
+        ),
+    ] = 5.0,
     log_format: LogFormatOption = LogFormat.TEXT,
     log_level: LogLevelOption = "info",
     local_run_dir: Annotated[
@@ -110,6 +120,7 @@ def controlplane(
         ca_port=ca_port,
         state_dir=state_dir,
         cert_lifetime_s=cert_lifetime,
+        telemetry_interval_s=telemetry_interval,
     )
     plane = (
         ControlPlane(settings)
@@ -243,7 +254,7 @@ def sidecar(
 
 def _unusable_socket_dir(path: Path) -> str | None:
     st = path.lstat()
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+    if not file_mode.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
         return "exists and is not a private (0700) directory of this user"
     # What a sidecar leaves there itself: its socket and its bootstrap.
     extra = sorted(
@@ -422,6 +433,55 @@ def explain(
         explain_view.render(data, Console())
 
 
+WindowOption = Annotated[str, typer.Option(help="10s, 1m or 10m")]
+NamespaceFilter = Annotated[str | None, typer.Option(help="Only services of this namespace")]
+ServiceFilter = Annotated[str | None, typer.Option(help="Only this service (its name)")]
+EdgesOption = Annotated[
+    bool, typer.Option("--edges", help="Each calling workload to each service, not services")
+]
+
+
+@app.command()
+def stat(
+    api: ApiOption = DEFAULT_API,
+    window: WindowOption = "1m",
+    namespace: NamespaceFilter = None,
+    service: ServiceFilter = None,
+    edges: EdgesOption = False,
+    output: Annotated[Output, typer.Option("--output", "-o", help="table or json")] = Output.TABLE,
+) -> None:
+    """Golden signals now: requests/s, success rate and latency percentiles per service
+    (or per edge), as the callers' sidecars counted them."""
+    try:
+        data = traffic_view.gather(api, window, namespace, service)
+    except ApiUnreachable as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    if output is Output.JSON:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        Console().print(traffic_view.table(data, edges))
+
+
+@app.command()
+def top(
+    api: ApiOption = DEFAULT_API,
+    window: WindowOption = "10s",
+    namespace: NamespaceFilter = None,
+    service: ServiceFilter = None,
+    edges: EdgesOption = False,
+    refresh: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes")] = 2.0,
+) -> None:
+    """A live table of services (or edges) by requests/s, refreshed until Ctrl-C."""
+    try:
+        traffic_view.top(api, window, namespace, service, edges, refresh, Console())
+    except ApiUnreachable as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        pass
+
+
 @app.command()
 def down(runtime_dir: RuntimeDirOption = DEFAULT_RUNTIME_DIR) -> None:
     """Stop the mesh `sidemesh up` runs: apps, then sidecars, then the control plane."""
@@ -483,9 +543,13 @@ def logs(
     ] = False,
     follow: Annotated[bool, typer.Option("--follow", "-F", help="Keep printing new lines")] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many last lines")] = 50,
+    raw: Annotated[
+        bool, typer.Option(help="Access-log lines as the sidecar wrote them (JSON)")
+    ] = False,
     runtime_dir: RuntimeDirOption = DEFAULT_RUNTIME_DIR,
 ) -> None:
-    """A workload's log (local mode)."""
+    """A workload's log (local mode). Its sidecar's log holds one access-log line per
+    failed request, shown in words: who called, what, and why it failed."""
     suffix = ".sidecar.log" if sidecar else ".log"
     path = runtime_dir / "logs" / f"{workload}{suffix}"
     if not path.exists():
@@ -497,7 +561,7 @@ def logs(
             err=True,
         )
         raise typer.Exit(1)
-    follow_log(path, lines, follow)
+    follow_log(path, lines, follow, (lambda line: line) if raw else access_log.render)
 
 
 def main() -> None:

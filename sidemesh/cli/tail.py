@@ -5,14 +5,19 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 
-def follow_log(path: Path, lines: int, follow: bool) -> None:
+def follow_log(
+    path: Path, lines: int, follow: bool, render: Callable[[str], str] = lambda line: line
+) -> None:
+    """``render``: what to print for each line (``access_log.render`` puts the sidecar's
+    access-log lines into words)."""
     with open(path, "rb") as handle:
         last = b"\n"
         for line in deque(handle, maxlen=lines):
-            sys.stdout.write(line.decode(errors="replace"))
+            sys.stdout.write(_rendered(line, render))
             last = line
         if not last.endswith(b"\n"):
             sys.stdout.write("\n")
@@ -23,9 +28,15 @@ def follow_log(path: Path, lines: int, follow: bool) -> None:
             while True:
                 chunk = handle.readline()
                 if chunk:
-                    sys.stdout.write(chunk.decode(errors="replace"))
+                    sys.stdout.write(_rendered(chunk, render))
                     sys.stdout.flush()
                 else:
                     time.sleep(0.2)
         except KeyboardInterrupt:
             return
+
+
+def _rendered(line: bytes, render: Callable[[str], str]) -> str:
+    text = line.decode(errors="replace")
+    body = text.rstrip("\n")
+    return render(body) + text[len(body) :]

@@ -149,7 +149,7 @@ def http_connection_manager(
         hcm.local_reply_config.CopyFrom(_every_token_failure_is_401())
     if inbound or edge:
         _path_safety(hcm)
-        hcm.access_log.append(failed_requests_log(stat_prefix))
+    hcm.access_log.append(failed_requests_log(stat_prefix))
     if rds_name is not None:
         hcm.rds.CopyFrom(hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=rds_name))
     elif route_config is not None:

@@ -1,13 +1,15 @@
 """What a proxy tells about the traffic it carries: access logs for now.
 
-Owns: the access log of the callee's inbound side and of the gateway. One JSON line
+Owns: the access log of every HTTP connection manager (the caller's outbound side,
+the callee's inbound side, the gateway). One JSON line
 per request that did not succeed (a 4xx or 5xx answer, or a response flag Envoy sets
 when it ended the request itself), on the sidecar's own output, so ``sidemesh logs``
 shows it beside the agent's lines. Each line says who called (the peer's SPIFFE ID),
 what, what came back, and why: ``responseCodeDetails`` is Envoy's own reason, such as
 ``rbac_access_denied_matched_policy[default/b-admin/rule-0]`` for a request an
 AuthorizationPolicy refused, naming the policy and rule.
-Must not: decide which listener logs (the sides' builders do).
+Must not: decide which listener logs (the connection manager's builder does), or put
+into words what the fields mean (``sidemesh logs`` does, see ``cli.access_log``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ _FIELDS = {
     "peer": "%DOWNSTREAM_PEER_URI_SAN%",
     "peerAddress": "%DOWNSTREAM_REMOTE_ADDRESS%",
     "upstream": "%UPSTREAM_HOST%",
+    "upstreamCluster": "%UPSTREAM_CLUSTER%",
+    "upstreamFailure": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
     "durationMs": "%DURATION%",
     "requestId": "%REQ(X-REQUEST-ID)%",
 }

@@ -4,8 +4,9 @@ Owns: asking each proxy's Envoy admin (on 127.0.0.1 of the control plane's host)
 what it knows, concurrently and each within a short timeout (``admin.py``), reading
 Envoy's answers (``envoy_clusters.py``) and what follows from them over all proxies:
 per service endpoint, how its callers see it: ejected by outlier detection, failing an
-active health check (``endpoint_health.py``). Golden signals per service and edge, the
-service graph and traces belong here too.
+active health check (``endpoint_health.py``); golden signals per edge and service over
+sliding windows (``envoy_stats.py``, ``golden.py``, scraped by ``scraper.py``). The
+service graph's traces belong here too.
 Must not: change a proxy (it only sends GETs to admin endpoints that read), import any
 room but ``model``, or let one stuck proxy hold up the answer about the others.
 """
@@ -21,17 +22,25 @@ from sidemesh.telemetry.endpoint_health import (
     endpoint_health,
 )
 from sidemesh.telemetry.envoy_clusters import HealthFlag, HostView, outbound_hosts
+from sidemesh.telemetry.golden import WINDOWS_S, Edge, GoldenSignals, Signals
+from sidemesh.telemetry.scraper import SCRAPE_INTERVAL_S, Scraper
 
 __all__ = [
     "ADMIN_TIMEOUT_S",
+    "SCRAPE_INTERVAL_S",
+    "WINDOWS_S",
     "AdminAnswer",
     "CallerReport",
     "CallerViews",
+    "Edge",
     "EndpointHealth",
     "EndpointHealthReport",
+    "GoldenSignals",
     "HealthFlag",
     "HostView",
     "ProxyAdmin",
+    "Scraper",
+    "Signals",
     "WorkloadHealth",
     "aggregate",
     "ask_all",

@@ -16,7 +16,8 @@ def _sidemesh(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["controlplane"], ["sidecar"], ["proxies"], ["check"], ["explain"]]
+    "command",
+    [[], ["controlplane"], ["sidecar"], ["proxies"], ["check"], ["explain"], ["stat"], ["top"]],
 )
 def test_help_everywhere(command: list[str]) -> None:
     result = _sidemesh(*command, "--help")

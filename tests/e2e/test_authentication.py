@@ -113,11 +113,7 @@ def test_tokens_are_checked_their_claims_authorize_and_a_missing_key_set_fails_c
     mesh.policies = _documents(issuer.name, jwks_port, dead_port)
     seen: list[dict[str, str]] = []
     with jwks_server(jwks_port, issuer.jwks()):
-        mesh.start_control_plane()
-        for name in mesh.workloads:
-            mesh.start_app(name, **({"seen": seen} if name == "b-1" else {}))
-            mesh.start_sidecar(name)
-        mesh.wait_synced()
+        mesh.start_all({"b-1": {"seen": seen}}, route=None)
         good = issuer.token(groups=["users"])
         for _ in range(100):  # the sidecar fetches the key set on its first use
             if _call(mesh, "b", "/public/x", good).status_code == 200:
@@ -196,12 +192,7 @@ def test_an_optional_token_lets_a_request_through_without_one_or_a_spoofed_heade
         )
     ]
     seen: list[dict[str, str]] = []
-    mesh.start_control_plane()
-    for name in mesh.workloads:
-        mesh.start_app(name, **({"seen": seen} if name == "b-1" else {}))
-        mesh.start_sidecar(name)
-    mesh.wait_synced()
-    mesh.wait_for_route("a-1", "b")
+    mesh.start_all({"b-1": {"seen": seen}})
     envoy_owned = {
         f"x-envoy-{name}": "/spoofed"
         for name in ("original-path", "decorator-operation", "downstream-service-cluster")

@@ -101,12 +101,7 @@ def mesh(tmp_path: Path) -> Mesh:
 
 
 def _start(mesh: Mesh, seen: list[dict[str, str]]) -> None:
-    mesh.start_control_plane()
-    for name in mesh.workloads:
-        mesh.start_app(name, **({"seen": seen} if name == "b-1" else {}))
-        mesh.start_sidecar(name)
-    mesh.wait_synced()
-    mesh.wait_for_route("a-1", "b")
+    mesh.start_all({"b-1": {"seen": seen}})
 
 
 def _raw(port: int, target: str, host: str = "b", extra: str = "") -> int:

@@ -50,12 +50,7 @@ def test_registry_only_blocks_an_unknown_host_and_allows_a_declared_one(tmp_path
     with ExitStack() as stack:
         stack.enter_context(backend("world", declared_port, address="127.0.0.2"))
         stack.enter_context(backend("elsewhere", unknown_port, address="127.0.0.3"))
-        mesh.start_control_plane()
-        for name in mesh.workloads:
-            mesh.start_app(name)
-            mesh.start_sidecar(name)
-        mesh.wait_synced()
-        mesh.wait_for_route("a-1", "b")
+        mesh.start_all()
 
         declared = mesh.request("a-1", "api.world.test")
         assert declared.status_code == 200 and declared.json()["workload"] == "world"
@@ -95,10 +90,7 @@ def test_an_external_service_with_tls_is_called_over_https(tmp_path: Path) -> No
         )
     ]
     with backend("secure", port, address="127.0.0.4", tls=context):
-        mesh.start_control_plane()
-        mesh.start_app("a-1")
-        mesh.start_sidecar("a-1")
-        mesh.wait_synced()
+        mesh.start_all(route=None)
         # The app speaks plain HTTP to its sidecar; the server accepts only TLS.
         answer = mesh.wait_for_route("a-1", "secure.world.test")
         assert answer.json()["workload"] == "secure"

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -132,6 +132,8 @@ class Mesh:
         """Services beyond a and b, as mesh.yaml writes them (``selector`` and all)."""
         self.policies: list[str] = []
         """Policy documents (YAML text) written after mesh.yaml's first document."""
+        self.telemetry_interval_s = 1.0
+        """Scrapes of the proxies' stats: quick, so tests see signals within seconds."""
         self.mesh_settings: dict[str, Any] = {}
         """More of mesh.yaml's ``mesh:`` (``outboundTrafficPolicy``, say)."""
 
@@ -203,6 +205,7 @@ class Mesh:
             poll_interval_s=0.05,
             state_dir=self.state_dir,
             cert_lifetime_s=self.cert_lifetime_s,
+            telemetry_interval_s=self.telemetry_interval_s,
         )
         self.control_plane = ControlPlaneThread(settings, hook)
         self.control_plane.start()
@@ -217,6 +220,22 @@ class Mesh:
     def api_url(self) -> str:
         assert self.control_plane is not None
         return f"http://127.0.0.1:{self.control_plane.control_plane.api_port}"
+
+    def start_all(
+        self,
+        apps: Mapping[str, Mapping[str, Any]] | None = None,
+        route: tuple[str, str] | None = ("a-1", "b"),
+    ) -> None:
+        """The control plane, then every workload's app (``apps``: ``backend`` options
+        by workload) and sidecar; returns once every sidecar is synced and, with
+        ``route`` (caller, service), once the caller gets a 200 from the service."""
+        self.start_control_plane()
+        for name in self.workloads:
+            self.start_app(name, **(apps or {}).get(name, {}))
+            self.start_sidecar(name)
+        self.wait_synced()
+        if route is not None:
+            self.wait_for_route(*route)
 
     def start_app(self, name: str, **options: Any) -> None:
         """``options``: ``backend``'s (a delay, a status to answer, a list to record

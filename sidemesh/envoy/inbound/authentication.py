@@ -39,6 +39,8 @@ JWT_FILTER_NAME = "envoy.filters.http.jwt_authn"
 JWT_METADATA_KEY = "payload"
 """Where a valid token's claims are, in the filter's dynamic metadata."""
 SYSTEM_TRUST_STORE = "/etc/ssl/certs/ca-certificates.crt"
+JWT_CACHE_SIZE = 1000
+"""Verified tokens each sidecar remembers (per worker thread)."""
 CLOCK_SKEW_S = 30
 """Leeway for ``exp`` and ``nbf`` between the issuer's clock and the sidecar's."""
 
@@ -78,6 +80,9 @@ def _provider(rule: JwtRule) -> jwt_pb2.JwtProvider:
         audiences=list(rule.audiences),
         forward=rule.forward_original_token,
         payload_in_metadata=JWT_METADATA_KEY,
+        # A token seen before skips its signature check (RS256 costs most of the
+        # filter's time); its expiry is still checked every time.
+        jwt_cache_config=jwt_pb2.JwtCacheConfig(jwt_cache_size=JWT_CACHE_SIZE),
         clock_skew_seconds=CLOCK_SKEW_S,
         claim_to_headers=[
             jwt_pb2.JwtClaimToHeader(header_name=ISSUER_HEADER, claim_name="iss"),

@@ -70,8 +70,8 @@ class Operation(Model):
     paths: tuple[str, ...] = ()
     """Exact (``/healthz``), prefix (``/api/*``), suffix (``*.json``), or a template
     (``/users/{id}/orders``: one segment per ``{name}``, ``{**}`` for any rest).
-    Matched against the normalized path (see the README's path rules), case
-    sensitively, without the query string."""
+    Matched against the normalized path (see the README's path rules),
+    case-insensitively, path parameters (``;x``) and the query string ignored."""
     not_paths: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()
     not_methods: tuple[str, ...] = ()

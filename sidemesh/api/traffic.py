@@ -1,0 +1,143 @@
+"""``/v1/stats`` and ``/v1/graph``: the golden signals the telemetry scraper keeps, per
+service, per edge and per workload, and the service graph they draw."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+
+from sidemesh.model import MeshState, MtlsMode, ServiceKey
+from sidemesh.telemetry import WINDOWS_S, Scraper, Signals
+
+
+def window_seconds(window: str) -> float:
+    if window not in WINDOWS_S:
+        raise ValueError(f"window {window!r} is not one of {', '.join(WINDOWS_S)}")
+    return WINDOWS_S[window]
+
+
+def stats_response(scraper: Scraper, state: MeshState, window: str) -> dict[str, Any]:
+    seconds = window_seconds(window)
+    services = scraper.signals.services(seconds)
+    edges = scraper.signals.edges(seconds)
+    return {
+        "window": window,
+        "scrapes": scraper.scrapes,
+        "unanswered": scraper.last_errors,
+        "services": [
+            {"service": name, **signals.to_json()} for name, signals in sorted(services.items())
+        ],
+        "workloads": [
+            {
+                "source": str(edge.source),
+                "sourceService": edge.source_service,
+                "destination": edge.destination,
+                **signals.to_json(),
+            }
+            for edge, signals in sorted(edges.items())
+        ],
+    }
+
+
+def graph_response(scraper: Scraper, state: MeshState, window: str) -> dict[str, Any]:
+    """Nodes (services, gateways, hosts outside the mesh) and edges between services
+    (every source workload of one service summed), each with its signals and whether
+    its traffic is mTLS."""
+    seconds = window_seconds(window)
+    by_pair: dict[tuple[str, str], list[Signals]] = {}
+    for edge, signals in scraper.signals.edges(seconds).items():
+        by_pair.setdefault((edge.source_service, edge.destination), []).append(signals)
+    mesh_services = {str(key): key for key in state.services}
+    nodes = {str(key): {"id": str(key), "kind": "service"} for key in state.services}
+    for source, destination in by_pair:
+        nodes.setdefault(source, {"id": source, "kind": "gateway"})
+        nodes.setdefault(destination, {"id": destination, "kind": "external"})
+    return {
+        "window": window,
+        "nodes": sorted(nodes.values(), key=lambda n: n["id"]),
+        "edges": [
+            {
+                "source": source,
+                "destination": destination,
+                "mtls": _mtls(state, mesh_services.get(destination)),
+                **_summed(signals),
+            }
+            for (source, destination), signals in sorted(by_pair.items())
+        ],
+    }
+
+
+def _mtls(state: MeshState, key: ServiceKey | None) -> bool:
+    return key is not None and state.mtls_mode(state.services[key]) is not MtlsMode.DISABLE
+
+
+def _summed(signals: list[Signals]) -> dict[str, Any]:
+    """Several workloads of one service calling one destination, as one edge: counts
+    add; of the percentiles the worst is shown (they cannot be added)."""
+    requests = sum(s.requests for s in signals)
+    rates = [(s.success_rate, s.requests) for s in signals if s.success_rate is not None]
+    answered = sum(n for _, n in rates)
+
+    def worst(values: list[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return max(present) if present else None
+
+    return {
+        "requests": requests,
+        "rps": round(sum(s.rps for s in signals), 3),
+        "successRate": (round(sum(r * n for r, n in rates) / answered, 5) if answered else None),
+        "p50Ms": worst([s.p50_ms for s in signals]),
+        "p95Ms": worst([s.p95_ms for s in signals]),
+        "p99Ms": worst([s.p99_ms for s in signals]),
+    }
+
+
+class TrafficCollector:
+    """``sidemesh_requests_total`` and ``sidemesh_request_duration_milliseconds`` per
+    edge, as the callers' Envoys counted them at the last scrape (Prometheus takes
+    rates itself), and the scrapes' own health."""
+
+    def __init__(self, scraper: Scraper) -> None:
+        self.scraper = scraper
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["source_workload", "source_service", "destination_service"]
+        requests = CounterMetricFamily(
+            "sidemesh_requests",
+            "Requests each workload sent each destination, by response class",
+            labels=[*labels, "response_code_class"],
+        )
+        durations = HistogramMetricFamily(
+            "sidemesh_request_duration_milliseconds",
+            "Request duration as the caller's sidecar saw it",
+            labels=labels,
+        )
+        for edge, traffic in sorted(self.scraper.signals.latest.items()):
+            values = [str(edge.source), edge.source_service, edge.destination]
+            for kind, count in sorted(traffic.by_class.items()):
+                requests.add_metric([*values, kind], count)
+            if traffic.latency_buckets:
+                buckets = [(_bound(b), float(n)) for b, n in traffic.latency_buckets]
+                total = traffic.latency_buckets[-1][1]
+                buckets.append(("+Inf", float(max(total, traffic.requests))))
+                durations.add_metric(values, buckets, sum_value=math.nan)
+        yield requests
+        yield durations
+        scrapes = CounterMetricFamily(
+            "sidemesh_telemetry_scrapes", "Rounds of scraping every proxy's stats"
+        )
+        scrapes.add_metric([], self.scraper.scrapes)
+        yield scrapes
+        errors = CounterMetricFamily(
+            "sidemesh_telemetry_scrape_errors",
+            "Proxies that did not answer a scrape (stuck, gone, or not on this host)",
+        )
+        errors.add_metric([], self.scraper.errors)
+        yield errors
+
+
+def _bound(value: float) -> str:
+    return f"{value:g}"
