@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo clean bench bench-dataplane bench-controlplane bench-deps
+.PHONY: test test-deps lint typecheck unit demo clean bench bench-dataplane bench-controlplane bench-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+# Servers the tests run for real (a Prometheus that scrapes the control plane).
+test-deps:
+	@command -v prometheus >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
+
+unit: $(STAMP) test-deps
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

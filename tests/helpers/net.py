@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import socket
 import ssl
 import sys
@@ -14,17 +15,26 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 _handed_out: set[int] = set()
+_random = random.Random()
+TEST_PORTS = range(20000, 32768)
+"""Below Linux's ephemeral range (32768-60999): a port handed out here and bound a
+moment later cannot meanwhile become the local port of some outgoing connection
+(an Envoy's to its upstream), as a port the kernel picked from the ephemeral range can."""
 
 
 def free_port() -> int:
     """A port free on 127.0.0.1 now, never handed out twice in one test run."""
     while True:
+        port = _random.choice(TEST_PORTS)
+        if port in _handed_out:
+            continue
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 def listening_addresses(port: int) -> set[str]:
