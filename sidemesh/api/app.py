@@ -186,6 +186,21 @@ class _MeshCollector(Collector):
         version = GaugeMetricFamily("sidemesh_mesh_version", "Version of the mesh state served")
         version.add_metric([], state.version)
         yield version
+        converged = GaugeMetricFamily(
+            "sidemesh_mesh_version_applied_proxies",
+            "Connected proxies that have ACKed every config of the current mesh version "
+            "(convergence: compare with sidemesh_xds_connected_proxies)",
+        )
+        converged.add_metric(
+            [],
+            sum(
+                1
+                for proxy in self.view.status.proxies.values()
+                # Its stream answered from this version, and it ACKed all it was sent.
+                if proxy.connected and proxy.synced and proxy.state_version >= state.version
+            ),
+        )
+        yield converged
         services = GaugeMetricFamily("sidemesh_services", "Services in the mesh")
         services.add_metric([], len(state.services))
         yield services

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from sidemesh.xds.status import StatusBoard
@@ -53,3 +58,20 @@ class XdsCollector(Collector):
             [], sum(1 for p in self.status.proxies.values() if p.connected and not p.synced)
         )
         yield unsynced
+        latency = self.status.ack_latency
+        acks = HistogramMetricFamily(
+            "sidemesh_xds_push_ack_seconds",
+            "From sending a config to a proxy to its ACK of it",
+        )
+        acks.add_metric(
+            [],
+            [
+                *(
+                    (f"{bound:g}", float(n))
+                    for bound, n in zip(latency.bounds, latency.counts, strict=False)
+                ),
+                ("+Inf", float(latency.counts[-1])),
+            ],
+            sum_value=latency.total,
+        )
+        yield acks

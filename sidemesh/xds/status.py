@@ -34,6 +34,25 @@ class Nack:
     at: float
 
 
+ACK_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class LatencyHistogram:
+    """Cumulative counts of observations at or under each bound, as Prometheus wants."""
+
+    bounds: tuple[float, ...] = ACK_BUCKETS_S
+    counts: list[int] = field(default_factory=lambda: [0] * (len(ACK_BUCKETS_S) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        for i, bound in enumerate(self.bounds):
+            if seconds <= bound:
+                self.counts[i] += 1
+        self.counts[-1] += 1  # +Inf
+        self.total += seconds
+
+
 @dataclass
 class TypeStatus:
     sent_version: str = ""
@@ -43,8 +62,8 @@ class TypeStatus:
     nacks: int = 0
     pushes: int = 0
     last_nack: Nack | None = None
-    # state version behind each version sent and not yet answered
-    _pending: dict[str, int] = field(default_factory=dict, repr=False)
+    # (state version, when it was sent) of each version sent and not yet answered
+    _pending: dict[str, tuple[int, float]] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,6 +121,8 @@ class StatusBoard:
     def __init__(self) -> None:
         self.proxies: dict[str, ProxyStatus] = {}
         self.nacks_total = 0
+        self.ack_latency = LatencyHistogram()
+        """From sending a version to a proxy to its ACK of it, over every push."""
         # A reconnecting Envoy may open its new stream before the old one is closed.
         self._open_streams: dict[str, int] = {}
 
@@ -132,12 +153,15 @@ class StatusBoard:
         ts.sent_version = version
         ts.sent_state_version = state_version
         ts.pushes += 1
-        ts._pending[version] = state_version
+        ts._pending[version] = (state_version, time.monotonic())
 
     def on_ack(self, node_id: str, rtype: ResourceType, version: str) -> None:
         ts = self._status(node_id).type(rtype)
         ts.acked_version = version
-        ts.acked_state_version = ts._pending.pop(version, ts.acked_state_version)
+        sent = ts._pending.pop(version, None)
+        if sent is not None:
+            ts.acked_state_version = sent[0]
+            self.ack_latency.observe(time.monotonic() - sent[1])
         ts._pending.clear()
 
     def on_nack(self, node_id: str, rtype: ResourceType, version: str, detail: str) -> None:

@@ -83,3 +83,5 @@ def test_prometheus_metrics(api: str) -> None:
     assert "sidemesh_workloads 7.0" in text
     assert "sidemesh_config_rejected_total 0.0" in text
     assert "sidemesh_xds_unsynced_proxies 0.0" in text
+    assert "sidemesh_mesh_version_applied_proxies 0.0" in text
+    assert 'sidemesh_xds_push_ack_seconds_bucket{le="+Inf"} 0.0' in text

@@ -80,6 +80,15 @@ def test_a_known_load_is_counted_once_per_edge_with_failures_and_delays_shown(
         'sidemesh_requests_total{destination_service="b.default",response_code_class="5xx",'
         'source_service="a.default",source_workload="a-1.default"}'
     ) in metrics
+    # The control plane's own delivery: every proxy has applied the mesh version,
+    # and the time from each push to its ACK is in a histogram.
+    assert "sidemesh_mesh_version_applied_proxies 3.0" in metrics
+    acks = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith("sidemesh_xds_push_ack_seconds_count")
+    )
+    assert float(acks.split()[-1]) >= 12  # 4 types to each of 3 proxies
 
 
 def test_a_stuck_proxy_holds_up_no_other_and_top_draws_live_rows(tmp_path: Path) -> None:
