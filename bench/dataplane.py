@@ -39,7 +39,6 @@ Usage: python -m bench.dataplane [--duration 10] [--connections 32] [--runs 3]
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
 import json
 import math
@@ -61,13 +60,13 @@ from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from rich.console import Console
 from rich.table import Table
 
 from sidemesh.agent.envoy_binary import find_envoy
 from sidemesh.identity import CertificateAuthority, SpiffeId
 from sidemesh.identity.ca import write_private
+from tests.helpers.tokens import Issuer
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -324,7 +323,7 @@ def mtls_files(workdir: Path) -> dict[str, Path]:
     ca = CertificateAuthority.load_or_create(workdir / "ca", "bench.local")
     out = {"ca": workdir / "ca" / "root-cert.pem"}
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     for who in ("client", "server"):
@@ -481,47 +480,16 @@ MATCHING_AUTHZ_RULE = (
 )
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+def token_issuer() -> Issuer:
+    """Case (g)'s JWT issuer (the tests' own: an RSA key, its key set, RS256 tokens)."""
+    return Issuer(name=ISSUER, kid="bench-1")
 
 
-@dataclass
-class TokenIssuer:
-    """Case (g)'s JWT issuer: an RSA key, its key set (JWKS) and RS256 tokens."""
-
-    name: str = ISSUER
-    kid: str = "bench-1"
-    key: rsa.RSAPrivateKey = field(
-        default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    )
-
-    def jwks(self) -> str:
-        numbers = self.key.public_key().public_numbers()
-
-        def b64_int(value: int) -> str:
-            return _b64(value.to_bytes((value.bit_length() + 7) // 8, "big"))
-
-        key = {"kty": "RSA", "alg": "RS256", "use": "sig", "kid": self.kid}
-        return json.dumps({"keys": [{**key, "n": b64_int(numbers.n), "e": b64_int(numbers.e)}]})
-
-    def token(self, groups: list[str], lifetime: dt.timedelta = dt.timedelta(days=1)) -> str:
-        now = int(time.time())
-        header = {"alg": "RS256", "typ": "JWT", "kid": self.kid}
-        claims = {
-            "iss": self.name,
-            "sub": "bench-user",
-            "aud": GUARDED,
-            "iat": now,
-            "nbf": now,
-            "exp": now + int(lifetime.total_seconds()),
-            "groups": groups,
-        }
-        signed = ".".join(_b64(json.dumps(part).encode()) for part in (header, claims))
-        signature = self.key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())
-        return f"{signed}.{_b64(signature)}"
+def bench_token(issuer: Issuer, groups: list[str]) -> str:
+    return issuer.token(subject="bench-user", audience=GUARDED, lifetime_s=86400, groups=groups)
 
 
-def authz_documents(issuer: TokenIssuer) -> str:
+def authz_documents(issuer: Issuer) -> str:
     """Case (g)'s RequestAuthentication and AuthorizationPolicy, as mesh.yaml's
     documents."""
     rules = list(NOT_MATCHING_AUTHZ_RULES)
@@ -553,9 +521,7 @@ SIDECARS = {"a": "client", "b": "backend", "v1": ROUTED, "v2": ROUTED, "g": GUAR
 """Sidecar → the service its workload names (v1 and v2 also serve routed-v1/-v2)."""
 
 
-def start_sidemesh(
-    procs: Procs, app_ports: dict[str, int], issuer: TokenIssuer
-) -> tuple[int, int, int]:
+def start_sidemesh(procs: Procs, app_ports: dict[str, int], issuer: Issuer) -> tuple[int, int, int]:
     """Control plane + sidecars a (the caller), b (case d's backend), v1 and v2 (case
     f's) and g (case g's, its tokens signed by ``issuer``), whose apps are nginx's
     ``app_ports`` by sidecar; returns (a's outbound port, a's admin port, g's admin
@@ -791,7 +757,7 @@ def authz_config_problems(admin_port: int) -> list[str]:
     return problems
 
 
-def authz_refusals(url: str, issuer: TokenIssuer) -> list[str]:
+def authz_refusals(url: str, issuer: Issuer) -> list[str]:
     """Case (g) refuses what it should: a request without a token (401) and one whose
     token has a group no rule allows (403), through sidecar a as the load goes."""
     problems = []
@@ -799,7 +765,7 @@ def authz_refusals(url: str, issuer: TokenIssuer) -> list[str]:
         ("without a token", {}, 401),
         (
             "with a token of another group",
-            {"Authorization": f"Bearer {issuer.token(['nobody'])}"},
+            {"Authorization": f"Bearer {bench_token(issuer, ['nobody'])}"},
             403,
         ),
     ):
@@ -1014,7 +980,7 @@ def main() -> int:
             _listener(client_port, "server"),
             _cluster("server", server_port, _tls_context(files, "client", "server")),
         )
-        issuer = TokenIssuer()
+        issuer = token_issuer()
         mesh_port, mesh_admin, guarded_admin = start_sidemesh(procs, app_ports, issuer)
         cases = [
             Case("a", "direct", f"http://127.0.0.1:{backend}/"),
@@ -1041,7 +1007,7 @@ def main() -> int:
                 f"sidemesh + JWT + {RULES} ALLOW rules (the match tried last)",
                 f"http://127.0.0.1:{mesh_port}/",
                 host=GUARDED,
-                headers={"Authorization": f"Bearer {issuer.token([GROUP])}"},
+                headers={"Authorization": f"Bearer {bench_token(issuer, [GROUP])}"},
             ),
         ]
         for case in cases:

@@ -9,6 +9,8 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 
+from sidemesh.model.addresses import parse_ip
+
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 CONNECT_TIMEOUT_S = 1.0
 """How long a sidecar waits for a TCP connection: to a peer sidecar, to its own app on
@@ -79,3 +81,37 @@ def static_cluster(
         for key, value in http2_upstream_options().items():
             cluster.typed_extension_protocol_options[key].CopyFrom(value)
     return cluster
+
+
+def hosts_cluster(name: str, addresses: list[str], port: int) -> cluster_pb2.Cluster:
+    """A cluster of hosts outside the mesh, its endpoints inline: IP literals as they
+    are (STATIC); one host name resolved at connect time, as a client would
+    (LOGICAL_DNS); several names, balanced over all they resolve to (STRICT_DNS)."""
+    if all(parse_ip(a) is not None for a in addresses):
+        kind = cluster_pb2.Cluster.STATIC
+    elif len(addresses) == 1:
+        kind = cluster_pb2.Cluster.LOGICAL_DNS
+    else:
+        kind = cluster_pb2.Cluster.STRICT_DNS
+    return cluster_pb2.Cluster(
+        name=name,
+        type=kind,
+        connect_timeout=seconds(CONNECT_TIMEOUT_S),
+        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+        dns_lookup_family=cluster_pb2.Cluster.V4_PREFERRED,
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[
+                        endpoint_components_pb2.LbEndpoint(
+                            endpoint=endpoint_components_pb2.Endpoint(
+                                address=socket_address(address, port)
+                            )
+                        )
+                        for address in addresses
+                    ]
+                )
+            ],
+        ),
+    )

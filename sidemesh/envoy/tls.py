@@ -100,3 +100,28 @@ def downstream_tls_from_files(certificate_file: str, key_file: str) -> base_pb2.
         )
     )
     return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=packed(context))
+
+
+SYSTEM_TRUST_STORE = "/etc/ssl/certs/ca-certificates.crt"
+"""Debian's bundle of public CAs: whom TLS to a host outside the mesh trusts by default."""
+
+
+def upstream_server_tls(server_name: str, ca_file: str | None = None) -> base_pb2.TransportSocket:
+    """Client side, to a server outside the mesh: TLS with ``server_name`` as SNI, the
+    server's certificate checked against ``ca_file`` (the system's CAs by default) and
+    for that name."""
+    context = tls_pb2.UpstreamTlsContext(
+        sni=server_name,
+        common_tls_context=tls_pb2.CommonTlsContext(
+            validation_context=common_pb2.CertificateValidationContext(
+                trusted_ca=base_pb2.DataSource(filename=ca_file or SYSTEM_TRUST_STORE),
+                match_typed_subject_alt_names=[
+                    common_pb2.SubjectAltNameMatcher(
+                        san_type=common_pb2.SubjectAltNameMatcher.DNS,
+                        matcher=string_pb2.StringMatcher(exact=server_name),
+                    )
+                ],
+            )
+        ),
+    )
+    return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=packed(context))

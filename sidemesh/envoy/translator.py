@@ -103,6 +103,7 @@ from sidemesh.model.policy import (
     RequestAuthentication,
 )
 from sidemesh.model.policy.backend import BackendSettings, HashOn, RateLimit
+from sidemesh.model.policy.common import services_targeted
 from sidemesh.model.policy.external import ExternalServiceSpec
 from sidemesh.model.policy.gateway import APIGateway, Listener
 
@@ -1057,13 +1058,8 @@ def _by_target(
     found: dict[ServiceKey, list[_Targeting]] = {}
     ordered = sorted(policies, key=lambda p: (p.metadata.namespace or "", p.metadata.name))
     for policy in ordered:
-        namespace = policy.metadata.namespace or ""
-        targets = policy.spec.target_refs
-        for key in state.services:
-            if key.namespace == namespace and (
-                not targets or any(t.name == key.name for t in targets)
-            ):
-                found.setdefault(key, []).append(policy)
+        for key in services_targeted(policy.metadata, policy.spec.target_refs, state.services):
+            found.setdefault(key, []).append(policy)
     return {key: _Same(tuple(policies)) for key, policies in found.items()}
 
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from sidemesh.model.mesh import Gateway, MeshConfig, MtlsMode, Service, Workload
 from sidemesh.model.policy.authentication import RequestAuthentication
 from sidemesh.model.policy.authorization import AuthorizationPolicy
+from sidemesh.model.policy.common import services_targeted
 from sidemesh.model.policy.documents import KINDS, Policies, Policy
 from sidemesh.model.refs import ServiceKey, spiffe_id
 
@@ -195,8 +196,7 @@ class MeshState:
         return sorted(
             p.metadata.name
             for p in policies
-            if p.metadata.namespace == key.namespace
-            and (not p.spec.target_refs or any(t.name == key.name for t in p.spec.target_refs))
+            if services_targeted(p.metadata, p.spec.target_refs, (key,))
         )
 
     def to_json(self) -> dict[str, Any]:

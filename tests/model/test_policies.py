@@ -210,6 +210,14 @@ def _authz(spec: str) -> str:
             "spec.rules[0].when[0]: Value error, 'request.cookies[session]' is not a condition key",
         ),
         (
+            "rules: [{when: [{key: source.ip, values: [not-an-ip]}]}]",
+            "spec.rules[0].when[0].values[0]: 'not-an-ip' is not an address or CIDR",
+        ),
+        (
+            "rules: [{when: [{key: destination.port, notValues: [http]}]}]",
+            "spec.rules[0].when[0].notValues[0]: 'http' is not a port number (1-65535)",
+        ),
+        (
             "action: PERMIT",
             "spec.action: 'PERMIT' is not one of ALLOW, DENY, AUDIT",
         ),

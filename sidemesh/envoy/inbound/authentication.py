@@ -17,16 +17,13 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import base_pb2, http_uri_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.core.v3 import http_uri_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from google.protobuf import empty_pb2
 
-from sidemesh.envoy.protos import CONNECT_TIMEOUT_S, packed, seconds, socket_address
-from sidemesh.envoy.tls import TLS_TRANSPORT_SOCKET
-from sidemesh.model import parse_ip
+from sidemesh.envoy.protos import hosts_cluster, seconds
+from sidemesh.envoy.tls import upstream_server_tls
 from sidemesh.model.base import parse_duration
 from sidemesh.model.policy.authentication import (
     ISSUER_HEADER,
@@ -38,7 +35,6 @@ from sidemesh.model.policy.authentication import (
 JWT_FILTER_NAME = "envoy.filters.http.jwt_authn"
 JWT_METADATA_KEY = "payload"
 """Where a valid token's claims are, in the filter's dynamic metadata."""
-SYSTEM_TRUST_STORE = "/etc/ssl/certs/ca-certificates.crt"
 JWT_CACHE_SIZE = 1000
 """Verified tokens each sidecar remembers (per worker thread)."""
 CLOCK_SKEW_S = 30
@@ -128,41 +124,11 @@ def _port(uri: str) -> int:
 
 
 def jwks_cluster(uri: str) -> cluster_pb2.Cluster:
-    """The host of a ``jwksUri``, over TLS (checked against the system's CAs) for
-    https."""
+    """The host of a ``jwksUri``; for https, over TLS checked against the system's
+    CAs and for the host's name."""
     parts = urlsplit(uri)
     host = parts.hostname or ""
-    name = jwks_cluster_name(uri)
-    cluster = cluster_pb2.Cluster(
-        name=name,
-        type=cluster_pb2.Cluster.STATIC if parse_ip(host) else cluster_pb2.Cluster.LOGICAL_DNS,
-        connect_timeout=seconds(CONNECT_TIMEOUT_S),
-        dns_lookup_family=cluster_pb2.Cluster.V4_PREFERRED,
-        load_assignment=endpoint_pb2.ClusterLoadAssignment(
-            cluster_name=name,
-            endpoints=[
-                endpoint_components_pb2.LocalityLbEndpoints(
-                    lb_endpoints=[
-                        endpoint_components_pb2.LbEndpoint(
-                            endpoint=endpoint_components_pb2.Endpoint(
-                                address=socket_address(host, _port(uri))
-                            )
-                        )
-                    ]
-                )
-            ],
-        ),
-    )
+    cluster = hosts_cluster(jwks_cluster_name(uri), [host], _port(uri))
     if parts.scheme == "https":
-        context = tls_pb2.UpstreamTlsContext(
-            sni=host,
-            common_tls_context=tls_pb2.CommonTlsContext(
-                validation_context=common_pb2.CertificateValidationContext(
-                    trusted_ca=base_pb2.DataSource(filename=SYSTEM_TRUST_STORE)
-                )
-            ),
-        )
-        cluster.transport_socket.CopyFrom(
-            base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=packed(context))
-        )
+        cluster.transport_socket.CopyFrom(upstream_server_tls(host))
     return cluster

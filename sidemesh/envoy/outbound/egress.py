@@ -18,24 +18,20 @@ from collections.abc import Sequence
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2
 from envoy.extensions.common.dynamic_forward_proxy.v3 import dns_cache_pb2
 from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import (
     dynamic_forward_proxy_pb2 as dfp_filter_pb2,
 )
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
-from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import wrappers_pb2
 
 from sidemesh.envoy.outbound.backend_policy import apply_backend_settings
 from sidemesh.envoy.outbound.routes import HTTP_ROUTE_TIMEOUT_S, default_retry_policy
-from sidemesh.envoy.protos import CONNECT_TIMEOUT_S, packed, seconds, socket_address
-from sidemesh.envoy.tls import TLS_TRANSPORT_SOCKET
-from sidemesh.model import OutboundTrafficMode, parse_ip
+from sidemesh.envoy.protos import CONNECT_TIMEOUT_S, hosts_cluster, packed, seconds
+from sidemesh.envoy.tls import upstream_server_tls
+from sidemesh.model import OutboundTrafficMode
 from sidemesh.model.policy.external import (
-    SYSTEM_TRUST_STORE,
     ExternalPort,
     ExternalServiceSpec,
 )
@@ -98,58 +94,11 @@ def external_clusters(spec: ExternalServiceSpec) -> list[cluster_pb2.Cluster]:
 def _external_cluster(
     host: str, port: ExternalPort, spec: ExternalServiceSpec
 ) -> cluster_pb2.Cluster:
-    name = external_cluster_name(host, port.port)
     addresses = [e.address for e in spec.endpoints] or [host]
-    if all(parse_ip(a) is not None for a in addresses):
-        kind = cluster_pb2.Cluster.STATIC
-    elif len(addresses) == 1:
-        # One name: connect to whatever it resolves to now, as a client would
-        # (LOGICAL_DNS), rather than balancing over every address it ever returned.
-        kind = cluster_pb2.Cluster.LOGICAL_DNS
-    else:
-        kind = cluster_pb2.Cluster.STRICT_DNS
-    cluster = cluster_pb2.Cluster(
-        name=name,
-        type=kind,
-        connect_timeout=seconds(CONNECT_TIMEOUT_S),
-        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
-        dns_lookup_family=cluster_pb2.Cluster.V4_PREFERRED,
-        load_assignment=endpoint_pb2.ClusterLoadAssignment(
-            cluster_name=name,
-            endpoints=[
-                endpoint_components_pb2.LocalityLbEndpoints(
-                    lb_endpoints=[
-                        endpoint_components_pb2.LbEndpoint(
-                            endpoint=endpoint_components_pb2.Endpoint(
-                                address=socket_address(address, port.serving_port)
-                            )
-                        )
-                        for address in addresses
-                    ]
-                )
-            ],
-        ),
-    )
+    cluster = hosts_cluster(external_cluster_name(host, port.port), addresses, port.serving_port)
     if spec.tls is not None:
-        sni = spec.tls.sni or host
-        context = tls_pb2.UpstreamTlsContext(
-            sni=sni,
-            common_tls_context=tls_pb2.CommonTlsContext(
-                validation_context=common_pb2.CertificateValidationContext(
-                    trusted_ca=base_pb2.DataSource(
-                        filename=spec.tls.ca_certificates or SYSTEM_TRUST_STORE
-                    ),
-                    match_typed_subject_alt_names=[
-                        common_pb2.SubjectAltNameMatcher(
-                            san_type=common_pb2.SubjectAltNameMatcher.DNS,
-                            matcher=string_pb2.StringMatcher(exact=sni),
-                        )
-                    ],
-                )
-            ),
-        )
         cluster.transport_socket.CopyFrom(
-            base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=packed(context))
+            upstream_server_tls(spec.tls.sni or host, spec.tls.ca_certificates)
         )
     apply_backend_settings(cluster, None)
     return cluster

@@ -506,66 +506,90 @@ def _check_authorization(
                 )
             )
     namespaces = {ns for ns, _ in identities} | {k.namespace for k in services}
+    known = _Known(trust_domain, namespace, identities, namespaces)
     for i, rule in enumerate(policy.spec.rules or ()):
         at = f"{label} spec.rules[{i}]"
         for j, source in enumerate(f.source for f in rule.from_):
-            src = f"{at}.from[{j}].source"
-            for field_name in ("principals", "notPrincipals"):
-                values = getattr(
-                    source, "principals" if field_name == "principals" else "not_principals"
-                )
+            for field_name, kind in _SOURCE_FIELDS:
+                values = getattr(source, _snake(field_name))
                 for k, value in enumerate(values):
-                    _check_principal(
-                        value, f"{src}.{field_name}[{k}]", trust_domain, identities, found
-                    )
-            for field_name, values in (
-                ("serviceAccounts", source.service_accounts),
-                ("notServiceAccounts", source.not_service_accounts),
-            ):
-                for k, value in enumerate(values):
-                    ns, _, name = value.rpartition("/")
-                    if (ns or namespace, name) not in identities:
-                        found.warnings.append(
-                            Problem(
-                                f"{src}.{field_name}[{k}]",
-                                f"no workload runs as {ns or namespace}/{name} (yet)",
-                            )
-                        )
-            for field_name, values in (
-                ("namespaces", source.namespaces),
-                ("notNamespaces", source.not_namespaces),
-            ):
-                for k, value in enumerate(values):
-                    if value not in namespaces:
-                        found.warnings.append(
-                            Problem(
-                                f"{src}.{field_name}[{k}]",
-                                f"no namespace {value!r} in the mesh (yet)",
-                            )
-                        )
-            for field_name, values in (
-                ("ipBlocks", source.ip_blocks),
-                ("notIpBlocks", source.not_ip_blocks),
-            ):
-                for k, value in enumerate(values):
-                    try:
-                        ipaddress.ip_network(value, strict=False)
-                    except ValueError:
-                        found.errors.append(
-                            Problem(
-                                f"{src}.{field_name}[{k}]", f"{value!r} is not an address or CIDR"
-                            )
-                        )
+                    at_value = f"{at}.from[{j}].source.{field_name}[{k}]"
+                    _check_value(kind, value, at_value, known, found)
         for j, operation in enumerate(t.operation for t in rule.to):
-            op = f"{at}.to[{j}].operation"
-            for field_name, values in (
-                ("paths", operation.paths),
-                ("notPaths", operation.not_paths),
-            ):
-                for k, value in enumerate(values):
-                    problem = _path_problem(value)
-                    if problem is not None:
-                        found.errors.append(Problem(f"{op}.{field_name}[{k}]", problem))
+            for field_name in ("paths", "notPaths"):
+                for k, value in enumerate(getattr(operation, _snake(field_name))):
+                    at_value = f"{at}.to[{j}].operation.{field_name}[{k}]"
+                    _check_value("path", value, at_value, known, found)
+        for j, condition in enumerate(rule.when):
+            condition_kind = _CONDITION_KINDS.get(condition.key)
+            if condition_kind is None:
+                continue
+            for field_name in ("values", "notValues"):
+                for k, value in enumerate(getattr(condition, _snake(field_name))):
+                    _check_value(
+                        condition_kind, value, f"{at}.when[{j}].{field_name}[{k}]", known, found
+                    )
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What a policy's values are checked against."""
+
+    trust_domain: str
+    namespace: str
+    """The policy's own: a service account without one is in it."""
+    identities: set[tuple[str, str]]
+    namespaces: set[str]
+
+
+_SOURCE_FIELDS = (
+    ("principals", "principal"),
+    ("notPrincipals", "principal"),
+    ("serviceAccounts", "serviceAccount"),
+    ("notServiceAccounts", "serviceAccount"),
+    ("namespaces", "namespace"),
+    ("notNamespaces", "namespace"),
+    ("ipBlocks", "cidr"),
+    ("notIpBlocks", "cidr"),
+)
+_CONDITION_KINDS = {
+    "source.principal": "principal",
+    "source.namespace": "namespace",
+    "source.ip": "cidr",
+    "destination.port": "port",
+}
+
+
+def _snake(camel: str) -> str:
+    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), camel)
+
+
+def _check_value(kind: str, value: str, at: str, known: _Known, found: Findings) -> None:
+    """One value of a policy field, by what kind of value the field holds: an error if
+    it can never mean anything, a warning if it names what does not exist yet."""
+    if kind == "principal":
+        _check_principal(value, at, known.trust_domain, known.identities, found)
+    elif kind == "serviceAccount":
+        ns, _, name = value.rpartition("/")
+        if (ns or known.namespace, name) not in known.identities:
+            found.warnings.append(
+                Problem(at, f"no workload runs as {ns or known.namespace}/{name} (yet)")
+            )
+    elif kind == "namespace":
+        if value not in known.namespaces:
+            found.warnings.append(Problem(at, f"no namespace {value!r} in the mesh (yet)"))
+    elif kind == "cidr":
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            found.errors.append(Problem(at, f"{value!r} is not an address or CIDR"))
+    elif kind == "port":
+        if not value.isdigit() or not 1 <= int(value) <= 65535:
+            found.errors.append(Problem(at, f"{value!r} is not a port number (1-65535)"))
+    elif kind == "path":
+        problem = _path_problem(value)
+        if problem is not None:
+            found.errors.append(Problem(at, problem))
 
 
 def _check_principal(

@@ -4,11 +4,13 @@ with the Gateway API's field names and defaults."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
 from sidemesh.model.base import DnsLabel, Model, PortNumber
+from sidemesh.model.refs import ServiceKey
 
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 SIDEMESH_GROUP = "sidemesh.io"
@@ -72,3 +74,15 @@ class TargetRef(Model):
     kind: str = "Service"
     name: ObjectName
     section_name: str | None = None
+
+
+def services_targeted(
+    meta: ObjectMeta, target_refs: Sequence[TargetRef], services: Iterable[ServiceKey]
+) -> list[ServiceKey]:
+    """The services a policy of ``meta``'s namespace applies to: those its
+    ``targetRefs`` name, or, with none, every service of its namespace."""
+    namespace = meta.namespace or ""
+    names = {t.name for t in target_refs}
+    return sorted(
+        key for key in services if key.namespace == namespace and (not names or key.name in names)
+    )

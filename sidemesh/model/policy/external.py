@@ -27,9 +27,6 @@ HostName = Annotated[
     ),
 ]
 
-SYSTEM_TRUST_STORE = "/etc/ssl/certs/ca-certificates.crt"
-"""Debian's bundle of public CAs: whom an originated TLS connection trusts by default."""
-
 
 class ExternalPort(Model):
     port: PortNumber

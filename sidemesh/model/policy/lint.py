@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from sidemesh.errors import Problem
 from sidemesh.model.mesh import MtlsMode
-from sidemesh.model.policy.authorization import AuthorizationAction, AuthorizationPolicy, Rule
-from sidemesh.model.refs import ServiceKey
+from sidemesh.model.policy.authorization import AuthorizationAction, Rule
+from sidemesh.model.policy.common import services_targeted
 from sidemesh.model.state import MeshState
 
 
@@ -37,7 +37,7 @@ def lint_policies(state: MeshState, where: dict[int, str] | None = None) -> list
                 advice = f"has no rules, so this {action.value} matches nothing: add rules"
             found.append(Problem(f"{label} spec.rules", advice))
             continue
-        for key in _targets(state, policy):
+        for key in services_targeted(policy.metadata, policy.spec.target_refs, state.services):
             mode = state.mtls_mode(state.services[key])
             for i, rule in enumerate(policy.spec.rules):
                 at = f"{label} spec.rules[{i}]"
@@ -64,16 +64,6 @@ def lint_policies(state: MeshState, where: dict[int, str] | None = None) -> list
                         )
                     )
     return found
-
-
-def _targets(state: MeshState, policy: AuthorizationPolicy) -> list[ServiceKey]:
-    namespace = policy.metadata.namespace or ""
-    names = {t.name for t in policy.spec.target_refs}
-    return sorted(
-        key
-        for key in state.services
-        if key.namespace == namespace and (not names or key.name in names)
-    )
 
 
 def _requires_identity(rule: Rule) -> bool:
