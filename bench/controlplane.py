@@ -155,7 +155,7 @@ def build_state(services: int, workloads: int, version: int = 1) -> MeshState:
     """A resolved mesh: what ``load_mesh_file`` would return for the same mesh.yaml."""
     svc_map: dict[ServiceKey, Service] = {}
     wl_map: dict[tuple[str, str], Workload] = {}
-    sidecar = Sidecar(outbound_port=15001, admin_port=15000)
+    sidecar = Sidecar(outbound_port=15001)
     for i in range(services):
         name = service_name(i)
         svc_map[ServiceKey(name, NAMESPACE)] = Service(

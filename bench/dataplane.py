@@ -66,6 +66,7 @@ from rich.table import Table
 from sidemesh.agent.envoy_binary import find_envoy
 from sidemesh.identity import CertificateAuthority, SpiffeId
 from sidemesh.identity.ca import write_private
+from tests.helpers.net import admin_get
 from tests.helpers.tokens import Issuer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -521,12 +522,14 @@ SIDECARS = {"a": "client", "b": "backend", "v1": ROUTED, "v2": ROUTED, "g": GUAR
 """Sidecar → the service its workload names (v1 and v2 also serve routed-v1/-v2)."""
 
 
-def start_sidemesh(procs: Procs, app_ports: dict[str, int], issuer: Issuer) -> tuple[int, int, int]:
+def start_sidemesh(
+    procs: Procs, app_ports: dict[str, int], issuer: Issuer
+) -> tuple[int, Path, Path]:
     """Control plane + sidecars a (the caller), b (case d's backend), v1 and v2 (case
     f's) and g (case g's, its tokens signed by ``issuer``), whose apps are nginx's
-    ``app_ports`` by sidecar; returns (a's outbound port, a's admin port, g's admin
-    port)."""
-    ports = {f"{name}_{kind}": free_port() for name in SIDECARS for kind in ("in", "out", "admin")}
+    ``app_ports`` by sidecar; returns (a's outbound port, a's admin socket, g's admin
+    socket)."""
+    ports = {f"{name}_{kind}": free_port() for name in SIDECARS for kind in ("in", "out")}
     ports.update({k: free_port() for k in ("xds", "api", "ca", "a_app")})
     mesh = procs.workdir / "mesh.yaml"
     mesh.write_text(
@@ -541,17 +544,17 @@ services:
   - {{name: {GUARDED}, ports: [{{port: 80}}]}}
 workloads:
   - {{name: a, service: client, port: {ports["a_in"]}, appPort: {ports["a_app"]},
-      sidecar: {{outboundPort: {ports["a_out"]}, adminPort: {ports["a_admin"]}}}}}
+      sidecar: {{outboundPort: {ports["a_out"]}}}}}
   - {{name: b, service: backend, port: {ports["b_in"]}, appPort: {app_ports["b"]},
-      sidecar: {{outboundPort: {ports["b_out"]}, adminPort: {ports["b_admin"]}}}}}
+      sidecar: {{outboundPort: {ports["b_out"]}}}}}
   - {{name: v1, service: {ROUTED}, labels: {{version: v1}}, port: {ports["v1_in"]},
       appPort: {app_ports["v1"]},
-      sidecar: {{outboundPort: {ports["v1_out"]}, adminPort: {ports["v1_admin"]}}}}}
+      sidecar: {{outboundPort: {ports["v1_out"]}}}}}
   - {{name: v2, service: {ROUTED}, labels: {{version: v2}}, port: {ports["v2_in"]},
       appPort: {app_ports["v2"]},
-      sidecar: {{outboundPort: {ports["v2_out"]}, adminPort: {ports["v2_admin"]}}}}}
+      sidecar: {{outboundPort: {ports["v2_out"]}}}}}
   - {{name: g, service: {GUARDED}, port: {ports["g_in"]}, appPort: {app_ports["g"]},
-      sidecar: {{outboundPort: {ports["g_out"]}, adminPort: {ports["g_admin"]}}}}}
+      sidecar: {{outboundPort: {ports["g_out"]}}}}}
 """
         + policy_documents()
         + authz_documents(issuer)
@@ -596,8 +599,8 @@ workloads:
                     f"127.0.0.1:{ports['ca']}",
                     "--state-dir",
                     str(state),
-                    "--admin-port",
-                    str(ports[f"{name}_admin"]),
+                    "--socket-dir",
+                    str(procs.workdir / f"{name}.sockets"),
                     "--concurrency",
                     "1",
                     "--log-level",
@@ -605,7 +608,8 @@ workloads:
                 ],
             ),
         )
-    return ports["a_out"], ports["a_admin"], ports["g_admin"]
+    admin = {name: procs.workdir / f"{name}.sockets" / "admin.sock" for name in ("a", "g")}
+    return ports["a_out"], admin["a"], admin["g"]
 
 
 def wait_http(
@@ -634,11 +638,11 @@ def _cluster_name(version: str | None) -> str:
     return f"outbound|80||{service}.default"
 
 
-def policy_config_problems(admin_port: int) -> list[str]:
+def policy_config_problems(admin: Path) -> list[str]:
     """What is missing from case (f)'s config as sidecar a runs it (its admin
     /config_dump): empty when it has the route of 10 rules with the split last, retries
     on every rule, and outlier detection and a circuit breaker on both versions."""
-    dump = httpx.get(f"http://127.0.0.1:{admin_port}/config_dump", timeout=10).json()
+    dump = admin_get(admin, "/config_dump", timeout=10).json()
     hosts: list[dict[str, Any]] = []
     clusters: dict[str, dict[str, Any]] = {}
     for section in dump["configs"]:
@@ -672,13 +676,11 @@ def policy_config_problems(admin_port: int) -> list[str]:
     return problems
 
 
-def policy_requests(admin_port: int) -> dict[str, int]:
+def policy_requests(admin: Path) -> dict[str, int]:
     """Sidecar a's counters for case (f)'s clusters: requests by version, requests that
     took a non-matching rule (to ``routed`` itself), retries, breaker overflows and
     outlier ejections."""
-    text = httpx.get(
-        f"http://127.0.0.1:{admin_port}/stats", params={"filter": ROUTED}, timeout=10
-    ).text
+    text = admin_get(admin, "/stats", {"filter": ROUTED}, timeout=10).text
     stats = {}
     for line in text.splitlines():
         name, _, value = line.partition(": ")
@@ -718,12 +720,12 @@ def _http_filters(dump: dict[str, Any], stat_prefix: str) -> list[list[dict[str,
     return chains
 
 
-def authz_config_problems(admin_port: int) -> list[str]:
+def authz_config_problems(admin: Path) -> list[str]:
     """What is missing from case (g)'s config as the guarded sidecar runs it: empty when
     each inbound filter chain of ``guarded`` checks a token (one provider, key set
     inline, required on every path) and then the 20 ALLOW rules, the matching one tried
     last."""
-    dump = httpx.get(f"http://127.0.0.1:{admin_port}/config_dump", timeout=10).json()
+    dump = admin_get(admin, "/config_dump", timeout=10).json()
     chains = _http_filters(dump, AUTHZ_STATS.removeprefix("http.").rstrip("."))
     if not chains:
         return [f"no inbound listener for {GUARDED} on its sidecar"]
@@ -775,14 +777,10 @@ def authz_refusals(url: str, issuer: Issuer) -> list[str]:
     return problems
 
 
-def authz_counters(admin_port: int) -> dict[str, int]:
+def authz_counters(admin: Path) -> dict[str, int]:
     """The guarded sidecar's counters of its inbound port, without the common prefix
     (``jwt_authn.allowed``, ``rbac.allow.allowed``, ``downstream_rq_4xx``, ...)."""
-    text = httpx.get(
-        f"http://127.0.0.1:{admin_port}/stats",
-        params={"filter": f"^{re.escape(AUTHZ_STATS)}"},
-        timeout=10,
-    ).text
+    text = admin_get(admin, "/stats", {"filter": f"^{re.escape(AUTHZ_STATS)}"}, timeout=10).text
     stats = {}
     for line in text.splitlines():
         name, _, value = line.partition(": ")

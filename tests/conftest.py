@@ -33,7 +33,7 @@ MULTI_SERVICE_MESH = textwrap.dedent(
         service: productpage
         port: 21001
         appPort: 21002
-        sidecar: {outboundPort: 21003, adminPort: 21004}
+        sidecar: {outboundPort: 21003}
         upstreams:
           - {service: ratings, localPort: 21005}
           - {service: db, localPort: 21006}
@@ -44,7 +44,7 @@ MULTI_SERVICE_MESH = textwrap.dedent(
         ports:
           - {name: http, port: 21011, appPort: 21012}
           - {name: grpc, port: 21013, appPort: 21014}
-        sidecar: {outboundPort: 21015, adminPort: 21016}
+        sidecar: {outboundPort: 21015}
       - name: reviews-v2
         service: reviews
         labels: {version: v2}
@@ -52,32 +52,31 @@ MULTI_SERVICE_MESH = textwrap.dedent(
         ports:
           - {name: http, port: 21011, appPort: 21012}
           - {name: grpc, port: 21013, appPort: 21014}
-        sidecar: {outboundPort: 21015, adminPort: 21016}
+        sidecar: {outboundPort: 21015}
       - name: ratings-1
         service: ratings
         port: 21021
         appPort: 21022
-        sidecar: {outboundPort: 21023, adminPort: 21024}
+        sidecar: {outboundPort: 21023}
       - name: db-1
         service: db
         port: 21031
         appPort: 21032
-        sidecar: {outboundPort: 21033, adminPort: 21034}
+        sidecar: {outboundPort: 21033}
       - name: api-1
         service: api
         port: 21041
         appPort: 21042
-        sidecar: {outboundPort: 21043, adminPort: 21044}
+        sidecar: {outboundPort: 21043}
       - name: reviews-other
         namespace: other
         service: reviews
         port: 21051
         appPort: 21052
-        sidecar: {outboundPort: 21053, adminPort: 21054}
+        sidecar: {outboundPort: 21053}
     gateways:
       - name: ingress
         port: 21060
-        adminPort: 21061
         routes:
           - {prefix: /api/, service: api}
           - {prefix: /reviews, service: reviews, port: 9090}

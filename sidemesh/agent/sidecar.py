@@ -29,6 +29,9 @@ from sidemesh.model.refs import WorkloadRef
 
 log = logging.getLogger(__name__)
 
+SDS_SOCKET = "sds.sock"
+ADMIN_SOCKET = "admin.sock"
+"""The names of the sidecar's two Unix sockets in its private socket directory."""
 FORWARDED_SIGNALS = (signal.SIGHUP,)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 DRAIN_S = 2.0
@@ -122,10 +125,10 @@ class Agent:
             env=_envoy_environment(),
         )
         log.info(
-            "Envoy started for %s (pid %d): admin http://127.0.0.1:%d, control plane %s:%d",
+            "Envoy started for %s (pid %d): admin on unix:%s, control plane %s:%d",
             self.params.proxy,
             envoy.pid,
-            self.params.admin_port,
+            self.params.admin_socket,
             self.params.control_plane_host,
             self.params.control_plane_port,
         )
@@ -160,10 +163,10 @@ class Agent:
     async def _drain_then_stop(self, envoy: asyncio.subprocess.Process) -> None:
         """Graceful stop: drain Envoy's listeners for ``drain_s``, then SIGTERM it."""
         if self.drain_s > 0:
-            url = f"http://127.0.0.1:{self.params.admin_port}/drain_listeners?graceful"
             try:
-                async with httpx.AsyncClient(timeout=1.0) as client:
-                    await client.post(url)
+                transport = httpx.AsyncHTTPTransport(uds=self.params.admin_socket)
+                async with httpx.AsyncClient(transport=transport, timeout=1.0) as client:
+                    await client.post("http://envoy/drain_listeners?graceful")
                 log.info("draining %s for %.1fs", self.params.proxy, self.drain_s)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(envoy.wait(), self.drain_s)

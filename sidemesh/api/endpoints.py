@@ -124,24 +124,22 @@ async def endpoints_response(
 
 
 def connected_proxies(state: MeshState, status: StatusBoard) -> list[ProxyAdmin]:
-    """The connected proxies of ``state``'s workloads and gateways, with their admin
-    ports: the callers whose view counts now. A proxy the mesh no longer names has no
-    port to ask."""
+    """The connected proxies of ``state``'s workloads and gateways, with the admin
+    socket each named when it connected: the callers whose view counts now. A proxy the
+    mesh no longer names, or one that named no socket, is not asked."""
     found = []
     for node_id, proxy in sorted(status.proxies.items()):
-        if not proxy.connected:
+        if not proxy.connected or proxy.admin_socket is None:
             continue
         try:
             ref = ProxyId.parse(node_id)
         except ValueError:
             continue
-        workload = state.workload(ref.workload, ref.namespace)
-        gateway = state.gateway(ref.workload, ref.namespace)
-        if workload is not None and workload.sidecar.admin_port is not None:
-            kind, port = "workload", workload.sidecar.admin_port
-        elif gateway is not None and gateway.admin_port is not None:
-            kind, port = "gateway", gateway.admin_port
+        if state.workload(ref.workload, ref.namespace) is not None:
+            kind = "workload"
+        elif state.gateway(ref.workload, ref.namespace) is not None:
+            kind = "gateway"
         else:
             continue
-        found.append(ProxyAdmin(WorkloadRef(ref.workload, ref.namespace), kind, port))
+        found.append(ProxyAdmin(WorkloadRef(ref.workload, ref.namespace), kind, proxy.admin_socket))
     return found

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sidemesh.agent.certificates import CertificateRequestFailed
-from sidemesh.agent.sidecar import DRAIN_S, IdentityParams, run_sidecar
+from sidemesh.agent.sidecar import ADMIN_SOCKET, DRAIN_S, SDS_SOCKET, IdentityParams, run_sidecar
 from sidemesh.cli import access_log
 from sidemesh.cli import check as check_view
 from sidemesh.cli import explain as explain_view
@@ -154,7 +154,6 @@ def sidecar(
     service: Annotated[
         str | None, typer.Option(help="The workload's service (names Envoy's cluster)")
     ] = None,
-    admin_port: Annotated[int, typer.Option(help="Envoy admin port, on 127.0.0.1 only")] = 15000,
     xds_mode: Annotated[XdsMode, typer.Option(help="delta or sotw")] = XdsMode.DELTA,
     token_file: Annotated[
         Path | None,
@@ -182,8 +181,8 @@ def sidecar(
     socket_dir: Annotated[
         Path | None,
         typer.Option(
-            help="A private directory for the SDS socket, removed on exit "
-            "(default: a new temp dir; keep its path short)"
+            help="A private directory for the SDS socket and Envoy's admin socket "
+            "(admin.sock, 0600), removed on exit (default: a new temp dir; keep its path short)"
         ),
     ] = None,
     concurrency: Annotated[
@@ -224,8 +223,8 @@ def sidecar(
         service=service or workload,
         control_plane_host=host,
         control_plane_port=int(port),
-        admin_port=admin_port,
-        sds_socket=str(socket_dir / "sds.sock"),
+        admin_socket=str(socket_dir / ADMIN_SOCKET),
+        sds_socket=str(socket_dir / SDS_SOCKET),
         xds_mode=xds_mode,
     )
     identity = IdentityParams(
@@ -256,11 +255,11 @@ def _unusable_socket_dir(path: Path) -> str | None:
     st = path.lstat()
     if not file_mode.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
         return "exists and is not a private (0700) directory of this user"
-    # What a sidecar leaves there itself: its socket and its bootstrap.
+    # What a sidecar leaves there itself: its sockets and its bootstrap.
     extra = sorted(
         p.name
         for p in path.iterdir()
-        if p.name != "sds.sock" and not p.name.endswith(".bootstrap.json")
+        if p.name not in (SDS_SOCKET, ADMIN_SOCKET) and not p.name.endswith(".bootstrap.json")
     )
     if extra:
         return f"exists and holds other files ({', '.join(extra[:3])}): give a new path"

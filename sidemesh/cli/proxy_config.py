@@ -29,19 +29,11 @@ TYPES = ("listeners", "routes", "clusters", "endpoints", "secrets")
 def gather(api: str, workload: str, namespace: str) -> dict[str, Any]:
     node = f"sidecar~{workload}~{namespace}"
     sent = get_json(api, f"/v1/proxies/{node}/config")
-    state = get_json(api, "/v1/state")
     admin = next(
         (
-            w["sidecar"]["adminPort"]
-            for w in state["workloads"]
-            if w["name"] == workload and w["namespace"] == namespace
-        ),
-        None,
-    ) or next(
-        (
-            g["adminPort"]
-            for g in state.get("gateways", [])
-            if g["name"] == workload and g["namespace"] == namespace
+            p.get("adminSocket")
+            for p in get_json(api, "/v1/proxies")["proxies"]
+            if p["node"] == node
         ),
         None,
     )
@@ -49,13 +41,15 @@ def gather(api: str, workload: str, namespace: str) -> dict[str, Any]:
     certs: list[dict[str, Any]] = []
     error = None
     if admin is not None:
+        # Envoy's admin listens on a Unix socket of this host, private to the mesh's user.
+        transport = httpx.HTTPTransport(uds=admin)
         try:
-            base = f"http://127.0.0.1:{admin}"
-            dump = httpx.get(f"{base}/config_dump?include_eds", timeout=5).json()
-            envoy = _from_dump(dump)
-            certs = httpx.get(f"{base}/certs", timeout=5).json().get("certificates", [])
+            with httpx.Client(transport=transport, base_url="http://envoy", timeout=5) as client:
+                dump = client.get("/config_dump?include_eds").json()
+                envoy = _from_dump(dump)
+                certs = client.get("/certs").json().get("certificates", [])
         except (httpx.HTTPError, ValueError) as exc:
-            error = f"cannot read Envoy's admin on 127.0.0.1:{admin}: {exc}"
+            error = f"cannot read Envoy's admin on unix:{admin}: {exc}"
     return {"node": node, "sent": sent["types"], "envoy": envoy, "certs": certs, "error": error}
 
 

@@ -1,4 +1,4 @@
-"""The sidecar's bootstrap: who it is, where the control plane is, admin on loopback."""
+"""The sidecar's bootstrap: who it is, where the control plane is, admin on a private socket."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, grpc_
 from google.protobuf import json_format, struct_pb2
 
 from sidemesh.envoy.protos import socket_address, static_cluster
-from sidemesh.envoy.proxy import ProxyId
+from sidemesh.envoy.proxy import ADMIN_SOCKET_METADATA, ProxyId
 from sidemesh.envoy.tls import SDS_CLUSTER
 
 XDS_CLUSTER = "xds-grpc"
-ADMIN_BIND_ADDRESS = "127.0.0.1"
-"""Envoy's admin can change and dump everything; it never leaves the host."""
+ADMIN_SOCKET_MODE = 0o600
+"""Envoy's admin can change and dump everything and has no authentication of its own:
+it listens on a Unix socket only the mesh's user may open, never on a TCP port that any
+local user could reach."""
 
 
 class XdsMode(StrEnum):
@@ -32,7 +34,8 @@ class BootstrapParams:
     service: str
     control_plane_host: str
     control_plane_port: int
-    admin_port: int
+    admin_socket: str
+    """Unix socket of Envoy's admin (made 0600 by Envoy)."""
     sds_socket: str
     """Unix socket of the agent's SDS server: certificates come from there."""
     xds_mode: XdsMode = XdsMode.DELTA
@@ -48,10 +51,14 @@ def bootstrap(params: BootstrapParams) -> bootstrap_pb2.Bootstrap:
         ads=config_source_pb2.AggregatedConfigSource(),
         resource_api_version=config_source_pb2.ApiVersion.V3,
     )
+    metadata = struct_pb2.Struct()
+    metadata.update({ADMIN_SOCKET_METADATA: params.admin_socket})
     return bootstrap_pb2.Bootstrap(
-        node=base_pb2.Node(id=params.proxy.node_id, cluster=params.service),
+        node=base_pb2.Node(id=params.proxy.node_id, cluster=params.service, metadata=metadata),
         admin=bootstrap_pb2.Admin(
-            address=socket_address(ADMIN_BIND_ADDRESS, params.admin_port),
+            address=address_pb2.Address(
+                pipe=address_pb2.Pipe(path=params.admin_socket, mode=ADMIN_SOCKET_MODE)
+            ),
         ),
         dynamic_resources=bootstrap_pb2.Bootstrap.DynamicResources(
             ads_config=config_source_pb2.ApiConfigSource(

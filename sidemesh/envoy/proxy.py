@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 NODE_ID_KIND = "sidecar"
+ADMIN_SOCKET_METADATA = "sidemesh.io/admin-socket"
+"""Node metadata: the Unix socket of the proxy's Envoy admin, so the control plane on
+the same host knows where to ask it (its stats, its view of the endpoints)."""
 
 
 @dataclass(frozen=True)

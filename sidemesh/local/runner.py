@@ -35,8 +35,10 @@ from typing import Any
 
 import httpx
 
+from sidemesh.agent.sidecar import ADMIN_SOCKET
 from sidemesh.local.process import ProcessSpec, SpawnHook, Supervised
 from sidemesh.model import Gateway, MeshState, Workload
+from sidemesh.telemetry.admin import admin_client
 
 log = logging.getLogger(__name__)
 
@@ -240,10 +242,9 @@ class LocalMesh:
         """Whether a member answers now: its Envoy is LIVE and its app listens. One
         that failed to start and has come up since (its app restarted) is ready now."""
         spec = member.spec
-        admin = spec.sidecar.admin_port if isinstance(spec, Workload) else spec.admin_port
         try:
-            async with httpx.AsyncClient(timeout=1.0) as client:
-                if (await client.get(f"http://127.0.0.1:{admin}/ready")).status_code != 200:
+            async with admin_client(self._admin_socket(member.name, member.namespace)) as client:
+                if (await client.get("/ready")).status_code != 200:
                     return False
             if isinstance(spec, Workload):
                 for port in spec.ports:
@@ -275,10 +276,8 @@ class LocalMesh:
         member = Member(name, namespace, kind, spec, sidecar)
         self.members[key] = member
         await member.sidecar.start()
-        admin = spec.sidecar.admin_port if isinstance(spec, Workload) else spec.admin_port
-        assert admin is not None
         try:
-            await _wait_ready(member.sidecar, admin)
+            await _wait_ready(member.sidecar, self._admin_socket(name, namespace))
         except RuntimeError as exc:
             member.error = str(exc)
             log.error("%s: %s", name, exc)
@@ -313,20 +312,24 @@ class LocalMesh:
             del self.members[key]
         self.progress(f"stopped {member.name}")
 
+    def _socket_dir(self, name: str, namespace: str) -> Path:
+        """The sidecar's private directory of sockets (SDS, Envoy's admin)."""
+        return self.settings.socket_root / _short_name(name, namespace)
+
+    def _admin_socket(self, name: str, namespace: str) -> str:
+        return str(self._socket_dir(name, namespace) / ADMIN_SOCKET)
+
     def _sidecar_spec(self, spec: Workload | Gateway, key: tuple[str, str]) -> ProcessSpec:
         name, namespace = key
-        if isinstance(spec, Workload):
-            service, admin = spec.service, spec.sidecar.admin_port
-        else:
-            service, admin = spec.name, spec.admin_port
+        service = spec.service if isinstance(spec, Workload) else spec.name
         s = self.settings
         argv = [
             sys.executable, "-m", "sidemesh", "sidecar",
             "--workload", name, "--namespace", namespace, "--service", service,
             "--control-plane", s.xds_address, "--ca-address", s.ca_address,
-            "--state-dir", str(s.state_dir.resolve()), "--admin-port", str(admin),
+            "--state-dir", str(s.state_dir.resolve()),
             "--xds-mode", s.xds_mode, "--log-level", "warning",
-            "--socket-dir", str(s.socket_root / _short_name(name, namespace)),
+            "--socket-dir", str(self._socket_dir(name, namespace)),
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIDEMESH_")}
         return ProcessSpec(
@@ -411,18 +414,18 @@ def _env_name(name: str) -> str:
     return name.upper().replace("-", "_").replace(".", "_")
 
 
-async def _wait_ready(sidecar: Supervised, admin_port: int) -> None:
+async def _wait_ready(sidecar: Supervised, admin_socket: str) -> None:
     """Until Envoy's admin says LIVE: it has its listeners and clusters from the
     control plane. Fails fast if the sidecar exits."""
     deadline = time.monotonic() + READY_TIMEOUT_S
-    async with httpx.AsyncClient(timeout=1.0) as client:
+    async with admin_client(admin_socket) as client:
         while time.monotonic() < deadline:
             if sidecar.exited.is_set():
                 raise RuntimeError(
                     f"sidecar exited with status {sidecar.last_exit}; see {sidecar.spec.log_path}"
                 )
             try:
-                response = await client.get(f"http://127.0.0.1:{admin_port}/ready")
+                response = await client.get("/ready")
                 if response.status_code == 200:
                     return
             except httpx.HTTPError:

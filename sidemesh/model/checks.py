@@ -194,7 +194,6 @@ def _has_pinned_ports(wl: Workload) -> bool:
         or wl.app_port
         or wl.ports
         or wl.sidecar.outbound_port
-        or wl.sidecar.admin_port
         or any(u.local_port for u in wl.upstreams)
     )
 
@@ -237,14 +236,11 @@ def _bound_ports(resolved: Resolved) -> Iterator[tuple[str, str, int]]:
             prefix = f"{where}.ports[{j}]" if len(wl.ports) > 1 else where
             yield f"{prefix}.port", wl.address, wp.port
             yield f"{prefix}.appPort", wl.address, wp.app_port
-        assert wl.sidecar.outbound_port is not None and wl.sidecar.admin_port is not None
+        assert wl.sidecar.outbound_port is not None
         yield f"{where}.sidecar.outboundPort", wl.address, wl.sidecar.outbound_port
-        yield f"{where}.sidecar.adminPort", wl.address, wl.sidecar.admin_port
         for j, up in enumerate(wl.upstreams):
             assert up.local_port is not None
             yield f"{where}.upstreams[{j}].localPort", wl.address, up.local_port
     for gw in doc.gateways:
         where = resolved.origin[gw.name]
         yield f"{where}.port", gw.address, gw.port
-        assert gw.admin_port is not None
-        yield f"{where}.adminPort", gw.address, gw.admin_port

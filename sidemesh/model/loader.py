@@ -280,6 +280,14 @@ def _problems_from_pydantic(errors: list[Any]) -> list[Problem]:
     ]
 
 
+RETIRED_FIELDS = {
+    "adminPort": "Envoy's admin has no port any more: it listens on a Unix socket only "
+    "the mesh's user can open (admin.sock in the sidecar's socket directory); remove "
+    "this field",
+}
+"""Fields mesh.yaml once had, with what to do instead of an "unknown field"."""
+
+
 def _problem_from_pydantic(error: Any) -> Problem:
     path = _format_loc(tuple(error["loc"]))
     kind = error["type"]
@@ -288,6 +296,8 @@ def _problem_from_pydantic(error: Any) -> Problem:
         allowed = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
         return Problem(path, f"{error['input']!r} is not one of {allowed}")
     if kind == "extra_forbidden":
+        if error["loc"][-1] in RETIRED_FIELDS:
+            return Problem(path, RETIRED_FIELDS[error["loc"][-1]])
         return Problem(path, "unknown field (check its spelling and indentation)")
     if kind == "missing":
         return Problem(path, "required field is missing")

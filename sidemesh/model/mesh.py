@@ -114,13 +114,13 @@ class WorkloadPort(Model):
 
 
 class Sidecar(Model):
-    """Ports of the workload's sidecar that the control plane must know. Left out, they
-    are 15001 and 15000 (one workload per address), or free ones under ``sidemesh up``."""
+    """Ports of the workload's sidecar that the control plane must know. Left out, the
+    outbound port is 15001 (one workload per address), or a free one under ``sidemesh
+    up``. Envoy's admin has no port: it listens on a Unix socket only the mesh's user
+    may open."""
 
     outbound_port: PortNumber | None = None
     """The local listener the app sends its outbound requests to (its HTTP proxy)."""
-    admin_port: PortNumber | None = None
-    """Envoy's admin interface, bound to 127.0.0.1 only."""
 
 
 class Upstream(Model):
@@ -183,7 +183,6 @@ class Gateway(Model):
     routes' config coming from the documents)."""
     service_account: DnsLabel | None = None
     """Identity of the gateway; defaults to its name."""
-    admin_port: PortNumber | None = None
 
 
 class MeshDocument(Model):

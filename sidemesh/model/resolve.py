@@ -23,7 +23,6 @@ get the same port again, so a reload moves nothing. The ports not to pick are th
 pinned in the file and those reserved (the control plane's own)."""
 
 DEFAULT_OUTBOUND_PORT = 15001
-DEFAULT_ADMIN_PORT = 15000
 
 
 @dataclass
@@ -44,10 +43,10 @@ def pinned_ports(doc: MeshDocument) -> frozenset[int]:
     for wl in doc.workloads:
         ports |= {p for p in (wl.port, wl.app_port) if p is not None}
         ports |= {p for wp in wl.ports for p in (wp.port, wp.app_port)}
-        ports |= {p for p in (wl.sidecar.outbound_port, wl.sidecar.admin_port) if p is not None}
+        ports |= {p for p in (wl.sidecar.outbound_port,) if p is not None}
         ports |= {u.local_port for u in wl.upstreams if u.local_port is not None}
     for gw in doc.gateways:
-        ports |= {p for p in (gw.port, gw.admin_port) if p is not None}
+        ports.add(gw.port)
     return frozenset(ports)
 
 
@@ -90,7 +89,6 @@ def resolve(
                 update={
                     "namespace": gw.namespace or default_ns,
                     "service_account": gw.service_account or gw.name,
-                    "admin_port": port(gw.name, "admin", gw.admin_port, DEFAULT_ADMIN_PORT),
                 }
             )
         )
@@ -138,7 +136,6 @@ def _resolve_workload(
         )
     sidecar = Sidecar(
         outbound_port=port(name, "outbound", wl.sidecar.outbound_port, DEFAULT_OUTBOUND_PORT),
-        admin_port=port(name, "admin", wl.sidecar.admin_port, DEFAULT_ADMIN_PORT),
     )
     return wl.model_copy(
         update={

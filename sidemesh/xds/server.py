@@ -20,6 +20,7 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from sidemesh.envoy import Resource, ResourceType
+from sidemesh.envoy.proxy import ADMIN_SOCKET_METADATA
 from sidemesh.envoy.resources import ADS_ORDER
 from sidemesh.xds.cache import SnapshotCache
 from sidemesh.xds.snapshot import Snapshot
@@ -162,7 +163,10 @@ class _Stream:
                     grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id"
                 )
             self.node_id = request.node.id
-            self.server.callbacks.on_stream_open(self.node_id, self.mode)
+            admin = request.node.metadata.fields.get(ADMIN_SOCKET_METADATA)
+            self.server.callbacks.on_stream_open(
+                self.node_id, self.mode, admin.string_value if admin is not None else None
+            )
             self._cancel_watch = self.server.cache.watch(self.node_id, self._notify)
             self.server.on_connect(self.node_id)
         rtype = ResourceType.from_url(request.type_url)

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 class XdsCallbacks(Protocol):
     """Hooks the ADS server calls; one object implements them all."""
 
-    def on_stream_open(self, node_id: str, mode: str) -> None: ...
+    def on_stream_open(self, node_id: str, mode: str, admin_socket: str | None) -> None: ...
     def on_stream_closed(self, node_id: str) -> None: ...
     def on_snapshot(self, node_id: str, state_version: int) -> None: ...
     def on_sent(
@@ -88,6 +88,9 @@ class ProxyStatus:
     node_id: str
     mode: str
     connected_at: float
+    admin_socket: str | None = None
+    """Where its Envoy admin listens, as its node metadata says (on this host in local
+    mode; a proxy elsewhere cannot be asked)."""
     connected: bool = True
     state_version: int = 0
     """The mesh version of the newest snapshot the stream has answered from."""
@@ -109,6 +112,7 @@ class ProxyStatus:
             "xdsMode": self.mode,
             "connected": self.connected,
             "connectedAt": self.connected_at,
+            "adminSocket": self.admin_socket,
             "stateVersion": self.state_version,
             "synced": self.synced,
             "types": {t.short: s.to_json() for t, s in self.types.items()},
@@ -126,9 +130,11 @@ class StatusBoard:
         # A reconnecting Envoy may open its new stream before the old one is closed.
         self._open_streams: dict[str, int] = {}
 
-    def on_stream_open(self, node_id: str, mode: str) -> None:
+    def on_stream_open(self, node_id: str, mode: str, admin_socket: str | None) -> None:
         self._open_streams[node_id] = self._open_streams.get(node_id, 0) + 1
-        self.proxies[node_id] = ProxyStatus(node_id=node_id, mode=mode, connected_at=time.time())
+        self.proxies[node_id] = ProxyStatus(
+            node_id=node_id, mode=mode, connected_at=time.time(), admin_socket=admin_socket or None
+        )
         log.info("proxy %s connected (%s xDS)", node_id, mode, extra={"node": node_id})
 
     def on_stream_closed(self, node_id: str) -> None:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from sidemesh.agent.envoy_binary import find_envoy
@@ -16,8 +17,7 @@ from sidemesh.agent.sidecar import write_bootstrap
 from sidemesh.envoy import ProxyId
 from sidemesh.envoy.bootstrap import BootstrapParams
 from sidemesh.errors import EnvoyNotFound
-from tests.helpers.harness import Mesh
-from tests.helpers.net import listening_addresses
+from tests.helpers.harness import Mesh, WorkloadSpec
 
 
 @pytest.fixture
@@ -41,19 +41,23 @@ def _envoy_child(pid: int, timeout: float = 20) -> int:
     raise AssertionError("Envoy was not started")
 
 
-def _wait_listening(port: int, timeout: float = 20) -> None:
+def _wait_answering(spec: WorkloadSpec, timeout: float = 20) -> None:
+    """Until Envoy's admin answers (on its Unix socket): Envoy has set up its own
+    signal handling by then."""
     deadline = time.monotonic() + timeout
-    while not listening_addresses(port):
-        assert time.monotonic() < deadline, f"nothing listens on {port}"
-        time.sleep(0.05)
+    while True:
+        try:
+            spec.admin("/ready")
+            return
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline, f"{spec.admin_socket} never answered"
+            time.sleep(0.05)
 
 
 def test_sigterm_is_forwarded_and_envoys_status_returned(mesh: Mesh) -> None:
-    admin = mesh.workloads["a-1"].admin_port
     sidecar = mesh.start_sidecar("a-1")
     envoy_pid = _envoy_child(sidecar.pid)
-    _wait_listening(admin)
-    assert listening_addresses(admin) == {"127.0.0.1"}
+    _wait_answering(mesh.workloads["a-1"])
     sidecar.send_signal(signal.SIGTERM)
     assert sidecar.wait(timeout=20) == 0
     assert (
@@ -69,10 +73,14 @@ def test_envoy_killed_exits_128_plus_signal(mesh: Mesh) -> None:
 
 
 def test_bootstrap_names_the_node_and_the_control_plane(tmp_path: Path) -> None:
-    params = BootstrapParams(ProxyId("a-1", "default"), "a", "127.0.0.1", 15010, 15000, "/tmp/s")
+    params = BootstrapParams(
+        ProxyId("a-1", "default"), "a", "127.0.0.1", 15010, "/tmp/s/admin.sock", "/tmp/s/sds.sock"
+    )
     config = json.loads(write_bootstrap(params, tmp_path).read_text())
     assert config["node"]["id"] == "sidecar~a-1~default"
-    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    # Admin on a private Unix socket, named to the control plane in the node metadata.
+    assert config["admin"]["address"] == {"pipe": {"path": "/tmp/s/admin.sock", "mode": 0o600}}
+    assert config["node"]["metadata"] == {"sidemesh.io/admin-socket": "/tmp/s/admin.sock"}
     assert config["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
 
 

@@ -130,8 +130,7 @@ def _explained(mesh: Mesh, caller: str, path: str, host: str = "b", **options: o
 
 
 def _stats(mesh: Mesh, workload: str, pattern: str) -> dict[str, int]:
-    port = mesh.workloads[workload].admin_port
-    text = httpx.get(f"http://127.0.0.1:{port}/stats", params={"filter": pattern}).text
+    text = mesh.workloads[workload].admin("/stats", {"filter": pattern}).text
     return {
         name: int(value)
         for name, _, value in (line.partition(": ") for line in text.splitlines())

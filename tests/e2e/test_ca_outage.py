@@ -30,7 +30,7 @@ def _now() -> dt.datetime:
 
 
 def _admin(mesh: Mesh, name: str, path: str) -> httpx.Response:
-    return httpx.get(f"http://127.0.0.1:{mesh.workloads[name].admin_port}{path}", timeout=2)
+    return mesh.workloads[name].admin(path)
 
 
 def _certificates(mesh: Mesh, name: str) -> list[tuple[int, dt.datetime]]:

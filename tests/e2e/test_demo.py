@@ -12,13 +12,14 @@ from pathlib import Path
 
 import httpx
 
+from tests.helpers.net import admin_get
 from tests.helpers.processes import alive, descendants
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _stat(admin_port: int, pattern: str) -> dict[str, int]:
-    text = httpx.get(f"http://127.0.0.1:{admin_port}/stats", timeout=5).text
+def _stat(admin_socket: str, pattern: str) -> dict[str, int]:
+    text = admin_get(admin_socket, "/stats").text
     found = {}
     for line in text.splitlines():
         name, _, value = line.partition(": ")
@@ -55,13 +56,15 @@ def test_make_demo_serves_bookinfo_over_mtls_and_stops_cleanly() -> None:
         # Traffic between the services is mTLS: reviews' inbound listener saw TLS
         # handshakes and no connection without one.
         state = httpx.get("http://127.0.0.1:15014/v1/state", timeout=5).json()
+        proxies = httpx.get("http://127.0.0.1:15014/v1/proxies", timeout=5).json()["proxies"]
+        admin_of = {p["node"]: p["adminSocket"] for p in proxies}
         seen_tls = 0
         for _ in range(12):
             httpx.get("http://127.0.0.1:9080/productpage", timeout=10)
         for w in state["workloads"]:
             if w["service"] != "reviews":
                 continue
-            port, admin = w["ports"][0]["port"], w["sidecar"]["adminPort"]
+            port, admin = w["ports"][0]["port"], admin_of[f"sidecar~{w['name']}~default"]
             prefix = rf"listener\.127\.0\.0\.1_{port}\."
             handshakes = _stat(admin, prefix + r"ssl\.handshake")
             connections = _stat(admin, prefix + r"downstream_cx_total")

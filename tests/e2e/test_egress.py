@@ -12,8 +12,6 @@ import textwrap
 from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
-
 from tests.helpers.certs import server_certificate
 from tests.helpers.harness import Mesh
 from tests.helpers.net import backend, free_port
@@ -34,8 +32,7 @@ def _external(name: str, host: str, address: str, port: int, extra: str = "") ->
 
 
 def _cluster_stat(mesh: Mesh, workload: str, stat: str) -> int:
-    port = mesh.workloads[workload].admin_port
-    text = httpx.get(f"http://127.0.0.1:{port}/stats", params={"filter": re.escape(stat)}).text
+    text = mesh.workloads[workload].admin("/stats", {"filter": re.escape(stat)}).text
     values = dict(line.rsplit(": ", 1) for line in text.splitlines() if ": " in line)
     return int(values.get(stat, 0))
 

@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.helpers.harness import Mesh
@@ -111,10 +110,7 @@ def _row(table: str, workload: str) -> str:
 
 
 def _outlier_stats(mesh: Mesh, caller: str) -> dict[str, int]:
-    admin = mesh.workloads[caller].admin_port
-    stats = httpx.get(
-        f"http://127.0.0.1:{admin}/stats?filter=outbound.9080..b.default.outlier", timeout=5
-    ).text
+    stats = mesh.workloads[caller].admin("/stats?filter=outbound.9080..b.default.outlier").text
     return {
         line.split(": ")[0].rsplit(".", 1)[-1]: int(line.split(": ")[1])
         for line in stats.splitlines()
@@ -174,8 +170,7 @@ def test_a_backend_failing_its_health_check_shows_failing_at_every_caller_in_the
         "b-2.default",
         "b-3.default",
     ]
-    admin = mesh.workloads["a-1"].admin_port
-    assert "failed_active_hc" in httpx.get(f"http://127.0.0.1:{admin}/clusters", timeout=5).text
+    assert "failed_active_hc" in mesh.workloads["a-1"].admin("/clusters").text
 
     table = _status(mesh)
     print(table)
@@ -233,13 +228,13 @@ def test_a_stuck_proxy_is_named_in_the_api_and_status_and_holds_up_no_other(
     print(f"/v1/endpoints with a-1's Envoy stopped: {took:.2f}s\n{table}")
     assert took < 2.0, f"{took:.2f}s: one stuck proxy held up the answer"
     callers = {c["caller"]: c for c in answer["callers"]}
-    admin = mesh.workloads["a-1"].admin_port
+    admin = mesh.workloads["a-1"].admin_socket
     assert callers["a-1.default"]["answered"] is False
     assert callers["a-1.default"]["error"] == (
-        f"no answer from its Envoy admin (http://127.0.0.1:{admin}/clusters?format=json) within 1s"
+        f"no answer from its Envoy admin (unix:{admin}/clusters?format=json) within 1s"
     )
     assert all(callers[f"b-{i}.default"]["answered"] for i in (1, 2, 3))
     b1 = next(w for w in answer["workloads"] if w["name"] == "b-1")
     assert (b1["health"], len(b1["callers"])) == ("healthy", 3)
     assert "health counts only the callers whose Envoy answered; 1 did not:" in table
-    assert f"a-1.default: no answer from its Envoy admin (http://127.0.0.1:{admin}" in table
+    assert f"a-1.default: no answer from its Envoy admin (unix:{admin}" in table

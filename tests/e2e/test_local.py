@@ -44,6 +44,13 @@ class Up:
         data = httpx.get(f"{self.api}/v1/local/workloads", timeout=5).json()["workloads"]
         return {w["name"]: w for w in data}
 
+    def admin_socket(self, name: str, namespace: str = "default") -> str:
+        """Where the Envoy of workload or gateway ``name`` has its admin, as it told the
+        control plane when it connected."""
+        proxies = httpx.get(f"{self.api}/v1/proxies", timeout=5).json()["proxies"]
+        node = f"sidecar~{name}~{namespace}"
+        return next(p["adminSocket"] for p in proxies if p["node"] == node)
+
     def pid(self) -> int:
         return int((self.runtime_dir / "up.pid").read_text().split()[0])
 

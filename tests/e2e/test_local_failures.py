@@ -17,7 +17,7 @@ import pytest
 
 from sidemesh.local.runfiles import RunFiles, read_json
 from tests.e2e.test_local import ROOT, Up, running_up
-from tests.helpers.net import free_port
+from tests.helpers.net import admin_get, free_port
 from tests.helpers.processes import alive, descendants
 from tests.helpers.traffic import BackgroundLoad
 
@@ -91,10 +91,10 @@ def _envoy_of(agent_pid: int) -> int:
     return envoys[0]
 
 
-def _ready(admin_port: int) -> Callable[[], bool]:
+def _ready(admin_socket: str) -> Callable[[], bool]:
     def check() -> bool:
         try:
-            return httpx.get(f"http://127.0.0.1:{admin_port}/ready", timeout=1).status_code == 200
+            return admin_get(admin_socket, "/ready", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -108,8 +108,7 @@ def test_killing_each_kind_of_process_under_load_recovers_and_down_leaves_nothin
     files = RunFiles(up.runtime_dir)
     temp_dir = Path(read_json(files.processes_file)["tempDir"])
     assert temp_dir.is_dir()
-    state = httpx.get(f"{up.api}/v1/state", timeout=5).json()
-    admin = {w["name"]: w["sidecar"]["adminPort"] for w in state["workloads"]}
+    admin = {name: up.admin_socket(name) for name in ("web-1", "web-2")}
     load = BackgroundLoad(f"http://127.0.0.1:{up.gateway_port}/", pause_s=1 / LOAD_RPS).start()
     family: set[int] = set()
     report: dict[str, object] = {}

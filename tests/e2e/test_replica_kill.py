@@ -13,7 +13,6 @@ from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.helpers.harness import Mesh
@@ -49,10 +48,7 @@ def _envoy_pid(sidecar_pid: int) -> int:
 
 
 def _cluster_stats(mesh: Mesh, workload: str) -> dict[str, int]:
-    port = mesh.workloads[workload].admin_port
-    text = httpx.get(
-        f"http://127.0.0.1:{port}/stats", params={"filter": "retry|cx_connect_fail|rq_503"}
-    ).text
+    text = mesh.workloads[workload].admin("/stats", {"filter": "retry|cx_connect_fail|rq_503"}).text
     out = {}
     for line in text.splitlines():
         name, _, value = line.partition(": ")

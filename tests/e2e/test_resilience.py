@@ -22,7 +22,7 @@ import httpx
 
 from tests.e2e.test_local import ROOT, running_up
 from tests.helpers.harness import Mesh
-from tests.helpers.net import free_port
+from tests.helpers.net import admin_get, free_port
 from tests.helpers.processes import alive, descendants
 from tests.helpers.traffic import BackgroundLoad
 
@@ -52,10 +52,10 @@ def _wait(what: str, done: Callable[[], bool], timeout: float) -> float:
 # --- the caller's view: cluster stats from its Envoy's admin ---------------------------
 
 
-def _cluster_stats(admin_port: int, cluster: str = CLUSTER) -> dict[str, int]:
-    """The counters of one cluster of the Envoy whose admin is on ``admin_port``, by
+def _cluster_stats(admin_socket: str | Path, cluster: str = CLUSTER) -> dict[str, int]:
+    """The counters of one cluster of the Envoy whose admin is on ``admin_socket``, by
     short name (``upstream_rq_retry``)."""
-    text = httpx.get(f"http://127.0.0.1:{admin_port}/stats", timeout=5).text
+    text = admin_get(admin_socket, "/stats").text
     prefix = f"cluster.{cluster}."
     out = {}
     for line in text.splitlines():
@@ -123,7 +123,7 @@ def test_a_rolling_release_of_every_replica_under_load_loses_no_request(tmp_path
     replicas = {"reviews-1", "reviews-2", "reviews-3"}
     with running_up(tmp_path / "run", mesh_file, gateway) as up:
         old_apps = {name: up.workloads()[name]["app"]["pid"] for name in replicas}
-        edge_admin = httpx.get(f"{up.api}/v1/state", timeout=5).json()["gateways"][0]["adminPort"]
+        edge_admin = up.admin_socket(httpx.get(f"{up.api}/v1/state").json()["gateways"][0]["name"])
         before = _cluster_stats(edge_admin, REVIEWS)
         url = f"http://127.0.0.1:{gateway}/"
         with BackgroundLoad(url, threads=4, pause_s=0.01) as load:
@@ -272,14 +272,14 @@ def test_one_of_three_backends_killed_mid_load_keeps_success_at_999_per_mille(
                 return seen >= set(backends)
 
             _wait("every backend answering", every_backend_answered, timeout=20)
-            before = _cluster_stats(mesh.workloads["a-1"].admin_port)
+            before = _cluster_stats(mesh.workloads["a-1"].admin_socket)
             load = _load(mesh, "a-1", KILL_RATE, KILL_SECONDS, connections=16)
             time.sleep(KILL_AFTER_S)
             envoy = _envoy_of(mesh.sidecars["b-3"].pid)
             os.kill(apps["b-3"].pid, signal.SIGKILL)
             os.kill(envoy, signal.SIGKILL)
             result = _result(load, timeout=KILL_SECONDS + 30)
-            after = _cluster_stats(mesh.workloads["a-1"].admin_port)
+            after = _cluster_stats(mesh.workloads["a-1"].admin_socket)
             stats = _delta(after, before, *RETRY_STATS)
     finally:
         mesh.close()
@@ -346,10 +346,10 @@ def test_with_every_backend_failing_retries_stay_within_the_budget(tmp_path: Pat
             mesh.start_sidecar(name)
         mesh.wait_synced()
         _wait("b answering 503", lambda: _who(mesh) == "503", timeout=20)
-        before = _cluster_stats(mesh.workloads["a-1"].admin_port)
+        before = _cluster_stats(mesh.workloads["a-1"].admin_socket)
         load = _load(mesh, "a-1", rate=200, seconds=3, connections=BUDGET_CLIENTS)
         result = _result(load, timeout=60)
-        after = _cluster_stats(mesh.workloads["a-1"].admin_port)
+        after = _cluster_stats(mesh.workloads["a-1"].admin_socket)
         stats = _delta(after, before, *RETRY_STATS, "upstream_rq_retry_limit_exceeded")
     finally:
         mesh.close()

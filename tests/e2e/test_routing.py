@@ -236,10 +236,7 @@ def test_a_failing_backend_is_ejected_and_every_request_succeeds(tmp_path: Path)
     outcomes = Counter(_who(mesh) for _ in range(1000))
     print(f"1,000 requests with b-3 answering 503: {outcomes}")
     assert outcomes["503"] == 0 and sum(outcomes.values()) == 1000
-    admin = mesh.workloads["a-1"].admin_port
-    stats = httpx.get(
-        f"http://127.0.0.1:{admin}/stats?filter=outbound.9080..b.default.outlier", timeout=5
-    )
+    stats = mesh.workloads["a-1"].admin("/stats?filter=outbound.9080..b.default.outlier")
     ejected = {
         line.split(": ")[0].rsplit(".", 1)[-1]: int(line.split(": ")[1])
         for line in stats.text.splitlines()
@@ -256,9 +253,8 @@ def test_a_backend_failing_its_health_check_gets_no_traffic(tmp_path: Path) -> N
         mesh.add(f"b-{i}", "b")
     mesh.policies = [_policy("healthCheck: {path: /healthz, interval: 1s, timeout: 500ms}")]
     _start(mesh, b_3={"status": 503})
-    admin = mesh.workloads["a-1"].admin_port
     deadline = time.monotonic() + 20
-    while "failed_active_hc" not in httpx.get(f"http://127.0.0.1:{admin}/clusters", timeout=5).text:
+    while "failed_active_hc" not in mesh.workloads["a-1"].admin("/clusters").text:
         assert time.monotonic() < deadline, "b-3 never failed its health check"
         time.sleep(0.2)
     outcomes = Counter(_who(mesh) for _ in range(200))
@@ -284,10 +280,7 @@ def test_circuit_breaker_overflow_answers_503_and_is_counted(versioned: Mesh) ->
         outcomes = Counter(pool.map(lambda _: _who(versioned), range(10)))
     print(f"10 concurrent requests through a breaker of 1: {outcomes}")
     assert outcomes["503"] >= 5 and outcomes["b-1"] >= 1
-    admin = versioned.workloads["a-1"].admin_port
-    stats = httpx.get(
-        f"http://127.0.0.1:{admin}/stats?filter=b-v1.default.upstream_.*overflow", timeout=5
-    ).text
+    stats = versioned.workloads["a-1"].admin("/stats?filter=b-v1.default.upstream_.*overflow").text
     overflows = sum(int(line.split(": ")[1]) for line in stats.splitlines() if ": " in line)
     assert overflows >= outcomes["503"], stats
 
@@ -305,6 +298,5 @@ def test_a_rate_limit_answers_429_with_retry_after_and_counts_it(tmp_path: Path)
     print(f"12 requests against 5 per 30s: {codes}")
     assert codes == {200: 5, 429: 7}
     assert {r.headers.get("retry-after") for r in replies if r.status_code == 429} == {"30"}
-    admin = mesh.workloads["b-1"].admin_port
-    stats = httpx.get(f"http://127.0.0.1:{admin}/stats?filter=rate_limited", timeout=5).text
+    stats = mesh.workloads["b-1"].admin("/stats?filter=rate_limited").text
     assert any(line.endswith(": 7") for line in stats.splitlines()), stats

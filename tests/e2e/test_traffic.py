@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import stat
 import time
 from collections import Counter
+from pathlib import Path
 
 from tests.helpers.harness import Mesh
-from tests.helpers.net import listening_addresses
+from tests.helpers.net import listening_addresses, listening_ports_of
+from tests.helpers.processes import descendants
 
 
 def _start(mesh: Mesh) -> None:
@@ -61,8 +64,24 @@ def test_endpoints_follow_mesh_yaml(mesh: Mesh) -> None:
     assert mesh.sidecars["b-2"].poll() is None
 
 
-def test_envoy_admin_listens_on_loopback_only(mesh: Mesh) -> None:
+def test_envoy_admin_is_a_private_unix_socket_and_no_tcp_port(mesh: Mesh) -> None:
+    """Envoy's admin can dump keys' certificates and change everything, with no
+    authentication: it is a 0600 Unix socket in a 0700 directory, so another local user
+    cannot reach it, and each Envoy listens on TCP only where mesh traffic comes in."""
     _start(mesh)
-    for spec in mesh.workloads.values():
-        assert listening_addresses(spec.admin_port) == {"127.0.0.1"}
+    for name, spec in mesh.workloads.items():
+        socket_stat = spec.admin_socket.stat()
+        assert stat.S_ISSOCK(socket_stat.st_mode)
+        assert stat.S_IMODE(socket_stat.st_mode) == 0o600
+        assert stat.S_IMODE(spec.admin_socket.parent.stat().st_mode) == 0o700
+        assert spec.admin("/ready").text.strip() == "LIVE"
+        envoy = next(pid for pid in descendants(mesh.sidecars[name].pid) if "envoy" in _comm(pid))
+        assert listening_ports_of(envoy) == {
+            ("127.0.0.1", spec.outbound_port),
+            ("127.0.0.1", spec.port),
+        }, name
         assert listening_addresses(spec.outbound_port) == {"127.0.0.1"}
+
+
+def _comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text()

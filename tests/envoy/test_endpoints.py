@@ -21,15 +21,15 @@ GOOD_MESH = textwrap.dedent(
       - {name: b, ports: [{port: 9080}]}
     workloads:
       - {name: a-1, service: a, port: 22001, appPort: 22002,
-         sidecar: {outboundPort: 22003, adminPort: 22004}}
+         sidecar: {outboundPort: 22003}}
       - {name: b-1, service: b, port: 22011, appPort: 22012,
-         sidecar: {outboundPort: 22013, adminPort: 22014}}
+         sidecar: {outboundPort: 22013}}
       - {name: b-2, service: b, port: 22021, appPort: 22022,
-         sidecar: {outboundPort: 22023, adminPort: 22024}}
+         sidecar: {outboundPort: 22023}}
       - {name: b-3, service: b, port: 22031, appPort: 22032,
-         sidecar: {outboundPort: 22033, adminPort: 22034}}
+         sidecar: {outboundPort: 22033}}
       - {name: b-4, service: b, port: 22041, appPort: 22042,
-         sidecar: {outboundPort: 22043, adminPort: 22044}}
+         sidecar: {outboundPort: 22043}}
     """
 )
 

@@ -36,7 +36,7 @@ def test_bootstrap_passes_envoy_validate(mode: XdsMode, host: str, tmp_path: Pat
         service="reviews",
         control_plane_host=host,
         control_plane_port=15010,
-        admin_port=15000,
+        admin_socket="/tmp/sidemesh-x/admin.sock",
         sds_socket="/tmp/sidemesh-x/sds.sock",
         xds_mode=mode,
     )

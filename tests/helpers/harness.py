@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,7 +26,7 @@ import yaml
 from sidemesh.controlplane import ControlPlane
 from sidemesh.settings import ControlPlaneSettings
 from sidemesh.xds.publisher import ResourceHook
-from tests.helpers.net import backend, free_port
+from tests.helpers.net import admin_get, backend, free_port
 
 T = TypeVar("T")
 
@@ -83,10 +85,21 @@ class WorkloadSpec:
     port: int = field(default_factory=free_port)
     app_port: int = field(default_factory=free_port)
     outbound_port: int = field(default_factory=free_port)
-    admin_port: int = field(default_factory=free_port)
+    socket_dir: Path | None = None
+    """The sidecar's private directory of sockets (set by ``Mesh.add``)."""
     labels: dict[str, str] = field(default_factory=dict)
     upstreams: dict[str, int] = field(default_factory=dict)
     """Service → the local port of the sidecar that leads to it (Host passed as sent)."""
+
+    @property
+    def admin_socket(self) -> Path:
+        """Its Envoy's admin (a Unix socket, 0600)."""
+        assert self.socket_dir is not None
+        return self.socket_dir / "admin.sock"
+
+    def admin(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
+        """``GET path`` of its Envoy's admin."""
+        return admin_get(self.admin_socket, path, params)
 
     def to_yaml(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -95,7 +108,7 @@ class WorkloadSpec:
             "labels": self.labels,
             "port": self.port,
             "appPort": self.app_port,
-            "sidecar": {"outboundPort": self.outbound_port, "adminPort": self.admin_port},
+            "sidecar": {"outboundPort": self.outbound_port},
         }
         if self.upstreams:
             out["upstreams"] = [
@@ -127,6 +140,9 @@ class Mesh:
         self.sidecars: dict[str, subprocess.Popen[bytes]] = {}
         self.control_plane: ControlPlaneThread | None = None
         self._stack = ExitStack()
+        # Unix socket paths are limited to about 100 bytes: not under tmp_path.
+        self.socket_root = Path(tempfile.mkdtemp(prefix="smt-"))
+        self._stack.callback(shutil.rmtree, self.socket_root, True)
         self.version = 0
         self.extra_services: list[dict[str, Any]] = []
         """Services beyond a and b, as mesh.yaml writes them (``selector`` and all)."""
@@ -139,7 +155,9 @@ class Mesh:
 
     # --- mesh.yaml -------------------------------------------------------
     def add(self, name: str, service: str, **labels: str) -> WorkloadSpec:
-        spec = WorkloadSpec(name=name, service=service, labels=labels)
+        spec = WorkloadSpec(
+            name=name, service=service, labels=labels, socket_dir=self.socket_root / name
+        )
         self.workloads[name] = spec
         return spec
 
@@ -267,8 +285,8 @@ class Mesh:
                 spec.service,
                 "--control-plane",
                 f"127.0.0.1:{cp.xds_port}",
-                "--admin-port",
-                str(spec.admin_port),
+                "--socket-dir",
+                str(spec.socket_dir),
                 "--xds-mode",
                 self.xds_mode,
                 "--workdir",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
+import socketserver
 import ssl
 import sys
 import threading
@@ -13,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import httpx
 
 _handed_out: set[int] = set()
 _random = random.Random()
@@ -37,9 +41,36 @@ def free_port() -> int:
         return port
 
 
+def admin_get(
+    socket_path: str | Path, path: str, params: dict[str, str] | None = None, timeout: float = 5
+) -> httpx.Response:
+    """``GET path`` of an Envoy admin, which listens on a Unix socket (never on TCP)."""
+    transport = httpx.HTTPTransport(uds=str(socket_path))
+    with httpx.Client(transport=transport, timeout=timeout, trust_env=False) as client:
+        return client.get(f"http://envoy{path}", params=params)
+
+
 def listening_addresses(port: int) -> set[str]:
     """Local addresses with a TCP socket listening on ``port`` (from /proc/net/tcp)."""
-    found = set()
+    return {address for address, bound, _ in _listening_sockets() if bound == port}
+
+
+def listening_ports_of(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket process ``pid`` listens on: its sockets'
+    inodes (from /proc/PID/fd) looked up in /proc/net/tcp{,6}."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    return {(address, port) for address, port, inode in _listening_sockets() if inode in inodes}
+
+
+def _listening_sockets() -> Iterator[tuple[str, int, str]]:
+    """(address, port, inode) of every listening TCP socket of this host."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -47,11 +78,9 @@ def listening_addresses(port: int) -> set[str]:
             continue
         for line in lines:
             fields = line.split()
-            local, state = fields[1], fields[3]
-            address, port_hex = local.rsplit(":", 1)
-            if state == "0A" and int(port_hex, 16) == port:
-                found.add(_decode_address(address))
-    return found
+            if fields[3] == "0A":
+                address, port_hex = fields[1].rsplit(":", 1)
+                yield _decode_address(address), int(port_hex, 16), fields[9]
 
 
 def _decode_address(hex_address: str) -> str:
@@ -70,10 +99,18 @@ class _QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
+class _QuietUnixServer(socketserver.ThreadingUnixStreamServer):
+    """An HTTP server on a Unix socket (an Envoy admin's stand-in)."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 @contextmanager
 def backend(
     name: str,
-    port: int,
+    port: int | Path,
     delay_s: float = 0.0,
     status: int = 200,
     seen: list[dict[str, str]] | None = None,
@@ -83,7 +120,8 @@ def backend(
     """An HTTP app on address:port answering JSON with its name and the Host it saw,
     ``delay_s`` after it read the request (so that requests are in flight), with
     ``status``; ``seen`` collects each request's path and headers. ``tls``: serve
-    HTTPS with this context (a server outside the mesh, say)."""
+    HTTPS with this context (a server outside the mesh, say). A ``port`` that is a path
+    serves on that Unix socket instead."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -105,7 +143,11 @@ def backend(
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = _QuietServer((address, port), Handler)
+    server: _QuietServer | _QuietUnixServer
+    if isinstance(port, Path):
+        server = _QuietUnixServer(str(port), Handler)
+    else:
+        server = _QuietServer((address, port), Handler)
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True

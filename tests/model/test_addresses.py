@@ -129,7 +129,7 @@ def test_a_resolver_that_does_not_answer_holds_the_load_for_a_bounded_time(
         workloads:
           - {name: w1, service: a, address: one.example, port: 1, appPort: 2}
           - {name: w2, service: a, address: two.example, port: 3, appPort: 4,
-             sidecar: {outboundPort: 5, adminPort: 6}}
+             sidecar: {outboundPort: 5}}
         """
     )
     started = time.monotonic()
@@ -182,7 +182,6 @@ def test_a_gateway_may_listen_on_every_address() -> None:
             "xDS port: pick another",
         ),
         ({"appPort": 15014}, "workloads[0].appPort: port 15014 on 127.0.0.5 clashes with"),
-        ({"sidecar": "{adminPort: 15010}"}, "workloads[0].sidecar.adminPort: port 15010"),
         ({"sidecar": "{outboundPort: 15014}"}, "workloads[0].sidecar.outboundPort: port 15014"),
         (
             {"upstreams": "[{service: a, localPort: 15010}]"},
@@ -239,9 +238,8 @@ def test_the_port_picker_never_picks_a_reserved_port() -> None:
             w.ports[0].port,
             w.ports[0].app_port,
             w.sidecar.outbound_port,
-            w.sidecar.admin_port,
         )
     }
-    assert len(picked) == 16 and 15009 in picked and 15011 in picked
+    assert len(picked) == 12 and 15009 in picked and 15011 in picked
     assert not picked & set(RESERVED)
     assert set(RESERVED) <= picker.avoided

@@ -53,6 +53,12 @@ def test_bad_protocol_names_file_field_and_choices() -> None:
         ("services:\n  - {name: a, prots: [{port: 80}]}\n", "services[0].prots: unknown field"),
         ("services:\n  - {name: a}\n", "services[0].ports: required field is missing"),
         (
+            "services: [{name: a, ports: [{port: 80}]}]\nworkloads:\n"
+            "  - {name: w, service: a, port: 1, appPort: 2, sidecar: {adminPort: 3}}\n",
+            "workloads[0].sidecar.adminPort: Envoy's admin has no port any more: it listens "
+            "on a Unix socket",
+        ),
+        (
             "services:\n  - {name: A_b, ports: [{port: 1}]}\n",
             "services[0].name: 'A_b' is not a valid name",
         ),
@@ -80,14 +86,14 @@ def test_bad_protocol_names_file_field_and_choices() -> None:
             "services: [{name: a, ports: [{port: 80}]}]\n"
             "workloads:\n"
             "  - {name: w, service: a, port: 1, appPort: 2}\n"
-            "  - {name: w, service: a, port: 3, appPort: 4, sidecar: {outboundPort: 5, adminPort: 6}}\n",
+            "  - {name: w, service: a, port: 3, appPort: 4, sidecar: {outboundPort: 5}}\n",
             "workloads[1].name: duplicate workload 'w' in namespace 'default'",
         ),
         (
             "services: [{name: a, ports: [{port: 80}]}]\n"
             "workloads:\n"
             "  - {name: w1, service: a, port: 1, appPort: 2}\n"
-            "  - {name: w2, service: a, port: 1, appPort: 4, sidecar: {outboundPort: 5, adminPort: 6}}\n",
+            "  - {name: w2, service: a, port: 1, appPort: 4, sidecar: {outboundPort: 5}}\n",
             "workloads[1].port: port 1 on 127.0.0.1 is already used by workloads[0].port",
         ),
         (

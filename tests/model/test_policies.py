@@ -21,9 +21,9 @@ MESH = textwrap.dedent(
       - {name: ratings, ports: [{port: 9080}, {port: 9090, protocol: grpc}]}
     workloads:
       - {name: reviews-1, service: reviews, labels: {version: v1}, port: 21001, appPort: 21002,
-         sidecar: {outboundPort: 21003, adminPort: 21004}}
+         sidecar: {outboundPort: 21003}}
       - {name: reviews-2, service: reviews, labels: {version: v2}, port: 21011, appPort: 21012,
-         sidecar: {outboundPort: 21013, adminPort: 21014}}
+         sidecar: {outboundPort: 21013}}
     """
 )
 
@@ -128,10 +128,6 @@ HTTP_LISTENER = "[{name: http, port: 22080, protocol: HTTP}]"
             "listener names must be distinct",
         ),
         (
-            [_gateway(HTTP_LISTENER, "{sidemesh.io/admin-port: nine}")],
-            "metadata.annotations.sidemesh.io/admin-port: 'nine' is not a port number",
-        ),
-        (
             [_gateway(HTTP_LISTENER).replace("name: public", "name: reviews-1")],
             "'reviews-1' is already workload reviews-1 in namespace 'default'",
         ),
@@ -161,9 +157,9 @@ def test_bad_gateways_and_routes_on_them_are_refused(documents: list[str], expec
 
 
 def test_a_gateway_document_gets_a_gateway_proxy_of_its_name() -> None:
-    state = _load(_gateway(HTTP_LISTENER, '{sidemesh.io/admin-port: "22099"}'))
+    state = _load(_gateway(HTTP_LISTENER))
     proxy = state.gateways[("public", "default")]
-    assert (proxy.port, proxy.admin_port, proxy.routes) == (22080, 22099, ())
+    assert (proxy.port, proxy.routes) == (22080, ())
     assert state.identity_of("public", "default") == "spiffe://cluster.local/ns/default/sa/public"
 
 

@@ -20,13 +20,13 @@ FILE = """
 mesh: {trustDomain: example.org}
 services: [{name: a, ports: [{port: 80}]}]
 workloads:
-  - {name: a-1, service: a, port: 9001, appPort: 9101, sidecar: {outboundPort: 9201, adminPort: 9301}}
+  - {name: a-1, service: a, port: 9001, appPort: 9101, sidecar: {outboundPort: 9201}}
 """
 REGISTRY = """
 mesh: {trustDomain: elsewhere.org}
 services: [{name: b, ports: [{port: 81}]}]
 workloads:
-  - {name: b-1, service: b, port: 9002, appPort: 9102, sidecar: {outboundPort: 9202, adminPort: 9302}}
+  - {name: b-1, service: b, port: 9002, appPort: 9102, sidecar: {outboundPort: 9202}}
 """
 
 

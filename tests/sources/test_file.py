@@ -116,7 +116,7 @@ async def test_watch_picks_up_edits(tmp_path: Path) -> None:
 
 WITH_WORKLOADS = "services: [{name: a, ports: [{port: 80}]}]\nworkloads:\n" + "".join(
     f"  - {{name: a-{i}, service: a, port: {9000 + i}, appPort: {9100 + i}, "
-    f"sidecar: {{outboundPort: {9200 + i}, adminPort: {9300 + i}}}}}\n"
+    f"sidecar: {{outboundPort: {9200 + i}}}}}\n"
     for i in range(4)
 )
 

@@ -1,5 +1,5 @@
-"""Asking many proxies' admin at once, over real sockets on 127.0.0.1: one stuck or
-missing proxy costs its own answer, never the others'."""
+"""Asking many proxies' admin at once, over real Unix sockets (an Envoy admin listens on
+one): one stuck or missing proxy costs its own answer, never the others'."""
 
 from __future__ import annotations
 
@@ -8,26 +8,34 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 
 from sidemesh.model.refs import WorkloadRef
 from sidemesh.telemetry import AdminAnswer, ProxyAdmin, ask_all
-from tests.helpers.net import backend, free_port
+from tests.helpers.net import backend
 
 
-def _proxy(name: str, port: int) -> ProxyAdmin:
-    return ProxyAdmin(WorkloadRef(name, "default"), "workload", port)
+def _proxy(name: str, path: Path) -> ProxyAdmin:
+    return ProxyAdmin(WorkloadRef(name, "default"), "workload", str(path))
 
 
 @pytest.fixture
-def stuck_port() -> Iterator[int]:
-    """A port that takes connections (the kernel's backlog) and never answers: an
+def sockets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with a short path: Unix socket paths are limited to about 100 bytes."""
+    return tmp_path_factory.mktemp("s", numbered=True)
+
+
+@pytest.fixture
+def stuck_socket(sockets: Path) -> Iterator[Path]:
+    """A socket that takes connections (the kernel's backlog) and never answers: an
     Envoy whose process is stopped looks exactly so."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+    path = sockets / "stuck.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
         sock.listen(16)
-        yield int(sock.getsockname()[1])
+        yield path
 
 
 def _ask(proxies: list[ProxyAdmin], timeout_s: float = 0.5) -> dict[str, AdminAnswer]:
@@ -35,55 +43,59 @@ def _ask(proxies: list[ProxyAdmin], timeout_s: float = 0.5) -> dict[str, AdminAn
     return {a.proxy.ref.name: a for a in answers}
 
 
-def test_one_stuck_proxy_times_out_alone_and_the_others_answer(stuck_port: int) -> None:
-    ports = {f"a-{i}": free_port() for i in range(1, 6)}
+def test_one_stuck_proxy_times_out_alone_and_the_others_answer(
+    sockets: Path, stuck_socket: Path
+) -> None:
+    paths = {f"a-{i}": sockets / f"a-{i}.sock" for i in range(1, 6)}
     with ExitStack() as stack:
-        for name, port in ports.items():
-            stack.enter_context(backend(name, port))
-        proxies = [_proxy(name, port) for name, port in ports.items()]
-        proxies.insert(2, _proxy("stuck", stuck_port))
+        for name, path in paths.items():
+            stack.enter_context(backend(name, path))
+        proxies = [_proxy(name, path) for name, path in paths.items()]
+        proxies.insert(2, _proxy("stuck", stuck_socket))
         started = time.monotonic()
         answers = _ask(proxies, timeout_s=0.5)
         took = time.monotonic() - started
     assert took < 1.5, f"{took:.2f}s: the stuck proxy held up the others"
-    for name in ports:
+    for name in paths:
         assert answers[name].error is None
         assert answers[name].body["workload"] == name
         assert answers[name].body["path"] == "/clusters?format=json"
     assert answers["stuck"].body is None
     assert answers["stuck"].error == (
-        f"no answer from its Envoy admin (http://127.0.0.1:{stuck_port}/clusters?format=json) "
-        "within 0.5s"
+        f"no answer from its Envoy admin (unix:{stuck_socket}/clusters?format=json) within 0.5s"
     )
 
 
-def test_a_proxy_nothing_listens_for_is_reported_with_its_address() -> None:
-    port = free_port()
-    (answer,) = _ask([_proxy("gone", port)]).values()
+def test_a_proxy_nothing_listens_for_is_reported_with_its_socket(sockets: Path) -> None:
+    path = sockets / "gone.sock"
+    (answer,) = _ask([_proxy("gone", path)]).values()
     assert answer.body is None
     assert answer.error is not None
     assert answer.error.startswith(
-        f"cannot read its Envoy admin (http://127.0.0.1:{port}/clusters?format=json): "
+        f"cannot read its Envoy admin (unix:{path}/clusters?format=json): "
     )
 
 
-def test_proxies_sharing_an_admin_port_are_not_asked_and_each_names_the_others() -> None:
-    port = free_port()
-    with backend("whoever", port):
-        answers = _ask([_proxy("a-1", port), _proxy("a-2", port), _proxy("b-1", free_port())])
+def test_proxies_sharing_an_admin_socket_are_not_asked_and_each_names_the_others(
+    sockets: Path,
+) -> None:
+    path = sockets / "shared.sock"
+    with backend("whoever", path):
+        answers = _ask(
+            [_proxy("a-1", path), _proxy("a-2", path), _proxy("b-1", sockets / "b.sock")]
+        )
     assert answers["a-1"].body is None and answers["a-2"].body is None
     assert answers["a-1"].error == (
-        f"admin port {port} is also that of a-2.default: the control plane cannot tell "
-        f"which Envoy answers on 127.0.0.1:{port} (give each sidecar its own adminPort)"
+        f"admin socket {path} is also that of a-2.default: the control plane cannot tell "
+        "which Envoy answers there (give each sidecar its own --socket-dir)"
     )
     assert answers["a-2"].error is not None and "also that of a-1.default" in answers["a-2"].error
 
 
-def test_an_admin_port_answering_something_else_than_json_is_reported() -> None:
-    port = free_port()
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
+def test_an_admin_answering_something_else_than_json_is_reported(sockets: Path) -> None:
+    path = sockets / "odd.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
         sock.listen(1)
 
         async def serve_and_ask() -> list[AdminAnswer]:
@@ -96,12 +108,12 @@ def test_an_admin_port_answering_something_else_than_json_is_reported() -> None:
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
 
             served = loop.run_in_executor(None, answer_text)
-            answers = await ask_all([_proxy("odd", port)], "/clusters?format=json", 2.0)
+            answers = await ask_all([_proxy("odd", path)], "/clusters?format=json", 2.0)
             await served
             return answers
 
         (answer,) = asyncio.run(serve_and_ask())
     assert answer.error is not None
     assert answer.error.startswith(
-        f"its Envoy admin (http://127.0.0.1:{port}/clusters?format=json) did not answer JSON"
+        f"its Envoy admin (unix:{path}/clusters?format=json) did not answer JSON"
     )

@@ -21,12 +21,12 @@ MESH = textwrap.dedent(
       - {name: b, ports: [{port: 9080}]}
       - {name: b-v1, ports: [{port: 9080}], selector: {version: v1}}
     workloads:
-      - {name: a-1, service: a, port: 21001, appPort: 21002, sidecar: {outboundPort: 21003, adminPort: 21004}}
-      - {name: a-2, service: a, port: 21011, appPort: 21012, sidecar: {outboundPort: 21013, adminPort: 21014}}
-      - {name: a-3, service: a, port: 21021, appPort: 21022, sidecar: {outboundPort: 21023, adminPort: 21024}}
-      - {name: b-1, service: b, labels: {version: v1}, port: 22001, appPort: 22002, sidecar: {outboundPort: 22003, adminPort: 22004}}
-      - {name: b-2, service: b, port: 22011, appPort: 22012, sidecar: {outboundPort: 22013, adminPort: 22014}}
-      - {name: b-3, service: b, port: 22021, appPort: 22022, sidecar: {outboundPort: 22023, adminPort: 22024}}
+      - {name: a-1, service: a, port: 21001, appPort: 21002, sidecar: {outboundPort: 21003}}
+      - {name: a-2, service: a, port: 21011, appPort: 21012, sidecar: {outboundPort: 21013}}
+      - {name: a-3, service: a, port: 21021, appPort: 21022, sidecar: {outboundPort: 21023}}
+      - {name: b-1, service: b, labels: {version: v1}, port: 22001, appPort: 22002, sidecar: {outboundPort: 22003}}
+      - {name: b-2, service: b, port: 22011, appPort: 22012, sidecar: {outboundPort: 22013}}
+      - {name: b-3, service: b, port: 22021, appPort: 22022, sidecar: {outboundPort: 22023}}
     """
 )
 B = "outbound|9080||b.default"
@@ -47,8 +47,7 @@ def _b_hosts(**flags_of: dict[str, bool]) -> list[dict[str, Any]]:
 
 
 def _answer(caller: str, body: Any = None, error: str | None = None) -> AdminAnswer:
-    admin = {"a-1": 21004, "a-2": 21014, "a-3": 21024}[caller]
-    proxy = ProxyAdmin(WorkloadRef(caller, "default"), "workload", admin)
+    proxy = ProxyAdmin(WorkloadRef(caller, "default"), "workload", f"/run/{caller}/admin.sock")
     return AdminAnswer(proxy, body, error)
 
 

@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 
 CERTIFICATE_FILE = "sidemesh.io/certificate-file"
 KEY_FILE = "sidemesh.io/key-file"
-ADMIN_PORT_ANNOTATION = "sidemesh.io/admin-port"
-"""On a Gateway: its proxy's Envoy admin port (else a free one in local mode)."""
 GATEWAY_CLASS = "sidemesh"
 
 Hostname = Annotated[
@@ -159,7 +157,7 @@ def gateway_proxies(
 ) -> tuple[tuple[Gateway, ...], list[Problem]]:
     """One gateway proxy per Gateway document, to run and serve it as mesh.yaml's
     gateways are (its identity is its name, as theirs is); a problem for a name another
-    proxy of its namespace has, or a bad admin-port annotation. ``where``: id(policy)
+    proxy of its namespace has. ``where``: id(policy)
     → how messages name it."""
     default_ns = doc.mesh.default_namespace
     taken = {
@@ -183,18 +181,6 @@ def gateway_proxies(
                 )
             )
             continue
-        admin_port: int | None = None
-        written = meta.annotations.get(ADMIN_PORT_ANNOTATION)
-        if written is not None:
-            if not written.isdigit() or not 1 <= int(written) <= 65535:
-                problems.append(
-                    Problem(
-                        f"{label} metadata.annotations.{ADMIN_PORT_ANNOTATION}",
-                        f"{written!r} is not a port number (1-65535)",
-                    )
-                )
-                continue
-            admin_port = int(written)
         taken[(meta.name, namespace)] = f"Gateway {meta.name}"
         proxies.append(
             Gateway(
@@ -202,7 +188,6 @@ def gateway_proxies(
                 namespace=namespace,
                 address=gateway.spec.address,
                 port=gateway.spec.listeners[0].port,
-                admin_port=admin_port,
             )
         )
     return tuple(proxies), problems
