@@ -29,7 +29,7 @@ from sidemesh.model import MeshState, PortPicker
 from sidemesh.model.refs import WorkloadRef
 from sidemesh.settings import ControlPlaneSettings
 from sidemesh.sources import Aggregator, FileSource, Source
-from sidemesh.telemetry import ProxyAdmin, Scraper
+from sidemesh.telemetry import ProxyAdmin, Scraper, TraceStore, trace_service
 from sidemesh.xds import AdsServer, Publisher, SnapshotCache, StatusBoard
 from sidemesh.xds.publisher import ResourceHook
 from sidemesh.xds.server import GRPC_SERVER_OPTIONS
@@ -92,6 +92,8 @@ class ControlPlane:
         self._api_task: asyncio.Task[None] | None = None
         self._watch_tasks: list[asyncio.Task[None]] = []
         self.telemetry: Scraper | None = None
+        self.traces = TraceStore()
+        """Recent traces, from the spans proxies export (when no collector is set)."""
 
     def _on_state(self, state: MeshState) -> None:
         # Every workload has a token ready before anyone starts it.
@@ -120,6 +122,8 @@ class ControlPlane:
         await self._start_ca()
         self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, self._grpc)
+        # Spans come where xDS comes from: no other port for proxies to reach.
+        self._grpc.add_generic_rpc_handlers((trace_service(self.traces),))
         self.xds_port = self._grpc.add_insecure_port(f"{s.xds_host}:{s.xds_port}")
         if self.xds_port == 0:
             raise OSError(f"cannot listen for xDS on {s.xds_host}:{s.xds_port}")
@@ -142,6 +146,7 @@ class ControlPlane:
                 self.signing,
                 self.local_status,
                 telemetry=self.telemetry,
+                traces=self.traces,
             )
         )
         self._api = uvicorn.Server(

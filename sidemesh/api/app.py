@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import FastAPI, HTTPException, Query, Response
 from google.protobuf import json_format
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -21,7 +21,8 @@ from sidemesh.identity.service import SigningService
 from sidemesh.identity.tokens import WorkloadRef
 from sidemesh.model import MeshState
 from sidemesh.sources import FileSource
-from sidemesh.telemetry import ADMIN_TIMEOUT_S, Scraper
+from sidemesh.telemetry import ADMIN_TIMEOUT_S, Scraper, TraceStore
+from sidemesh.telemetry.traces import MAX_TRACES
 from sidemesh.xds import Publisher, StatusBoard
 from sidemesh.xds.metrics import XdsCollector
 
@@ -40,6 +41,8 @@ class ApiView:
     """How long ``/v1/endpoints`` waits for each proxy's Envoy admin."""
     telemetry: Scraper | None = None
     """The golden signals of ``/v1/stats``, ``/v1/graph`` and ``/metrics``."""
+    traces: TraceStore | None = None
+    """Recent traces, for ``/v1/traces``."""
 
 
 def create_app(view: ApiView) -> FastAPI:
@@ -71,6 +74,32 @@ def create_app(view: ApiView) -> FastAPI:
     @app.get("/v1/graph", summary="The service graph: who calls whom, with golden signals")
     async def graph(window: str = "1m") -> dict[str, Any]:
         return windowed(graph_response, window)
+
+    @app.get(
+        "/v1/traces",
+        summary="Recent traces, failed first, then the slowest (the spans proxies sent)",
+    )
+    async def traces(
+        limit: int = Query(20, ge=1, le=1000),
+        service: str | None = None,
+        errors: bool = False,
+    ) -> dict[str, Any]:
+        store = view.traces or TraceStore()
+        return {
+            "traces": [t.summary() for t in store.recent(limit, service, errors)],
+            "kept": len(store),
+            "spansReceived": store.spans_received,
+        }
+
+    @app.get("/v1/traces/{trace_id}", summary="One trace: every span that has arrived")
+    async def trace(trace_id: str) -> dict[str, Any]:
+        found = view.traces.get(trace_id) if view.traces is not None else None
+        if found is None:
+            raise HTTPException(
+                404,
+                f"no trace {trace_id} (kept: the {MAX_TRACES} most recent; see GET /v1/traces)",
+            )
+        return found.to_json()
 
     @app.get("/healthz", summary="Liveness: the control plane is up and serving xDS")
     async def healthz() -> dict[str, Any]:
@@ -240,3 +269,19 @@ class _MeshCollector(Collector):
                     (cert.not_after - now).total_seconds(),
                 )
             yield expiry
+        traces = self.view.traces
+        if traces is not None:
+            spans = CounterMetricFamily(
+                "sidemesh_trace_spans_received", "Spans the proxies sent over OTLP"
+            )
+            spans.add_metric([], traces.spans_received)
+            yield spans
+            dropped = CounterMetricFamily(
+                "sidemesh_trace_spans_dropped",
+                "Spans not kept: their trace already held the most spans one may",
+            )
+            dropped.add_metric([], traces.spans_dropped)
+            yield dropped
+            kept = GaugeMetricFamily("sidemesh_traces_kept", "Recent traces held in memory")
+            kept.add_metric([], len(traces))
+            yield kept

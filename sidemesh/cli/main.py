@@ -8,9 +8,10 @@ import os
 import shutil
 import stat as file_mode
 import tempfile
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +24,7 @@ from sidemesh.cli import check as check_view
 from sidemesh.cli import explain as explain_view
 from sidemesh.cli import proxy_config as proxy_config_view
 from sidemesh.cli import status as status_view
+from sidemesh.cli import traces as traces_view
 from sidemesh.cli import traffic as traffic_view
 from sidemesh.cli.api_client import DEFAULT_API, ApiUnreachable, get_json
 from sidemesh.cli.format import duration
@@ -451,15 +453,30 @@ def stat(
 ) -> None:
     """Golden signals now: requests/s, success rate and latency percentiles per service
     (or per edge), as the callers' sidecars counted them."""
+    _show(
+        lambda: traffic_view.gather(api, window, namespace, service),
+        lambda data: traffic_view.table(data, edges),
+        output,
+    )
+
+
+def _show(
+    gather: Callable[[], dict[str, Any]],
+    render: Callable[[dict[str, Any]], Table],
+    output: Output,
+    min_width: int = 0,
+) -> None:
+    """Read from the API, then print a table or JSON; exit 1 with the reason if the API
+    cannot answer."""
     try:
-        data = traffic_view.gather(api, window, namespace, service)
-    except ApiUnreachable as exc:
+        data = gather()
+    except (ApiUnreachable, traces_view.TraceNotFound) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
     if output is Output.JSON:
         typer.echo(json.dumps(data, indent=2))
     else:
-        Console().print(traffic_view.table(data, edges))
+        Console(width=max(Console().width, min_width)).print(render(data))
 
 
 @app.command()
@@ -479,6 +496,34 @@ def top(
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
         pass
+
+
+@app.command()
+def traces(
+    api: ApiOption = DEFAULT_API,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many to show")] = 20,
+    service: Annotated[
+        str | None, typer.Option(help="Only traces with a span of this service")
+    ] = None,
+    errors: Annotated[bool, typer.Option("--errors", help="Only failed traces")] = False,
+    output: Annotated[Output, typer.Option("--output", "-o", help="table or json")] = Output.TABLE,
+) -> None:
+    """Recent traces the sidecars sent the control plane: failed ones first, then the
+    slowest. `sidemesh trace ID` shows one."""
+    _show(
+        lambda: traces_view.gather_list(api, limit, service, errors), traces_view.list_table, output
+    )
+
+
+@app.command()
+def trace(
+    trace_id: Annotated[str, typer.Argument(help="A trace ID, as `sidemesh traces` lists it")],
+    api: ApiOption = DEFAULT_API,
+    output: Annotated[Output, typer.Option("--output", "-o", help="table or json")] = Output.TABLE,
+) -> None:
+    """One trace as a waterfall: every span under its parent, with when it ran."""
+    # The waterfall's bars need the width even where the terminal is narrower.
+    _show(lambda: traces_view.gather_one(api, trace_id), traces_view.waterfall, output, 140)
 
 
 @app.command()

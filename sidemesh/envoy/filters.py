@@ -58,7 +58,7 @@ from google.protobuf import wrappers_pb2
 from google.protobuf.message import Message
 from google.protobuf.wrappers_pb2 import BoolValue
 
-from sidemesh.envoy.observability import failed_requests_log
+from sidemesh.envoy.observability import ProxyTelemetry, access_log, http_tracing
 from sidemesh.envoy.protos import ads_config_source, packed
 from sidemesh.model.policy.authentication import ISSUER_HEADER, SUBJECT_HEADER
 
@@ -123,10 +123,12 @@ def http_connection_manager(
     route_config: route_pb2.RouteConfiguration | None = None,
     inbound: bool = False,
     edge: bool = False,
+    telemetry: ProxyTelemetry | None = None,
 ) -> listener_components_pb2.Filter:
     """An HTTP connection manager whose routes come over RDS (``rds_name``) or inline
     (``route_config``). ``inbound``: it faces a calling sidecar; ``edge``: it faces
-    callers outside the mesh."""
+    callers outside the mesh; ``telemetry``: how it makes spans and which requests it
+    logs (none: no spans, failed requests logged)."""
     hcm = hcm_pb2.HttpConnectionManager(
         # At the mesh's edge the peer's address is the client's; inside, it is a sidecar.
         use_remote_address=BoolValue(value=edge),
@@ -149,7 +151,10 @@ def http_connection_manager(
         hcm.local_reply_config.CopyFrom(_every_token_failure_is_401())
     if inbound or edge:
         _path_safety(hcm)
-    hcm.access_log.append(failed_requests_log(stat_prefix))
+    every_request = telemetry is not None and telemetry.log_every_request
+    hcm.access_log.append(access_log(stat_prefix, every_request=every_request))
+    if telemetry is not None:
+        hcm.tracing.CopyFrom(http_tracing(telemetry))
     if rds_name is not None:
         hcm.rds.CopyFrom(hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=rds_name))
     elif route_config is not None:

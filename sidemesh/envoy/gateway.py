@@ -25,6 +25,7 @@ from google.protobuf import wrappers_pb2
 
 from sidemesh.envoy import names
 from sidemesh.envoy.filters import ROUTER_ONLY, HttpFilters, http_connection_manager
+from sidemesh.envoy.observability import ProxyTelemetry
 from sidemesh.envoy.outbound.http_routes import http_routes
 from sidemesh.envoy.outbound.routes import (
     HTTP_ROUTE_TIMEOUT_S,
@@ -71,6 +72,7 @@ def gateway_listener(
     port: int,
     targets: Sequence[GatewayTarget],
     filters: HttpFilters = ROUTER_ONLY,
+    telemetry: ProxyTelemetry | None = None,
 ) -> listener_pb2.Listener:
     """The entry of callers from outside the mesh: routes by path prefix, first match
     wins. ``filters``: the edge's HTTP filters (authentication, authorization, limits)."""
@@ -91,6 +93,7 @@ def gateway_listener(
                         filters,
                         route_config=prefix_route_config(name, routes),
                         edge=True,
+                        telemetry=telemetry,
                     )
                 ]
             )
@@ -115,6 +118,7 @@ def api_gateway_listener(
     attached: Sequence[AttachedListener],
     policies: Policies,
     filters: HttpFilters = ROUTER_ONLY,
+    telemetry: ProxyTelemetry | None = None,
 ) -> listener_pb2.Listener:
     """The Envoy listener of one port of a Gateway: its listeners there (several, by
     hostname) with the rules of their routes, exactly as a mesh route's rules are
@@ -127,7 +131,7 @@ def api_gateway_listener(
     https = any(a.listener.protocol is ListenerProtocol.HTTPS for a in attached)
     if not https:
         hosts = _virtual_hosts(name, port, attached, policies)
-        chains = [_chain(prefix, name, hosts, filters)]
+        chains = [_chain(prefix, name, hosts, filters, telemetry)]
         listener_filters = []
     else:
         chains = []
@@ -139,6 +143,7 @@ def api_gateway_listener(
                 f"{name}|{one.listener.name}",
                 _virtual_hosts(name, port, [one], policies),
                 filters,
+                telemetry,
             )
             if one.listener.hostname is not None:
                 chain.filter_chain_match.server_names.append(one.listener.hostname)
@@ -169,6 +174,7 @@ def _chain(
     route_name: str,
     hosts: list[route_components_pb2.VirtualHost],
     filters: HttpFilters,
+    telemetry: ProxyTelemetry | None,
 ) -> listener_components_pb2.FilterChain:
     config = route_pb2.RouteConfiguration(
         name=route_name,
@@ -176,7 +182,11 @@ def _chain(
         validate_clusters=wrappers_pb2.BoolValue(value=False),
     )
     return listener_components_pb2.FilterChain(
-        filters=[http_connection_manager(stat_prefix, filters, route_config=config, edge=True)]
+        filters=[
+            http_connection_manager(
+                stat_prefix, filters, route_config=config, edge=True, telemetry=telemetry
+            )
+        ]
     )
 
 

@@ -62,6 +62,7 @@ from sidemesh.envoy.inbound import inbound_cluster, inbound_listener
 from sidemesh.envoy.inbound.authentication import jwks_cluster, jwks_uris, jwt_authentication
 from sidemesh.envoy.inbound.authorization import rbac_filters
 from sidemesh.envoy.inbound.rate_limit import local_rate_limit
+from sidemesh.envoy.observability import ProxyTelemetry, collector_cluster
 from sidemesh.envoy.outbound import (
     WorkloadEndpoint,
     endpoints_by_port,
@@ -106,6 +107,12 @@ from sidemesh.model.policy.backend import BackendSettings, HashOn, RateLimit
 from sidemesh.model.policy.common import services_targeted
 from sidemesh.model.policy.external import ExternalServiceSpec
 from sidemesh.model.policy.gateway import APIGateway, Listener
+from sidemesh.model.policy.telemetry import (
+    LoggedRequests,
+    TelemetrySettings,
+    namespace_settings,
+    settings_by_service,
+)
 
 ResourceMap = Mapping[str, Resource]
 
@@ -258,6 +265,8 @@ class _RouteConfigKey(NamedTuple):
 
 class _OutboundListenerKey(NamedTuple):
     port: int
+    telemetry: ProxyTelemetry
+    """The spans of the calls its workload makes."""
     faults: bool
     """Some route injects faults: the chain needs the fault filter."""
     forward_proxy: bool
@@ -268,6 +277,7 @@ class _UpstreamListenerKey(NamedTuple):
     local_port: int
     service: ServiceKey
     port: ServicePort
+    telemetry: ProxyTelemetry
 
 
 class _InboundClusterKey(NamedTuple):
@@ -291,6 +301,8 @@ class _InboundListenerKey(NamedTuple):
     default_authorization: AuthorizationDefault
     authentication: _Same[RequestAuthentication]
     """The RequestAuthentications that apply to the service (by name)."""
+    telemetry: ProxyTelemetry
+    """The spans of the calls it receives."""
 
 
 class _GatewayListenerKey(NamedTuple):
@@ -298,6 +310,7 @@ class _GatewayListenerKey(NamedTuple):
     address: str
     port: int
     targets: tuple[GatewayTarget, ...]
+    telemetry: ProxyTelemetry
 
 
 class _ApiGatewayListenerKey(NamedTuple):
@@ -313,6 +326,7 @@ class _ApiGatewayListenerKey(NamedTuple):
     """Per listener, the HTTPRoutes attached to it."""
     faults: _Same[FaultInjection]
     """The FaultInjections those routes name."""
+    telemetry: ProxyTelemetry
 
 
 # --- the memo -------------------------------------------------------------------------
@@ -398,6 +412,7 @@ GATEWAY_LISTENER = "gateway listener"
 API_GATEWAY_LISTENER = "Gateway listener"
 EXTERNAL_CLUSTERS = "external clusters"
 JWKS_CLUSTER = "JWKS cluster"
+COLLECTOR = "collector cluster"
 """The kinds ``Translator.builds`` counts, one per memo."""
 
 
@@ -479,6 +494,8 @@ class _Shared:
     """The AuthorizationPolicies of each service that has any."""
     authentication: Mapping[ServiceKey, _Same[RequestAuthentication]] = field(default_factory=dict)
     """The RequestAuthentications of each service that has any."""
+    telemetry: Mapping[ServiceKey, TelemetrySettings] = field(default_factory=dict)
+    """Each service a Telemetry document names or covers, with what it sets."""
     views: dict[str | None, Mapping[ResourceType, ResourceMap]] = field(default_factory=dict)
 
 
@@ -503,6 +520,7 @@ class Translator:
         self._api_gateway_listeners = _Memo(API_GATEWAY_LISTENER, _build_api_gateway_listener, b)
         self._external_clusters = _Memo(EXTERNAL_CLUSTERS, _build_external_clusters, b)
         self._jwks_clusters = _Memo(JWKS_CLUSTER, _build_jwks_cluster, b)
+        self._collector_clusters = _Memo(COLLECTOR, _build_collector_cluster, b)
         self._memos: tuple[_Memo[Any, Any], ...] = (
             self._backends,
             self._clusters,
@@ -517,6 +535,7 @@ class Translator:
             self._api_gateway_listeners,
             self._external_clusters,
             self._jwks_clusters,
+            self._collector_clusters,
         )
         self._shared: _Shared | None = None
         self._settings_memo: _SettingsMemo = {}
@@ -612,6 +631,8 @@ class Translator:
         for spec in leaving:
             for cluster in self._external_clusters(spec):
                 _add(clusters, cluster)
+        if state.mesh.tracing.collector is not None:
+            _add(clusters, self._collector_clusters(state.mesh.tracing.collector))
         services = tuple(steps[key].routes for key in sorted(steps))
         shared = _Shared(
             state,
@@ -623,6 +644,7 @@ class Translator:
             rate_limits=rate_limits,
             authorization=_by_target(state, state.policies.authorization_policies),
             authentication=_by_target(state, state.policies.request_authentications),
+            telemetry=settings_by_service(state.policies.telemetry, state.services),
         )
         self._shared = shared
         return shared
@@ -748,6 +770,7 @@ class Translator:
             self._outbound_listeners(
                 _OutboundListenerKey(
                     workload.sidecar.outbound_port,
+                    self._telemetry(state, key.name, key.namespace),
                     self._faults(state),
                     state.mesh.outbound_traffic_policy.mode is OutboundTrafficMode.ALLOW_ANY,
                 )
@@ -757,7 +780,9 @@ class Translator:
             target = ServiceKey(upstream.service, key.namespace)
             target_port = next(p for p in state.services[target].ports if p.port == upstream.port)
             assert upstream.local_port is not None, "resolved upstreams have ports"
-            upstream_key = _UpstreamListenerKey(upstream.local_port, target, target_port)
+            upstream_key = _UpstreamListenerKey(
+                upstream.local_port, target, target_port, self._telemetry(state, *key)
+            )
             _add(listeners, self._upstream_listeners(upstream_key))
         ports = {p.port_name: p for p in service.ports}
         mtls = state.mtls_mode(service)
@@ -778,6 +803,7 @@ class Translator:
                 self._authorization(state).get(key, _NO_AUTHORIZATION),
                 state.mesh.authorization.default,
                 authentication,
+                self._telemetry(state, key.name, key.namespace),
             )
             _add(listeners, self._inbound_listeners(inbound_key))
         return clusters, listeners
@@ -796,21 +822,41 @@ class Translator:
     def _faults(self, state: MeshState) -> bool:
         return self._shared_for(state).faults
 
+    def _telemetry(self, state: MeshState, service: str, namespace: str) -> ProxyTelemetry:
+        """How the proxies of ``service`` (or of a gateway of that name) trace and log:
+        its own Telemetry, else its namespace's, else the mesh's defaults (sampling as
+        ``mesh.tracing`` says, failed requests logged)."""
+        settings = self._shared_for(state).telemetry.get(ServiceKey(service, namespace))
+        if settings is None:
+            settings = namespace_settings(state.policies.telemetry, namespace)
+        mesh = state.mesh.tracing
+        percentage = mesh.random_sampling_percentage
+        if settings is not None and settings.tracing is not None:
+            percentage = settings.tracing.random_sampling_percentage
+        every_request = (
+            settings is not None
+            and settings.access_logging is not None
+            and settings.access_logging.requests is LoggedRequests.ALL
+        )
+        return ProxyTelemetry(service, percentage, mesh.collector is not None, every_request)
+
     def _for_gateway(self, shared: _Shared, gateway: Gateway) -> ProxyResources:
         """A short-form gateway's listener, or a Gateway document's, one per port."""
         listeners: dict[str, Resource] = {}
+        telemetry = self._telemetry(shared.state, gateway.name, gateway.namespace or "")
         if gateway.routes:
             key = _GatewayListenerKey(
                 gateway.name,
                 gateway.address,
                 gateway.port,
                 gateway_targets(gateway, shared.state.services),
+                telemetry,
             )
             _add(listeners, self._gateway_listeners(key))
         policies = shared.state.policies
         document = policies.gateway(gateway.namespace or "", gateway.name)
         if document is not None:
-            for api_key in _api_gateway_keys(document, gateway.address, policies):
+            for api_key in _api_gateway_keys(document, gateway.address, policies, telemetry):
                 _add(listeners, self._api_gateway_listeners(api_key))
         return ProxyResources(
             {ResourceType.LISTENER: MappingProxyType(listeners)},
@@ -863,7 +909,7 @@ def _build_outbound_listener(key: _OutboundListenerKey) -> Resource:
         fault=fault_pb2.HTTPFault() if key.faults else None,
         dynamic_forward_proxy=forward_proxy_filter() if key.forward_proxy else None,
     )
-    return _resource(ResourceType.LISTENER, outbound_listener(key.port, filters))
+    return _resource(ResourceType.LISTENER, outbound_listener(key.port, filters, key.telemetry))
 
 
 def _build_upstream_listener(key: _UpstreamListenerKey) -> Resource:
@@ -874,6 +920,7 @@ def _build_upstream_listener(key: _UpstreamListenerKey) -> Resource:
         http=key.port.protocol.is_http,
         streaming=key.port.protocol.needs_http2,
         filters=ROUTER_ONLY,
+        telemetry=key.telemetry,
     )
     return _resource(ResourceType.LISTENER, listener)
 
@@ -914,8 +961,13 @@ def _build_inbound_listener(key: _InboundListenerKey) -> Resource:
                 else None
             ),
         ),
+        telemetry=key.telemetry,
     )
     return _resource(ResourceType.LISTENER, listener)
+
+
+def _build_collector_cluster(address: str) -> Resource:
+    return _resource(ResourceType.CLUSTER, collector_cluster(address))
 
 
 def _build_jwks_cluster(uri: str) -> Resource:
@@ -942,12 +994,13 @@ def _build_api_gateway_listener(key: _ApiGatewayListenerKey) -> Resource:
         Policies(fault_injections=faults),
         # As a caller's chain: the routes carry each fault's delay or abort.
         HttpFilters(fault=fault_pb2.HTTPFault()) if faults else ROUTER_ONLY,
+        key.telemetry,
     )
     return _resource(ResourceType.LISTENER, listener)
 
 
 def _api_gateway_keys(
-    document: APIGateway, address: str, policies: Policies
+    document: APIGateway, address: str, policies: Policies, telemetry: ProxyTelemetry
 ) -> list[_ApiGatewayListenerKey]:
     """Per port of the Gateway, its listeners there and the routes attached to each:
     a route whose parentRef names the Gateway, and that listener by ``sectionName``
@@ -987,14 +1040,16 @@ def _api_gateway_keys(
         faults = tuple(f for f in policies.fault_injections if f.metadata.name in named)
         keys.append(
             _ApiGatewayListenerKey(
-                name, address, port, _Same(tuple(listeners)), routes, _Same(faults)
+                name, address, port, _Same(tuple(listeners)), routes, _Same(faults), telemetry
             )
         )
     return keys
 
 
 def _build_gateway_listener(key: _GatewayListenerKey) -> Resource:
-    listener = gateway_listener(key.name, key.address, key.port, key.targets, ROUTER_ONLY)
+    listener = gateway_listener(
+        key.name, key.address, key.port, key.targets, ROUTER_ONLY, key.telemetry
+    )
     return _resource(ResourceType.LISTENER, listener)
 
 

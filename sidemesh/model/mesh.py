@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, field_validator
 
 from sidemesh.model.base import DnsLabel, Model, PortNumber
 
@@ -59,6 +59,28 @@ class MeshAuthorization(Model):
     by a policy (zero trust)."""
 
 
+class MeshTracing(Model):
+    """Distributed tracing: every sidecar and gateway makes spans (W3C trace context)
+    and sends them over OTLP/gRPC."""
+
+    random_sampling_percentage: float = Field(default=1.0, ge=0, le=100)
+    """The share of requests that start a trace, in percent, where no Telemetry
+    document says otherwise (1%, as Istio's default)."""
+    collector: str | None = None
+    """``HOST:PORT`` of an OpenTelemetry collector (OTLP/gRPC) to send spans to. Left
+    out, they go to the control plane, which keeps recent traces (``sidemesh traces``)."""
+
+    @field_validator("collector")
+    @classmethod
+    def _host_and_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{value!r} is not HOST:PORT (an OTLP/gRPC collector)")
+        return value
+
+
 class MeshConfig(Model):
     """Mesh-wide settings."""
 
@@ -72,6 +94,7 @@ class MeshConfig(Model):
     """Calls to hosts outside the mesh: ALLOW_ANY (the default in local mode) or
     REGISTRY_ONLY (declared ExternalServices only)."""
     authorization: MeshAuthorization = Field(default_factory=MeshAuthorization)
+    tracing: MeshTracing = Field(default_factory=MeshTracing)
 
 
 class ServicePort(Model):

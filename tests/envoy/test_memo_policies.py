@@ -200,3 +200,26 @@ def test_a_request_authentication_rebuilds_its_services_inbound_side_only() -> N
         ("ratings-1", "clusters", "jwks|https|keys.example|443"),
     }
     assert built == Counter({INBOUND_LISTENER: 1, JWKS_CLUSTER: 1})
+
+
+TELEMETRY = """
+---
+apiVersion: sidemesh.io/v1alpha1
+kind: Telemetry
+metadata: {name: ratings-tracing}
+spec:
+  targetRefs: [{name: ratings}]
+  tracing: {randomSamplingPercentage: 10}
+"""
+
+
+def test_a_telemetrys_sampling_rebuilds_its_services_own_listeners_only() -> None:
+    changed, built = _rebuilt_by(
+        "randomSamplingPercentage: 10", "randomSamplingPercentage: 50", WITH_POLICIES + TELEMETRY
+    )
+    # ratings' workload traces the calls it receives and those it makes; no other proxy.
+    assert changed == {
+        ("ratings-1", "listeners", "inbound|50051|ratings"),
+        ("ratings-1", "listeners", "outbound|21023"),
+    }
+    assert built == Counter({INBOUND_LISTENER: 1, OUTBOUND_LISTENER: 1})

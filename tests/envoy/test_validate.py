@@ -6,6 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 
 from sidemesh.envoy import ProxyId, ResourceType, Translator
 from sidemesh.envoy.bootstrap import BootstrapParams, XdsMode, bootstrap, to_json
@@ -286,3 +289,36 @@ spec:
         ["shop.example.com"],
     ]
     validate(inline_bootstrap(resources), tmp_path)
+
+
+def test_tracing_to_the_control_plane_and_to_a_collector_passes_envoy_validate(
+    tmp_path: Path,
+) -> None:
+    """Spans go to the control plane over the bootstrap's xDS cluster, or to the mesh's
+    collector over a cluster of its own, which every proxy then holds; a Telemetry
+    document sets one service's sampling and logging, the others keep the mesh's."""
+    telemetry = (
+        "---\napiVersion: sidemesh.io/v1alpha1\nkind: Telemetry\n"
+        "metadata: {name: reviews}\n"
+        "spec: {targetRefs: [{name: reviews}], tracing: {randomSamplingPercentage: 100},\n"
+        "  accessLogging: {requests: All}}\n"
+    )
+    for tracing in ("{}", "{randomSamplingPercentage: 5, collector: 'otel.example:4317'}"):
+        text = MULTI_SERVICE_MESH.replace("mesh:", f"mesh:\n  tracing: {tracing}", 1)
+        state = parse_mesh_document(text + telemetry, "mesh.yaml")
+        translator = Translator()
+        for name, namespace in [*state.workloads, *state.gateways]:
+            resources = translator.for_proxy(state, ProxyId(name, namespace))
+            validate(inline_bootstrap(resources), tmp_path, f"{name}.{namespace}.json")
+        reviews = translator.for_proxy(state, ProxyId("reviews-v1", "default"))
+        inbound = reviews[ResourceType.LISTENER]["inbound|9080|reviews"].message
+        hcm = hcm_pb2.HttpConnectionManager()
+        inbound.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+        assert hcm.tracing.random_sampling.value == 100
+        assert not hcm.access_log[0].HasField("filter")  # every request logged
+        other = translator.for_proxy(state, ProxyId("ratings-1", "default"))
+        other_inbound = other[ResourceType.LISTENER]["inbound|50051|ratings"].message
+        other_inbound.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+        assert hcm.tracing.random_sampling.value == (5 if "collector" in tracing else 1)
+        assert hcm.access_log[0].HasField("filter")  # failed requests only
+        assert ("otlp-collector" in reviews[ResourceType.CLUSTER]) == ("collector" in tracing)

@@ -11,6 +11,7 @@ import pytest
 
 from sidemesh.errors import ConfigError
 from sidemesh.model import MeshState, ServiceKey, load_mesh_file, parse_mesh_document
+from sidemesh.model.policy.telemetry import LoggedRequests, settings_by_service
 
 MESH = textwrap.dedent(
     """
@@ -486,3 +487,75 @@ def test_fields_accepted_but_not_applied_are_warnings_not_silence() -> None:
     )
     assert "spec.parentRefs[0].sectionName: not used" in warnings
     assert "(BackendPolicy default/p) spec.subsets: checked but not applied yet" in warnings
+
+
+def _telemetry(spec: str, name: str = "tracing") -> str:
+    return (
+        f"apiVersion: sidemesh.io/v1alpha1\nkind: Telemetry\nmetadata: {{name: {name}}}\n"
+        f"spec: {spec}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("documents", "expected"),
+    [
+        (
+            [_telemetry("{targetRefs: [{name: nowhere}], tracing: {randomSamplingPercentage: 5}}")],
+            "document 2 (Telemetry default/tracing) spec.targetRefs[0].name: 'nowhere' is not "
+            "a service in namespace 'default'",
+        ),
+        (
+            [_telemetry("{tracing: {randomSamplingPercentage: 101}}")],
+            "spec.tracing.randomSamplingPercentage: Input should be less than or equal to 100",
+        ),
+        (
+            [
+                _telemetry("{tracing: {randomSamplingPercentage: 5}}", "a"),
+                _telemetry("{tracing: {randomSamplingPercentage: 50}}", "b"),
+            ],
+            "document 3 (Telemetry default/b) spec: document 2 (Telemetry default/a) "
+            "also applies to every service of namespace 'default': keep one",
+        ),
+        (
+            [
+                _telemetry(
+                    "{targetRefs: [{name: ratings}], tracing: {randomSamplingPercentage: 5}}"
+                ),
+                _telemetry(
+                    "{targetRefs: [{name: ratings}], tracing: {randomSamplingPercentage: 9}}", "b"
+                ),
+            ],
+            "document 3 (Telemetry default/b) spec: document 2 (Telemetry "
+            "default/tracing) also applies to ratings.default: keep one",
+        ),
+    ],
+)
+def test_bad_telemetry_is_refused(documents: list[str], expected: str) -> None:
+    assert expected in _error(*documents)
+
+
+def test_a_bad_collector_address_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_mesh_document("mesh: {tracing: {collector: otel}}\n" + MESH, "mesh.yaml")
+    assert "mesh.tracing.collector: Value error, 'otel' is not HOST:PORT" in str(info.value)
+
+
+def test_telemetry_naming_a_service_overrides_its_namespace_and_the_mesh() -> None:
+    state = _load(
+        _telemetry("{tracing: {randomSamplingPercentage: 20}}", "namespace-wide"),
+        _telemetry(
+            "{targetRefs: [{name: ratings}], tracing: {randomSamplingPercentage: 100},"
+            " accessLogging: {requests: All}}"
+        ),
+    )
+    assert state.mesh.tracing.random_sampling_percentage == 1.0  # the mesh's default
+    settings = settings_by_service(state.policies.telemetry, state.services)
+    ratings, reviews = (
+        settings[ServiceKey("ratings", "default")],
+        settings[ServiceKey("reviews", "default")],
+    )
+    assert ratings.tracing is not None and ratings.tracing.random_sampling_percentage == 100
+    assert ratings.access_logging is not None
+    assert ratings.access_logging.requests is LoggedRequests.ALL
+    assert reviews.tracing is not None and reviews.tracing.random_sampling_percentage == 20
+    assert reviews.access_logging is None

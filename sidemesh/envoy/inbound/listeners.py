@@ -10,6 +10,7 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from sidemesh.envoy import names
 from sidemesh.envoy.filters import ROUTER_ONLY, HttpFilters, http_connection_manager, tcp_proxy
 from sidemesh.envoy.inbound.routes import inbound_route_config
+from sidemesh.envoy.observability import ProxyTelemetry
 from sidemesh.envoy.protos import packed, socket_address
 from sidemesh.envoy.tls import TLS_INSPECTOR, downstream_mtls
 from sidemesh.model import MtlsMode
@@ -25,6 +26,7 @@ def inbound_listener(
     mtls: MtlsMode,
     trust_domain: str,
     filters: HttpFilters = ROUTER_ONLY,
+    telemetry: ProxyTelemetry | None = None,
 ) -> listener_pb2.Listener:
     """STRICT: one mTLS filter chain. PERMISSIVE: a TLS inspector picks the mTLS chain
     for TLS connections and a plaintext one for the rest. DISABLE: plaintext only.
@@ -35,6 +37,7 @@ def inbound_listener(
             filters,
             route_config=inbound_route_config(name, cluster),
             inbound=True,
+            telemetry=telemetry,
         )
         mtls_filter = network_filter
     else:

@@ -3,7 +3,7 @@ it includes), the very objects a user applies with ``kubectl`` on a cluster.
 
 Owns: the Gateway API routes (``HTTPRoute``, ``GRPCRoute``), sidemesh's own kinds
 (``BackendPolicy``, ``FaultInjection``, ``ExternalService``,
-``AuthorizationPolicy``, ``RequestAuthentication``), reading documents into
+``AuthorizationPolicy``, ``RequestAuthentication``, ``Telemetry``), reading documents into
 them, and checking them against the services and workloads of the mesh.
 Must not: know Envoy; a policy says what, translation says how."""
 
@@ -13,6 +13,7 @@ from sidemesh.model.policy.backend import BackendPolicy, FaultInjection
 from sidemesh.model.policy.documents import Policies, Policy
 from sidemesh.model.policy.external import ExternalService
 from sidemesh.model.policy.routes import GRPCRoute, HTTPRoute
+from sidemesh.model.policy.telemetry import Telemetry
 
 __all__ = [
     "AuthorizationPolicy",
@@ -24,4 +25,5 @@ __all__ = [
     "Policies",
     "Policy",
     "RequestAuthentication",
+    "Telemetry",
 ]

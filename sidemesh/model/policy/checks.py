@@ -20,7 +20,13 @@ from sidemesh.model.base import parse_duration
 from sidemesh.model.mesh import Service, Workload
 from sidemesh.model.policy.authorization import AuthorizationPolicy
 from sidemesh.model.policy.backend import BackendPolicy
-from sidemesh.model.policy.common import SIDEMESH_GROUP, BackendRef, ParentRef
+from sidemesh.model.policy.common import (
+    SIDEMESH_GROUP,
+    BackendRef,
+    ParentRef,
+    TargetRef,
+    services_targeted,
+)
 from sidemesh.model.policy.documents import Policies, describe
 from sidemesh.model.policy.external import ExternalService
 from sidemesh.model.policy.routes import (
@@ -31,6 +37,7 @@ from sidemesh.model.policy.routes import (
     PathMatchType,
     StringMatchType,
 )
+from sidemesh.model.policy.telemetry import Telemetry
 from sidemesh.model.refs import ServiceKey, as_spiffe_uri, parse_spiffe_id
 
 
@@ -65,7 +72,64 @@ def check_policies(
     }
     for authz in policies.authorization_policies:
         _check_authorization(authz, where[id(authz)], services, identities, trust_domain, found)
+    _check_telemetry(policies.telemetry, where, services, found)
     return found
+
+
+def _check_service_targets(
+    kind: str,
+    target_refs: Sequence[TargetRef],
+    namespace: str,
+    label: str,
+    services: Mapping[ServiceKey, Service],
+    found: Findings,
+) -> None:
+    """A policy's targets must be services of its namespace that exist: one for a
+    service that is not there applies to nothing and is most likely a typo."""
+    article = "an" if kind[0] in "AEIOU" else "a"
+    for i, target in enumerate(target_refs):
+        at = f"{label} spec.targetRefs[{i}]"
+        key = ServiceKey(target.name, namespace)
+        if target.kind != "Service" or target.group != "":
+            found.errors.append(
+                Problem(f"{at}.kind", f"{article} {kind} targets a Service, not {target.kind!r}")
+            )
+        elif key not in services:
+            found.errors.append(Problem(f"{at}.name", _unknown_service(key, services)))
+
+
+def _check_telemetry(
+    documents: Sequence[Telemetry],
+    where: Mapping[int, str],
+    services: Mapping[ServiceKey, Service],
+    found: Findings,
+) -> None:
+    """Targets must be services that exist; two documents of the same reach (both
+    naming a service, or both namespace-wide) may not both apply to one service: which
+    one counted would depend on the order they were written in."""
+    setting: dict[tuple[ServiceKey, bool], str] = {}
+    for policy in documents:
+        label = where[id(policy)]
+        namespace = policy.metadata.namespace or ""
+        _check_service_targets(
+            policy.kind, policy.spec.target_refs, namespace, label, services, found
+        )
+        targeted = bool(policy.spec.target_refs)
+        clashes: dict[str, list[str]] = {}
+        for key in services_targeted(policy.metadata, policy.spec.target_refs, services):
+            other = setting.get((key, targeted))
+            if other is not None:
+                clashes.setdefault(other, []).append(str(key))
+            setting[(key, targeted)] = label
+        for other, names in clashes.items():
+            what = ", ".join(names) if targeted else f"every service of namespace {namespace!r}"
+            found.errors.append(
+                Problem(
+                    f"{label} spec",
+                    f"{other} also applies to {what}: keep one (a document naming a "
+                    "service in targetRefs overrides a namespace-wide one)",
+                )
+            )
 
 
 # --- routes -------------------------------------------------------------------------
@@ -491,20 +555,7 @@ def _check_authorization(
     and is most likely a typo); principals, paths, CIDRs must be well formed; an
     identity or namespace no workload has yet is a warning (it may come)."""
     namespace = policy.metadata.namespace or ""
-    for i, target in enumerate(policy.spec.target_refs):
-        at = f"{label} spec.targetRefs[{i}]"
-        if target.kind != "Service" or target.group != "":
-            found.errors.append(
-                Problem(
-                    f"{at}.kind", f"an AuthorizationPolicy targets a Service, not {target.kind!r}"
-                )
-            )
-        elif ServiceKey(target.name, namespace) not in services:
-            found.errors.append(
-                Problem(
-                    f"{at}.name", _unknown_service(ServiceKey(target.name, namespace), services)
-                )
-            )
+    _check_service_targets(policy.kind, policy.spec.target_refs, namespace, label, services, found)
     namespaces = {ns for ns, _ in identities} | {k.namespace for k in services}
     known = _Known(trust_domain, namespace, identities, namespaces)
     for i, rule in enumerate(policy.spec.rules or ()):

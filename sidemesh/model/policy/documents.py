@@ -20,6 +20,7 @@ from sidemesh.model.policy.backend import BackendPolicy, FaultInjection
 from sidemesh.model.policy.external import ExternalService
 from sidemesh.model.policy.gateway import APIGateway
 from sidemesh.model.policy.routes import GRPCRoute, HTTPRoute
+from sidemesh.model.policy.telemetry import Telemetry
 
 Policy = (
     HTTPRoute
@@ -30,6 +31,7 @@ Policy = (
     | APIGateway
     | AuthorizationPolicy
     | RequestAuthentication
+    | Telemetry
 )
 
 KINDS: dict[tuple[str, str], type[Policy]] = {
@@ -41,6 +43,7 @@ KINDS: dict[tuple[str, str], type[Policy]] = {
     ("sidemesh.io", "ExternalService"): ExternalService,
     ("sidemesh.io", "AuthorizationPolicy"): AuthorizationPolicy,
     ("sidemesh.io", "RequestAuthentication"): RequestAuthentication,
+    ("sidemesh.io", "Telemetry"): Telemetry,
 }
 
 
@@ -56,6 +59,7 @@ class Policies:
     gateways: tuple[APIGateway, ...] = ()
     authorization_policies: tuple[AuthorizationPolicy, ...] = ()
     request_authentications: tuple[RequestAuthentication, ...] = ()
+    telemetry: tuple[Telemetry, ...] = ()
 
     @classmethod
     def of(cls, policies: Iterable[Policy]) -> Policies:
@@ -70,6 +74,7 @@ class Policies:
             gateways=tuple(p for p in items if isinstance(p, APIGateway)),
             authorization_policies=tuple(p for p in items if isinstance(p, AuthorizationPolicy)),
             request_authentications=tuple(p for p in items if isinstance(p, RequestAuthentication)),
+            telemetry=tuple(p for p in items if isinstance(p, Telemetry)),
         )
 
     def __iter__(self) -> Iterator[Policy]:
@@ -81,6 +86,7 @@ class Policies:
         yield from self.gateways
         yield from self.authorization_policies
         yield from self.request_authentications
+        yield from self.telemetry
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -114,6 +120,7 @@ class Policies:
             gateways=same(self.gateways),
             authorization_policies=same(self.authorization_policies),
             request_authentications=same(self.request_authentications),
+            telemetry=same(self.telemetry),
         )
 
 
