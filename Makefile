@@ -22,10 +22,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Servers the tests run for real (a Prometheus that scrapes the control plane).
+# Servers and browsers the tests run for real: a Prometheus that scrapes the control
+# plane, a Chromium the dashboard's tests drive (through Playwright, no browser download).
 test-deps:
-	@command -v prometheus >/dev/null || \
-	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
+	@command -v prometheus >/dev/null && command -v chromium >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus chromium)
 
 unit: $(STAMP) test-deps
 	$(BIN)/pytest -q

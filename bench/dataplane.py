@@ -5,7 +5,9 @@ Cases, measured in one run with the same load tool, connections and duration:
   b  envoy         wrk → one Envoy (hand-written minimal static config) → nginx
   c  envoy-mtls    wrk → Envoy → mTLS → Envoy (hand-written minimal static config) → nginx
   d  sidemesh      wrk → sidecar a → mTLS → sidecar b → nginx, config from the control plane
-  e  sidemesh+obs  d with tracing and access logs (not built in sidemesh yet: reported so)
+  e  sidemesh+obs  d's path between two other sidecars (o → mTLS → e → nginx) that a
+                   Telemetry covers: tracing at 1% sampling (spans to the control plane
+                   over OTLP) and a JSON access-log line for every request on both
   f  sidemesh+policy  d's path to a service with policies on (same mesh, same sidecar a):
                    an HTTPRoute of 10 rules (9 header, path, method and query matches
                    the load never meets, then a 90/10 weighted split between two
@@ -29,9 +31,9 @@ checked on its callee's sidecar (the JWT filter and 20 RBAC rules), a request wi
 token and one with another group are seen refused (401, 403) before the load, and the
 load's requests are counted there (each allowed by the JWT filter and by the one rule
 meant, none refused). Ends with one line:
-  dataplane: mesh/floor rps=0.95 p99=1.04 mesh/direct rps=0.41 p99=2.30 policy/mesh rps=0.98 p99=1.02 authz/mesh rps=0.97 p99=1.03
+  dataplane: mesh/floor rps=0.95 p99=1.04 mesh/direct rps=0.41 p99=2.30 policy/mesh rps=0.98 p99=1.02 authz/mesh rps=0.97 p99=1.03 obs/mesh rps=0.95 p99=1.05
 where policy/mesh is (f)/(d) and authz/mesh is (g)/(d) (targets for both: rps >= 0.95,
-p99 <= 1.05).
+p99 <= 1.05), and obs/mesh is (e)/(d) (target: rps >= 0.90, p99 <= 1.10).
 
 Usage: python -m bench.dataplane [--duration 10] [--connections 32] [--runs 3]
 """
@@ -56,7 +58,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 from cryptography.hazmat.primitives import hashes
@@ -518,19 +520,60 @@ spec:
 """ + "".join(f"    - {rule}\n" for rule in rules)
 
 
-SIDECARS = {"a": "client", "b": "backend", "v1": ROUTED, "v2": ROUTED, "g": GUARDED}
+OBSERVER, OBSERVED = "observer", "observed"
+"""Case (e)'s caller and callee services, which its Telemetry covers."""
+OBSERVED_SAMPLING = 1.0
+
+SIDECARS = {
+    "a": "client",
+    "b": "backend",
+    "v1": ROUTED,
+    "v2": ROUTED,
+    "g": GUARDED,
+    "o": OBSERVER,
+    "e": OBSERVED,
+}
 """Sidecar → the service its workload names (v1 and v2 also serve routed-v1/-v2)."""
 
 
-def start_sidemesh(
-    procs: Procs, app_ports: dict[str, int], issuer: Issuer
-) -> tuple[int, Path, Path]:
+def observability_documents() -> str:
+    """Case (e)'s Telemetry: 1% of requests traced, every request logged."""
+    return f"""---
+apiVersion: sidemesh.io/v1alpha1
+kind: Telemetry
+metadata: {{name: observed}}
+spec:
+  targetRefs: [{{name: {OBSERVER}}}, {{name: {OBSERVED}}}]
+  tracing: {{randomSamplingPercentage: {OBSERVED_SAMPLING}}}
+  accessLogging: {{requests: All}}
+"""
+
+
+class Sidemesh(NamedTuple):
+    ports: dict[str, int]
+    """Each sidecar's ``<name>_in`` and ``<name>_out``, and the control plane's."""
+    admin: dict[str, Path]
+    """Each sidecar's Envoy admin socket."""
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.ports['api']}"
+
+
+def observability_counts(workdir: Path, api: str) -> dict[str, int]:
+    """Case (e)'s evidence: the access-log lines its callee's sidecar wrote, and the
+    spans the control plane received."""
+    log = (workdir / "sidecar-e.log").read_bytes()
+    traces = httpx.get(f"{api}/v1/traces?limit=1", timeout=10).json()
+    return {"access_lines": log.count(b'"log":"access"'), "spans": traces["spansReceived"]}
+
+
+def start_sidemesh(procs: Procs, app_ports: dict[str, int], issuer: Issuer) -> Sidemesh:
     """Control plane + sidecars a (the caller), b (case d's backend), v1 and v2 (case
-    f's) and g (case g's, its tokens signed by ``issuer``), whose apps are nginx's
-    ``app_ports`` by sidecar; returns (a's outbound port, a's admin socket, g's admin
-    socket)."""
+    f's), g (case g's, its tokens signed by ``issuer``), o and e (case e's caller and
+    callee), whose apps are nginx's ``app_ports`` by sidecar."""
     ports = {f"{name}_{kind}": free_port() for name in SIDECARS for kind in ("in", "out")}
-    ports.update({k: free_port() for k in ("xds", "api", "ca", "a_app")})
+    ports.update({k: free_port() for k in ("xds", "api", "ca", "a_app", "o_app")})
     mesh = procs.workdir / "mesh.yaml"
     mesh.write_text(
         f"""
@@ -542,6 +585,8 @@ services:
   - {{name: {ROUTED}-v1, ports: [{{port: 80}}], selector: {{version: v1}}}}
   - {{name: {ROUTED}-v2, ports: [{{port: 80}}], selector: {{version: v2}}}}
   - {{name: {GUARDED}, ports: [{{port: 80}}]}}
+  - {{name: {OBSERVER}, ports: [{{port: 8080}}]}}
+  - {{name: {OBSERVED}, ports: [{{port: 80}}]}}
 workloads:
   - {{name: a, service: client, port: {ports["a_in"]}, appPort: {ports["a_app"]},
       sidecar: {{outboundPort: {ports["a_out"]}}}}}
@@ -555,9 +600,14 @@ workloads:
       sidecar: {{outboundPort: {ports["v2_out"]}}}}}
   - {{name: g, service: {GUARDED}, port: {ports["g_in"]}, appPort: {app_ports["g"]},
       sidecar: {{outboundPort: {ports["g_out"]}}}}}
+  - {{name: o, service: {OBSERVER}, port: {ports["o_in"]}, appPort: {ports["o_app"]},
+      sidecar: {{outboundPort: {ports["o_out"]}}}}}
+  - {{name: e, service: {OBSERVED}, port: {ports["e_in"]}, appPort: {app_ports["e"]},
+      sidecar: {{outboundPort: {ports["e_out"]}}}}}
 """
         + policy_documents()
         + authz_documents(issuer)
+        + observability_documents()
     )
     state = procs.workdir / "state"
     sidemesh = [sys.executable, "-m", "sidemesh"]
@@ -608,8 +658,8 @@ workloads:
                 ],
             ),
         )
-    admin = {name: procs.workdir / f"{name}.sockets" / "admin.sock" for name in ("a", "g")}
-    return ports["a_out"], admin["a"], admin["g"]
+    admin = {name: procs.workdir / f"{name}.sockets" / "admin.sock" for name in SIDECARS}
+    return Sidemesh(ports, admin)
 
 
 def wait_http(
@@ -959,7 +1009,12 @@ def main() -> int:
         procs = Procs(tmp)
         stack.callback(procs.stop)
         backend = free_port()
-        app_ports = {"b": free_port(), **{v: free_port() for v in VERSIONS}, "g": free_port()}
+        app_ports = {
+            "b": free_port(),
+            **{v: free_port() for v in VERSIONS},
+            "g": free_port(),
+            "e": free_port(),
+        }
         start_nginx(procs, backend, *app_ports.values())
         envoy_port, client_port, server_port = free_port(), free_port(), free_port()
         start_static_envoy(
@@ -979,7 +1034,8 @@ def main() -> int:
             _cluster("server", server_port, _tls_context(files, "client", "server")),
         )
         issuer = token_issuer()
-        mesh_port, mesh_admin, guarded_admin = start_sidemesh(procs, app_ports, issuer)
+        mesh = start_sidemesh(procs, app_ports, issuer)
+        mesh_port, mesh_admin, guarded_admin = mesh.ports["a_out"], mesh.admin["a"], mesh.admin["g"]
         cases = [
             Case("a", "direct", f"http://127.0.0.1:{backend}/"),
             Case("b", "one Envoy, static", f"http://127.0.0.1:{envoy_port}/"),
@@ -989,9 +1045,9 @@ def main() -> int:
             ),
             Case(
                 "e",
-                "sidemesh + tracing + access logs",
-                "",
-                note="not measured: sidemesh has no tracing or access-log settings yet",
+                f"sidemesh + tracing ({OBSERVED_SAMPLING:g}%) + access log of every request",
+                f"http://127.0.0.1:{mesh.ports['o_out']}/",
+                host=OBSERVED,
             ),
             Case(
                 "f",
@@ -1034,6 +1090,8 @@ def main() -> int:
         policy_problems = policy_config_problems(mesh_admin)
         counted = policy_requests(mesh_admin)
         authz_after = authz_counters(guarded_admin)
+        time.sleep(2)  # the last access-log lines flushed, the last spans exported
+        observed = observability_counts(procs.workdir, mesh.api)
     authz_counted = {name: value - authz_before.get(name, 0) for name, value in authz_after.items()}
     authz_sent = sum(r.requests for r in by["g"].runs) + (
         args.rate * args.duration if rate.get("g") else 0
@@ -1065,7 +1123,7 @@ def main() -> int:
                 if fixed
             )
         )
-    d, c, a, f, g = by["d"], by["c"], by["a"], by["f"], by["g"]
+    d, c, a, f, g, e = by["d"], by["c"], by["a"], by["f"], by["g"], by["e"]
     ratios = {
         "mesh/floor rps": d.rps / c.rps,
         "mesh/floor p99": d.p99 / c.p99,
@@ -1075,6 +1133,8 @@ def main() -> int:
         "policy/mesh p99": f.p99 / d.p99,
         "authz/mesh rps": g.rps / d.rps,
         "authz/mesh p99": g.p99 / d.p99,
+        "obs/mesh rps": e.rps / d.rps,
+        "obs/mesh p99": e.p99 / d.p99,
     }
     fixed_f, fixed_d = rate.get("f"), rate.get("d")
     if fixed_f and fixed_d:
@@ -1088,6 +1148,15 @@ def main() -> int:
         callee_g = fixed_g["cpu_us_per_request_by_process"].get("sidecar-g", math.nan)
         callee_d = fixed_d["cpu_us_per_request_by_process"].get("sidecar-b", math.nan)
         ratios["authz/mesh cpu callee"] = callee_g / callee_d
+    observed_sent = sum(r.requests for r in e.runs) + (
+        args.rate * args.duration if rate.get("e") else 0
+    )
+    console.print(
+        f"(e): {observed['access_lines']:,} access-log lines on sidecar e for "
+        f"{observed_sent:,} requests sent; {observed['spans']:,} spans received by the control "
+        f"plane ({OBSERVED_SAMPLING:g}% of requests traced, 2 spans each: about "
+        f"{observed_sent * OBSERVED_SAMPLING / 100 * 2:,.0f} expected)"
+    )
     routed = sum(counted[v] for v in VERSIONS)
     console.print(
         f"(f) on sidecar a: {routed:,} requests to the split, "
@@ -1196,7 +1265,8 @@ def main() -> int:
         f"dataplane: mesh/floor rps={ratios['mesh/floor rps']:.2f} p99={ratios['mesh/floor p99']:.2f} "
         f"mesh/direct rps={ratios['mesh/direct rps']:.2f} p99={ratios['mesh/direct p99']:.2f} "
         f"policy/mesh rps={ratios['policy/mesh rps']:.2f} p99={ratios['policy/mesh p99']:.2f} "
-        f"authz/mesh rps={ratios['authz/mesh rps']:.2f} p99={ratios['authz/mesh p99']:.2f}"
+        f"authz/mesh rps={ratios['authz/mesh rps']:.2f} p99={ratios['authz/mesh p99']:.2f} "
+        f"obs/mesh rps={ratios['obs/mesh rps']:.2f} p99={ratios['obs/mesh p99']:.2f}"
     )
     return 1 if policy_problems or counted["not_matching_rules"] or authz_problems else 0
 

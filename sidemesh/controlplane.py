@@ -150,7 +150,14 @@ class ControlPlane:
             )
         )
         self._api = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                # An open dashboard holds an event stream: a stop waits no longer.
+                timeout_graceful_shutdown=2,
+            )
         )
         self._api_task = asyncio.create_task(self._api.serve(sockets=[api_socket]))
         self._watch_tasks += [asyncio.create_task(source.watch()) for source in self.sources]

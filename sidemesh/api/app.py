@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from sidemesh.api.dashboard import dashboard_router
 from sidemesh.api.endpoints import EndpointsResponse, endpoints_response
 from sidemesh.api.traffic import TrafficCollector, graph_response, stats_response
 from sidemesh.envoy import ProxyId, ResourceType
@@ -170,6 +171,8 @@ def create_app(view: ApiView) -> FastAPI:
                 for rtype in ResourceType
             },
         }
+
+    app.include_router(dashboard_router(view))
 
     registry = CollectorRegistry(auto_describe=True)
     registry.register(XdsCollector(view.status))

@@ -52,6 +52,8 @@ def graph_response(scraper: Scraper, state: MeshState, window: str) -> dict[str,
         by_pair.setdefault((edge.source_service, edge.destination), []).append(signals)
     mesh_services = {str(key): key for key in state.services}
     nodes = {str(key): {"id": str(key), "kind": "service"} for key in state.services}
+    for name, namespace in state.gateways:  # whether or not anything came in yet
+        nodes[f"{name}.{namespace}"] = {"id": f"{name}.{namespace}", "kind": "gateway"}
     for source, destination in by_pair:
         nodes.setdefault(source, {"id": source, "kind": "gateway"})
         nodes.setdefault(destination, {"id": destination, "kind": "external"})
@@ -92,6 +94,10 @@ def _summed(signals: list[Signals]) -> dict[str, Any]:
         "p50Ms": worst([s.p50_ms for s in signals]),
         "p95Ms": worst([s.p95_ms for s in signals]),
         "p99Ms": worst([s.p99_ms for s in signals]),
+        "clientErrors": sum(s.client_errors for s in signals),
+        "connections": sum(s.connections for s in signals),
+        "bytesSent": sum(s.bytes_sent for s in signals),
+        "bytesReceived": sum(s.bytes_received for s in signals),
     }
 
 
@@ -126,6 +132,7 @@ class TrafficCollector:
                 durations.add_metric(values, buckets, sum_value=math.nan)
         yield requests
         yield durations
+        yield from _connection_counters(self.scraper, labels)
         scrapes = CounterMetricFamily(
             "sidemesh_telemetry_scrapes", "Rounds of scraping every proxy's stats"
         )
@@ -141,3 +148,28 @@ class TrafficCollector:
 
 def _bound(value: float) -> str:
     return f"{value:g}"
+
+
+def _connection_counters(scraper: Scraper, labels: list[str]) -> Iterator[Metric]:
+    """Per edge: connections opened and bytes each way, as the caller's Envoy counted
+    them (for a TCP service the only measure of its traffic)."""
+    families = {
+        "connections": CounterMetricFamily(
+            "sidemesh_tcp_connections_opened",
+            "Connections each workload opened to each destination",
+            labels=labels,
+        ),
+        "bytes_sent": CounterMetricFamily(
+            "sidemesh_tcp_sent_bytes", "Bytes each workload sent each destination", labels=labels
+        ),
+        "bytes_received": CounterMetricFamily(
+            "sidemesh_tcp_received_bytes",
+            "Bytes each workload received from each destination",
+            labels=labels,
+        ),
+    }
+    for edge, traffic in sorted(scraper.signals.latest.items()):
+        values = [str(edge.source), edge.source_service, edge.destination]
+        for counter, family in families.items():
+            family.add_metric(values, getattr(traffic, counter))
+    yield from families.values()

@@ -1,89 +1,68 @@
-"""The sidecars' access-log lines (JSON, one per failed request) in plain words: what
-Envoy's response flags and details mean for the request, so a 503 says why."""
+"""The sidecars' access-log lines (JSON, one per failed request, or per request where a
+Telemetry asks) in plain words: what Envoy's response flags and details mean for the
+request, so a 503 says why."""
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-_OUTBOUND = re.compile(r"^outbound\|\d+\|[^|]*\|(.+)$")
-_INBOUND = re.compile(r"^inbound\|(\d+)\|(.+)$")
-_RBAC = re.compile(r"rbac_access_denied_matched_policy\[(.+)\]")
+from sidemesh.telemetry.failures import reason
 
 
-def _service(cluster: str) -> str:
-    inbound = _INBOUND.match(cluster or "")
-    if inbound is not None:
-        return f"its own app (service {inbound.group(2)}, port {inbound.group(1)})"
-    outbound = _OUTBOUND.match(cluster or "")
-    return outbound.group(1) if outbound is not None else cluster or "the upstream"
-
-
-def reason(entry: dict[str, Any]) -> str:
-    """Why the request failed, in words, from one access-log entry."""
-    flags = set(str(entry.get("responseFlags") or "-").split(","))
-    details = str(entry.get("responseCodeDetails") or "")
-    service = _service(str(entry.get("upstreamCluster") or ""))
-    upstream = entry.get("upstream")
-    upstream = upstream if upstream not in (None, "-", "") else None
-    failure = entry.get("upstreamFailure")
-    failure = str(failure).replace("_", " ").strip() if failure not in (None, "-", "") else None
-    rbac = _RBAC.search(details)
-    if rbac is not None:
-        rule = rbac.group(1)
-        return (
-            "refused: no ALLOW rule of its AuthorizationPolicies matches"
-            if rule == "none"
-            else f"refused by AuthorizationPolicy rule {rule}"
-        )
-    if details.startswith("jwt_authn_access_denied"):
-        return f"its token was refused: {details.partition('{')[2].rstrip('}').replace('_', ' ')}"
-    if "UF" in flags:
-        at = f" ({upstream})" if upstream else ""
-        why = f": {failure}" if failure else ""
-        return f"no connection to {service}{at}{why}"
-    if "UO" in flags:
-        return f"circuit breaker of {service} is open (its BackendPolicy's connection pool is full)"
-    if "NR" in flags:
-        host = entry.get("authority")
-        return f"no route for Host {host} (no service, route rule or outside host matches)"
-    if "UH" in flags:
-        return f"no healthy workload of {service} (all ejected, failing health checks, or none)"
-    if "UT" in flags:
-        return f"{service} did not answer within the route's timeout"
-    if "URX" in flags:
-        return f"{service} kept failing: retries and connection attempts used up"
-    if "RL" in flags:
-        return "rate limited by the service's BackendPolicy"
-    if "FI" in flags:
-        return "aborted by a FaultInjection"
-    if "DC" in flags:
-        return "the caller closed its connection before the answer"
-    if "DPE" in flags or "UPE" in flags:
-        return "an HTTP protocol error"
-    if "UC" in flags or "UR" in flags:
-        return f"{service} closed or reset the connection"
-    status = entry.get("status")
-    if details == "via_upstream":
-        return f"{service} answered {status}"
-    return details.replace("_", " ") or f"answered {status}"
+def entry_of(line: str) -> dict[str, Any] | None:
+    """The access-log entry ``line`` holds, if it is one."""
+    start = line.find("{")
+    if start < 0 or '"log"' not in line:
+        return None
+    try:
+        entry = json.loads(line[start:])
+    except ValueError:
+        return None
+    if not isinstance(entry, dict) or entry.get("log") != "access":
+        return None
+    return entry
 
 
 def render(line: str) -> str:
     """``line`` in words if it is an access-log entry, else as it is."""
-    start = line.find("{")
-    if start < 0 or '"log"' not in line:
-        return line
-    try:
-        entry = json.loads(line[start:])
-    except ValueError:
-        return line
-    if not isinstance(entry, dict) or entry.get("log") != "access":
-        return line
+    entry = entry_of(line)
+    return line if entry is None else in_words(entry)
+
+
+def render_access_only(line: str) -> str | None:
+    """Access-log entries in words; every other line left out."""
+    entry = entry_of(line)
+    return None if entry is None else in_words(entry)
+
+
+def raw_access_only(line: str) -> str | None:
+    return None if entry_of(line) is None else line
+
+
+def in_words(entry: dict[str, Any]) -> str:
     peer = entry.get("peer")
-    caller = f" from {peer}" if peer not in (None, "-", "") else ""
-    return (
+    caller = f" from {peer}" if _given(peer) else ""
+    trace = f" (trace {entry['traceId']})" if _given(entry.get("traceId")) else ""
+    head = (
         f"{entry.get('time')} {entry.get('status')} {entry.get('method')} "
-        f"{entry.get('authority')}{entry.get('path')}{caller}: {reason(entry)}"
+        f"{entry.get('authority')}{entry.get('path')}{caller}"
     )
+    if _succeeded(entry):
+        by = entry.get("upstreamPeer") if _given(entry.get("upstreamPeer")) else None
+        by = by or entry.get("upstream")
+        served = f" by {by}" if _given(by) else ""
+        return f"{head}: {entry.get('durationMs')} ms{served}{trace}"
+    return f"{head}: {reason(entry)}{trace}"
+
+
+def _given(value: Any) -> bool:
+    return value not in (None, "-", "")
+
+
+def _succeeded(entry: dict[str, Any]) -> bool:
+    """Answered below 400 with no flag of Envoy's own (logged only when a Telemetry
+    asks for every request)."""
+    status = str(entry.get("status") or "")
+    flags = str(entry.get("responseFlags") or "-")
+    return status.isdigit() and int(status) < 400 and flags == "-"

@@ -587,14 +587,18 @@ def logs(
     ] = False,
     follow: Annotated[bool, typer.Option("--follow", "-F", help="Keep printing new lines")] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many last lines")] = 50,
+    access: Annotated[
+        bool, typer.Option(help="Only its sidecar's access-log lines (the requests)")
+    ] = False,
     raw: Annotated[
         bool, typer.Option(help="Access-log lines as the sidecar wrote them (JSON)")
     ] = False,
     runtime_dir: RuntimeDirOption = DEFAULT_RUNTIME_DIR,
 ) -> None:
     """A workload's log (local mode). Its sidecar's log holds one access-log line per
-    failed request, shown in words: who called, what, and why it failed."""
-    suffix = ".sidecar.log" if sidecar else ".log"
+    failed request (per request where a Telemetry asks), shown in words: who called,
+    what, and why it failed, with the request's trace ID."""
+    suffix = ".sidecar.log" if sidecar or access else ".log"
     path = runtime_dir / "logs" / f"{workload}{suffix}"
     if not path.exists():
         known = sorted(p.name.removesuffix(".log") for p in (runtime_dir / "logs").glob("*.log"))
@@ -605,7 +609,11 @@ def logs(
             err=True,
         )
         raise typer.Exit(1)
-    follow_log(path, lines, follow, (lambda line: line) if raw else access_log.render)
+    if access:
+        render = access_log.raw_access_only if raw else access_log.render_access_only
+    else:
+        render = (lambda line: line) if raw else access_log.render
+    follow_log(path, lines, follow, render)
 
 
 def main() -> None:

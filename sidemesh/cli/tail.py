@@ -10,7 +10,10 @@ from pathlib import Path
 
 
 def follow_log(
-    path: Path, lines: int, follow: bool, render: Callable[[str], str] = lambda line: line
+    path: Path,
+    lines: int,
+    follow: bool,
+    render: Callable[[str], str | None] = lambda line: line,
 ) -> None:
     """``render``: what to print for each line (``access_log.render`` puts the sidecar's
     access-log lines into words)."""
@@ -36,7 +39,9 @@ def follow_log(
             return
 
 
-def _rendered(line: bytes, render: Callable[[str], str]) -> str:
+def _rendered(line: bytes, render: Callable[[str], str | None]) -> str:
+    """The line as ``render`` puts it, or nothing if it returns None (a line left out)."""
     text = line.decode(errors="replace")
     body = text.rstrip("\n")
-    return render(body) + text[len(body) :]
+    shown = render(body)
+    return "" if shown is None else shown + text[len(body) :]

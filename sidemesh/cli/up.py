@@ -152,9 +152,10 @@ def _print_ready(
                 f"  {route.service:>12}: http://{gateway.address}:{gateway.port}{route.prefix}"
             )
     console.print(
+        f"  {'dashboard':>12}: http://127.0.0.1:{api_port}/\n"
         f"  {'API':>12}: http://127.0.0.1:{api_port}/v1/state\n"
-        "Try: sidemesh status · sidemesh proxy-config NAME · sidemesh logs NAME · "
-        "sidemesh down (or Ctrl-C)"
+        "Try: sidemesh status · sidemesh traces · sidemesh proxy-config NAME · "
+        "sidemesh logs NAME · sidemesh down (or Ctrl-C)"
     )
 
 

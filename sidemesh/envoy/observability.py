@@ -53,6 +53,8 @@ _FIELDS = {
     "upstreamFailure": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
     "durationMs": "%DURATION%",
     "requestId": "%REQ(X-REQUEST-ID)%",
+    "traceId": "%TRACE_ID%",
+    "upstreamPeer": "%UPSTREAM_PEER_URI_SAN%",
 }
 
 

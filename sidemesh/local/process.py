@@ -59,6 +59,8 @@ class Supervised:
         self.state = ProcessState.STOPPED
         self.restarts = 0
         self.last_exit: int | None = None
+        self.last_exit_at: float | None = None
+        """When it last exited (Unix time): a crash is news for a while after."""
         self.process: asyncio.subprocess.Process | None = None
         self._stopping = False
         self._monitor: asyncio.Task[None] | None = None
@@ -101,6 +103,7 @@ class Supervised:
             started = time.monotonic()
             code = await self.process.wait()
             self.last_exit = code
+            self.last_exit_at = time.time()
             self.exited.set()
             if self._stopping:
                 self.state = ProcessState.STOPPED
@@ -170,5 +173,6 @@ class Supervised:
             "pid": self.pid if self.state is not ProcessState.STOPPED else None,
             "restarts": self.restarts,
             "lastExit": self.last_exit,
+            "lastExitAt": self.last_exit_at,
             "log": str(self.spec.log_path),
         }

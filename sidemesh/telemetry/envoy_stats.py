@@ -1,6 +1,7 @@
 """Reading a caller's Envoy stats (``/stats?format=json&histogram_buckets=cumulative``)
-into what it sent to each destination: requests, responses by class, and the latency
-histogram, as counted since the Envoy started.
+into what it sent to each destination: requests, responses by class, the latency
+histogram, connections opened and bytes each way (for TCP services the only measure), as
+counted since the Envoy started.
 
 A caller's outbound cluster is one destination: ``outbound|<port>|<subset>|<svc>.<ns>``
 (a mesh service) or ``outbound|<port>||<host>`` (a host outside the mesh); Envoy counts
@@ -16,14 +17,22 @@ from typing import Any
 
 STATS_PATH = (
     "/stats?format=json&histogram_buckets=cumulative"
-    "&filter=^cluster\\.outbound\\|.*\\.(upstream_rq_[1-5]xx|upstream_rq_total|upstream_rq_time)$"
+    "&filter=^cluster\\.outbound\\|.*\\.(upstream_rq_[1-5]xx|upstream_rq_total|upstream_rq_time"
+    "|upstream_cx_total|upstream_cx_tx_bytes_total|upstream_cx_rx_bytes_total)$"
 )
 """What is asked of each proxy: only its outbound clusters' request counters and
 latency, not its thousands of other stats."""
 
 _STAT = re.compile(
-    r"^cluster\.outbound\|(\d+)\|[^|]*\|(.+)\.(upstream_rq_[1-5]xx|upstream_rq_total|upstream_rq_time)$"
+    r"^cluster\.outbound\|(\d+)\|[^|]*\|(.+)\."
+    r"(upstream_rq_[1-5]xx|upstream_rq_total|upstream_rq_time"
+    r"|upstream_cx_total|upstream_cx_tx_bytes_total|upstream_cx_rx_bytes_total)$"
 )
+_CONNECTION_COUNTERS = {
+    "upstream_cx_total": "connections",
+    "upstream_cx_tx_bytes_total": "bytes_sent",
+    "upstream_cx_rx_bytes_total": "bytes_received",
+}
 
 
 @dataclass
@@ -35,6 +44,10 @@ class Traffic:
     """``2xx`` ... ``5xx`` → responses."""
     latency_buckets: tuple[tuple[float, int], ...] = ()
     """(upper bound in ms, requests at or under it), cumulative, as Envoy last flushed."""
+    connections: int = 0
+    """Connections opened to the destination."""
+    bytes_sent: int = 0
+    bytes_received: int = 0
 
     @property
     def errors(self) -> int:
@@ -52,7 +65,10 @@ def destination_traffic(body: Mapping[str, Any]) -> dict[str, Traffic]:
                 continue
             traffic = out.setdefault(match.group(2), Traffic())
             value = int(item.get("value", 0))
-            if match.group(3) == "upstream_rq_total":
+            counter = _CONNECTION_COUNTERS.get(match.group(3))
+            if counter is not None:
+                setattr(traffic, counter, getattr(traffic, counter) + value)
+            elif match.group(3) == "upstream_rq_total":
                 traffic.requests += value
             else:
                 kind = match.group(3).removeprefix("upstream_rq_")

@@ -11,9 +11,10 @@ the mesh's size, not its uptime."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -42,6 +43,12 @@ class Signals:
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
+    client_errors: int = 0
+    """4xx answers in the window (a refusal by policy is a 403)."""
+    connections: int = 0
+    """Opened in the window (TCP and HTTP alike)."""
+    bytes_sent: int = 0
+    bytes_received: int = 0
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -51,6 +58,10 @@ class Signals:
             "p50Ms": self.p50_ms,
             "p95Ms": self.p95_ms,
             "p99Ms": self.p99_ms,
+            "clientErrors": self.client_errors,
+            "connections": self.connections,
+            "bytesSent": self.bytes_sent,
+            "bytesReceived": self.bytes_received,
         }
 
 
@@ -97,6 +108,20 @@ class GoldenSignals:
             summed[edge.destination] = _add(summed.get(edge.destination), moved)
         return {name: _signals(traffic, span) for name, traffic in summed.items()}
 
+    def history(self, wanted: Callable[[Edge], bool]) -> list[tuple[float, Signals]]:
+        """Between each two samples kept (the last 10 minutes), the signals of the edges
+        ``wanted`` picks, summed: a time series for a small chart."""
+        samples = list(self._samples)
+        out = []
+        for before, after in itertools.pairwise(samples):
+            summed: Traffic | None = None
+            for edge, now in after.edges.items():
+                if wanted(edge):
+                    summed = _add(summed, _delta(before.edges.get(edge), now))
+            span = max(after.at - before.at, 1e-9)
+            out.append((after.at, _signals(summed or Traffic(), span)))
+        return out
+
     def _bounds(self, window_s: float) -> tuple[_Sample | None, _Sample | None]:
         if len(self._samples) < 2:
             return None, None
@@ -110,9 +135,12 @@ class GoldenSignals:
 
 
 def _delta(before: Traffic | None, now: Traffic) -> Traffic:
-    if before is None or now.requests < before.requests:
+    if before is None or now.requests < before.requests or now.connections < before.connections:
         return now  # new, or its Envoy restarted: counted from zero
     return Traffic(
+        connections=now.connections - before.connections,
+        bytes_sent=now.bytes_sent - before.bytes_sent,
+        bytes_received=now.bytes_received - before.bytes_received,
         requests=now.requests - before.requests,
         by_class={k: v - before.by_class.get(k, 0) for k, v in now.by_class.items()},
         latency_buckets=tuple(
@@ -138,7 +166,14 @@ def _add(a: Traffic | None, b: Traffic) -> Traffic:
         if a.latency_buckets and b.latency_buckets
         else a.latency_buckets or b.latency_buckets
     )
-    return Traffic(a.requests + b.requests, classes, buckets)
+    return Traffic(
+        a.requests + b.requests,
+        classes,
+        buckets,
+        a.connections + b.connections,
+        a.bytes_sent + b.bytes_sent,
+        a.bytes_received + b.bytes_received,
+    )
 
 
 def _signals(traffic: Traffic, span_s: float) -> Signals:
@@ -151,6 +186,10 @@ def _signals(traffic: Traffic, span_s: float) -> Signals:
         p50_ms=quantile(0.50, traffic.latency_buckets),
         p95_ms=quantile(0.95, traffic.latency_buckets),
         p99_ms=quantile(0.99, traffic.latency_buckets),
+        client_errors=traffic.by_class.get("4xx", 0),
+        connections=traffic.connections,
+        bytes_sent=traffic.bytes_sent,
+        bytes_received=traffic.bytes_received,
     )
 
 

@@ -124,3 +124,37 @@ def test_every_failure_reason_is_logged_in_words(tmp_path: Path) -> None:
         if '"log":"access"' in x.replace(" ", "")
     ]
     assert {entry["responseFlags"] for entry in raw} >= {"NR", "UO"}
+
+
+def test_a_telemetry_logs_every_request_of_its_service_with_its_trace(tmp_path: Path) -> None:
+    """A Telemetry with ``accessLogging: {requests: All}`` on b: b's sidecar logs each
+    request it serves, successful ones too, with the caller, the time taken and the
+    trace ID (a's sidecar, which b's Telemetry does not cover, logs only failures)."""
+    mesh = Mesh(tmp_path)
+    mesh.add("a-1", "a")
+    mesh.add("b-1", "b")
+    mesh.mesh_settings = {"tracing": {"randomSamplingPercentage": 100}}
+    mesh.policies = [
+        textwrap.dedent(
+            """
+            apiVersion: sidemesh.io/v1alpha1
+            kind: Telemetry
+            metadata: {name: b-requests}
+            spec:
+              targetRefs: [{name: b}]
+              accessLogging: {requests: All}
+            """
+        )
+    ]
+    mesh.start_all()
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    reply = httpx.get(
+        f"http://127.0.0.1:{mesh.workloads['a-1'].outbound_port}/hello",
+        headers={"Host": "b", "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+        timeout=5,
+    )
+    assert reply.status_code == 200
+    line = _wait_for(mesh, "b-1", "GET b/hello")
+    assert "200 GET b/hello from spiffe://test.local/ns/default/sa/a: " in line
+    assert f"(trace {trace_id})" in line
+    assert not [r for r in _reasons(mesh, "a-1") if " 200 " in r]

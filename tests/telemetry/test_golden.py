@@ -71,3 +71,40 @@ def test_envoys_json_stats_become_traffic_per_destination() -> None:
     assert found["b.default"].requests == 7 and found["b.default"].errors == 1
     assert found["b.default"].latency_buckets == ((1.0, 3), (5.0, 7))
     assert found["api.example.com"].requests == 2
+
+
+def test_a_tcp_destinations_connections_and_bytes_are_counted_per_window() -> None:
+    """A TCP service has no requests: its connections and bytes each way are what the
+    caller's Envoy counts of it."""
+
+    def sample(connections: int, sent: int, received: int) -> dict[Edge, Traffic]:
+        body = {
+            "stats": [
+                {
+                    "name": "cluster.outbound|5432||db.default.upstream_cx_total",
+                    "value": connections,
+                },
+                {
+                    "name": "cluster.outbound|5432||db.default.upstream_cx_tx_bytes_total",
+                    "value": sent,
+                },
+                {
+                    "name": "cluster.outbound|5432||db.default.upstream_cx_rx_bytes_total",
+                    "value": received,
+                },
+            ]
+        }
+        traffic = destination_traffic(body)["db.default"]
+        return {Edge(WorkloadRef("a-1", "default"), "a.default", "db.default"): traffic}
+
+    signals = GoldenSignals()
+    signals.record(0.0, sample(2, 100, 1000))
+    signals.record(10.0, sample(5, 400, 9000))
+    (found,) = signals.edges(10.0).values()
+    assert (found.requests, found.connections, found.bytes_sent, found.bytes_received) == (
+        0,
+        3,
+        300,
+        8000,
+    )
+    assert found.to_json()["bytesReceived"] == 8000
