@@ -46,6 +46,7 @@ bench-dataplane: $(STAMP) bench-deps
 
 bench-controlplane: $(STAMP)
 	$(BIN)/python -m bench.controlplane
+	$(BIN)/python -m bench.telemetry
 
 bench: bench-dataplane bench-controlplane
 

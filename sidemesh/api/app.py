@@ -16,6 +16,8 @@ from prometheus_client.registry import Collector
 
 from sidemesh.api.dashboard import dashboard_router
 from sidemesh.api.endpoints import EndpointsResponse, endpoints_response
+from sidemesh.api.proxies import ProxiesOut
+from sidemesh.api.traces import TraceList, TraceOut, TraceSummary
 from sidemesh.api.traffic import TrafficCollector, graph_response, stats_response
 from sidemesh.envoy import ProxyId, ResourceType
 from sidemesh.identity.service import SigningService
@@ -78,29 +80,39 @@ def create_app(view: ApiView) -> FastAPI:
 
     @app.get(
         "/v1/traces",
+        response_model=TraceList,
+        response_model_by_alias=True,
         summary="Recent traces, failed first, then the slowest (the spans proxies sent)",
     )
     async def traces(
         limit: int = Query(20, ge=1, le=1000),
         service: str | None = None,
         errors: bool = False,
-    ) -> dict[str, Any]:
+    ) -> TraceList:
         store = view.traces or TraceStore()
-        return {
-            "traces": [t.summary() for t in store.recent(limit, service, errors)],
-            "kept": len(store),
-            "spansReceived": store.spans_received,
-        }
+        return TraceList(
+            traces=[
+                TraceSummary.model_validate(t.summary())
+                for t in store.recent(limit, service, errors)
+            ],
+            kept=len(store),
+            spans_received=store.spans_received,
+        )
 
-    @app.get("/v1/traces/{trace_id}", summary="One trace: every span that has arrived")
-    async def trace(trace_id: str) -> dict[str, Any]:
+    @app.get(
+        "/v1/traces/{trace_id}",
+        response_model=TraceOut,
+        response_model_by_alias=True,
+        summary="One trace: every span that has arrived",
+    )
+    async def trace(trace_id: str) -> TraceOut:
         found = view.traces.get(trace_id) if view.traces is not None else None
         if found is None:
             raise HTTPException(
                 404,
                 f"no trace {trace_id} (kept: the {MAX_TRACES} most recent; see GET /v1/traces)",
             )
-        return found.to_json()
+        return TraceOut.model_validate(found.to_json())
 
     @app.get("/healthz", summary="Liveness: the control plane is up and serving xDS")
     async def healthz() -> dict[str, Any]:
@@ -119,13 +131,17 @@ def create_app(view: ApiView) -> FastAPI:
 
     @app.get(
         "/v1/proxies",
+        response_model=ProxiesOut,
+        response_model_by_alias=True,
         summary="Connected proxies: xDS mode, sent and ACKed version per type, last NACK",
     )
-    async def proxies() -> dict[str, Any]:
+    async def proxies() -> ProxiesOut:
         listed = view.status.to_json()
         for proxy in listed:
             proxy["certificate"] = _certificate_json(view, proxy["node"])
-        return {"meshVersion": view.publisher.state.version, "proxies": listed}
+        return ProxiesOut.model_validate(
+            {"meshVersion": view.publisher.state.version, "proxies": listed}
+        )
 
     @app.get(
         "/v1/endpoints",

@@ -61,7 +61,8 @@ class Scraper:
                 continue
             service = self.service_of(proxy)
             for destination, traffic in destination_traffic(answer.body).items():
-                if traffic.requests:  # every sidecar has every cluster; most go unused
+                # Every sidecar has every cluster; most go unused.
+                if traffic.requests or traffic.connections:
                     edges[Edge(proxy.ref, service, destination)] = traffic
         self.signals.record(time.monotonic(), edges)
         self.scrapes += 1

@@ -1,0 +1,55 @@
+"""``/v1/proxies``: the typed shape of what the control plane knows of each connected
+proxy (OpenAPI documents it), read by ``sidemesh proxies``, ``proxy-config`` and the
+dashboard."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class NackOut(_Out):
+    version: str
+    error: str
+    """Envoy's own message."""
+    at: float
+
+
+class TypeOut(_Out):
+    sent_version: str
+    acked_version: str
+    acked_state_version: int
+    synced: bool
+    nacks: int
+    pushes: int
+    last_nack: NackOut | None
+
+
+class CertificateOut(_Out):
+    identity: str
+    serial: str
+    not_after: str
+    expires_in_seconds: float
+
+
+class ProxyOut(_Out):
+    node: str
+    xds_mode: str
+    connected: bool
+    connected_at: float
+    admin_socket: str | None
+    """Where its Envoy admin listens (a 0600 Unix socket on its host)."""
+    state_version: int
+    """The mesh version of the newest config it was sent."""
+    synced: bool
+    types: dict[str, TypeOut]
+    certificate: CertificateOut | None
+
+
+class ProxiesOut(_Out):
+    mesh_version: int
+    proxies: list[ProxyOut]
