@@ -22,6 +22,7 @@ from sidemesh.agent.sidecar import ADMIN_SOCKET, DRAIN_S, SDS_SOCKET, IdentityPa
 from sidemesh.cli import access_log
 from sidemesh.cli import check as check_view
 from sidemesh.cli import explain as explain_view
+from sidemesh.cli import kube as kube_commands
 from sidemesh.cli import proxy_config as proxy_config_view
 from sidemesh.cli import status as status_view
 from sidemesh.cli import traces as traces_view
@@ -614,6 +615,9 @@ def logs(
     else:
         render = (lambda line: line) if raw else access_log.render
     follow_log(path, lines, follow, render)
+
+
+kube_commands.register(app)
 
 
 def main() -> None:

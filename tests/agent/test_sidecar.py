@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,3 +106,29 @@ def test_envoy_does_not_outlive_its_agent(mesh: Mesh) -> None:
             break
         assert time.monotonic() < deadline, "Envoy kept running after its agent died"
         time.sleep(0.05)
+
+
+def test_ready_says_live_once_envoy_has_its_config(mesh: Mesh) -> None:
+    """``sidemesh ready``, the injected sidecar's startup probe, against a real one."""
+    mesh.start_sidecar("a-1")
+    mesh.wait_synced(["a-1"])
+    deadline = time.monotonic() + 20
+    while True:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sidemesh",
+                "ready",
+                "--socket-dir",
+                str(mesh.workloads["a-1"].socket_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if done.returncode == 0:
+            break
+        assert time.monotonic() < deadline, done.stderr
+        time.sleep(0.2)
+    assert done.stdout.strip() == "LIVE"

@@ -34,11 +34,18 @@ def test_check_finds_each_planted_mistake_with_where_and_what_to_do() -> None:
             "reviews.default is STRICT: they never get past mTLS"
         ),
         "AuthorizationPolicy default/open-legacy spec.rules[0]": "plaintext callers get in",
+        "AuthorizationPolicy default/twice spec.rules[1]": (
+            "shadowed: rule 0 of the same policy matches every request this one does"
+        ),
+        "AuthorizationPolicy default/admins-delete spec.rules[0]": (
+            "never allows anything on reviews.default: DENY AuthorizationPolicy "
+            "default/no-deletes rule 0 matches every request it does"
+        ),
     }
     for where, problem in expected.items():
         assert problem in findings.get(where, ""), (where, findings)
     table = _check("-f", str(PLANTED))
-    assert "valid, 4 warnings" in table.stdout
+    assert "valid, 6 warnings" in table.stdout
 
 
 def test_check_refuses_what_the_control_plane_would_and_exits_1(tmp_path: Path) -> None:
@@ -50,5 +57,5 @@ def test_check_refuses_what_the_control_plane_would_and_exits_1(tmp_path: Path) 
     result = _check("-f", str(bad))
     assert result.returncode == 1
     assert "refused, 1 error; nothing would run" in result.stdout
-    assert "document 6 (AuthorizationPolicy default/typo) spec.targetRefs[0].name" in result.stdout
+    assert "document 9 (AuthorizationPolicy default/typo) spec.targetRefs[0].name" in result.stdout
     assert "'reviewz' is not a service" in result.stdout

@@ -17,7 +17,21 @@ def _sidemesh(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["controlplane"], ["sidecar"], ["proxies"], ["check"], ["explain"], ["stat"], ["top"]],
+    [
+        [],
+        ["controlplane"],
+        ["sidecar"],
+        ["proxies"],
+        ["check"],
+        ["explain"],
+        ["stat"],
+        ["top"],
+        ["traces"],
+        ["trace"],
+        ["inject"],
+        ["ready"],
+        ["redirect"],
+    ],
 )
 def test_help_everywhere(command: list[str]) -> None:
     result = _sidemesh(*command, "--help")

@@ -132,6 +132,19 @@ def test_the_dashboard_shows_the_demo_live(demo: tuple[Up, Path]) -> None:
             )
         _shot(page, "graph-reviews-killed")
 
+        page.select_option("#by", "workload")
+        page.wait_for_selector('#graph-canvas .node[data-kind="workload"]')
+        workloads = page.evaluate(
+            """() => [...document.querySelectorAll('#graph-canvas .node[data-kind="workload"]')]
+                .map((n) => n.dataset.id)"""
+        )
+        assert "productpage-v1.default" in workloads
+        assert {w for w in workloads if w.startswith("reviews-v")} <= {
+            f"reviews-v{v}-{i}.default" for v in (2, 3) for i in (1, 2)
+        }
+        _shot(page, "graph-by-workload")
+        page.select_option("#by", "service")
+
         page.goto(f"{origin}/#workloads")
         page.wait_for_selector("#workloads-table tr[data-node]")
         assert page.locator("#workloads-table tr[data-node]").count() == len(state["workloads"]) + 1

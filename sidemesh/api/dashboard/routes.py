@@ -136,12 +136,17 @@ def dashboard_router(view: ApiView) -> APIRouter:
 
     @router.get(
         "/v1/dashboard/graph.svg",
-        summary="The service graph as SVG: nodes by health, edges with their signals",
+        summary="The service graph as SVG: nodes by health, edges with their signals; "
+        "``by=workload``: each calling workload (its version) as a node of its own",
         response_class=Response,
     )
-    async def graph_svg(window: str = "1m") -> Response:
+    async def graph_svg(window: str = "1m", by: str = "service") -> Response:
+        if by not in ("service", "workload"):
+            raise HTTPException(400, f"by={by!r}: service or workload")
         try:
             nodes, edges, denied = _graph(view, window)
+            if by == "workload":
+                nodes, edges = _by_workload(view, window, nodes)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc
         return Response(render(nodes, edges, denied), media_type="image/svg+xml")
@@ -252,6 +257,52 @@ class _Process(NamedTuple):
     """Its app or sidecar exited within the last ``RECENT_CRASH_S``."""
 
 
+def _by_workload(
+    view: ApiView, window: str, services: list[NodeView]
+) -> tuple[list[NodeView], list[dict[str, Any]]]:
+    """The graph with each calling workload as a node (its version in its note), calling
+    the services: which replica or version sends what."""
+    if view.telemetry is None:
+        return services, []
+    state = view.publisher.state
+    running = _running(view)
+    edges = view.telemetry.signals.edges(window_seconds(window))
+    nodes = {n.id: n for n in services}
+    mtls = {
+        e["destination"]: e["mtls"] for e in graph_response(view.telemetry, state, window)["edges"]
+    }
+    out: list[dict[str, Any]] = []
+    for edge, signals in sorted(edges.items()):
+        source = str(edge.source)
+        if source not in nodes:
+            workload = state.workload(edge.source.name, edge.source.namespace)
+            version = (workload.labels.get("version") if workload is not None else None) or ""
+            process = (running or {}).get(edge.source.name)
+            health = Health.IDLE
+            if process is not None and (not process.running or process.crashed):
+                health = Health.DEGRADED
+            note = f"{edge.source_service.split('.')[0]} {version}".strip()
+            nodes[source] = NodeView(source, "workload", health, note)
+        out.append(
+            {
+                "source": source,
+                "destination": edge.destination,
+                "mtls": mtls.get(edge.destination, False),
+                **signals.to_json(),
+            }
+        )
+    # Each service joined to its workloads that call out: the path reads on through them.
+    members = [
+        {"source": e["source_service"], "destination": e["source"], "member": True}
+        for e in (
+            {"source": str(edge.source), "source_service": edge.source_service} for edge in edges
+        )
+        if e["source_service"] in nodes and e["source_service"] != e["source"]
+    ]
+    unique = {(m["source"], m["destination"]): m for m in members}
+    return list(nodes.values()), [*unique.values(), *out]
+
+
 def _running(view: ApiView) -> dict[str, _Process] | None:
     """Local mode: each workload (and gateway) by name, whether it runs and whether it
     just crashed (restarted at once, a crash would otherwise be gone from the page
@@ -307,7 +358,11 @@ def _detail(view: ApiView, node: str, source: str | None) -> Detail:
     name, _, namespace = node.partition(".")
     key = ServiceKey(name, namespace)
 
+    calling_workload = key not in state.services and state.workload(name, namespace) is not None
+
     def wanted(edge: Edge) -> bool:
+        if calling_workload:  # a workload's node: what it sends
+            return str(edge.source) == node
         return edge.destination == node and (source is None or edge.source_service == source)
 
     series = []

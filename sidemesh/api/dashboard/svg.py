@@ -131,6 +131,13 @@ def _edge(edge: Mapping[str, Any], placed: dict[str, Placed], denied: bool) -> s
     if b.layer <= a.layer:  # a call back (a cycle) or within a column: go around below
         x2, y2 = b.x + NODE_WIDTH / 2, b.y + NODE_HEIGHT
     bend = max(abs(x2 - x1) / 2, 40)
+    if edge.get("member"):  # a service and one of its workloads: no traffic of its own
+        return (
+            f'<g class="member" data-source="{escape(edge["source"])}" '
+            f'data-destination="{escape(edge["destination"])}">'
+            f'<path d="M {x1} {y1} C {x1 + bend} {y1}, {x2 - bend} {y2}, {x2} {y2}" '
+            'fill="none" stroke="#8c959f" stroke-width="1" stroke-dasharray="2 3"/></g>'
+        )
     colour = COLOURS[health_of(edge.get("successRate"))]
     dash = ' stroke-dasharray="6 5"' if denied else ""
     label = _edge_label(edge)

@@ -86,7 +86,8 @@ function listen() {
 
 async function loadGraph() {
   const win = $("window").value;
-  const reply = await fetch(`/v1/dashboard/graph.svg?window=${encodeURIComponent(win)}`);
+  const by = $("by").value;
+  const reply = await fetch(`/v1/dashboard/graph.svg?window=${encodeURIComponent(win)}&by=${by}`);
   $("graph-canvas").innerHTML = await reply.text();
   for (const node of document.querySelectorAll("#graph-canvas .node")) {
     node.addEventListener("click", () => select({ node: node.dataset.id, source: null }));
@@ -242,6 +243,7 @@ async function loadWaterfall(id) {
 
 window.addEventListener("hashchange", show);
 $("window").addEventListener("change", refresh);
+$("by").addEventListener("change", refresh);
 $("proxy-select").addEventListener("change", refresh);
 show();
 listen();
