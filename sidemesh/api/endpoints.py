@@ -3,9 +3,7 @@ connected proxy when the request comes; the response models OpenAPI describes.""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
-
+from sidemesh.api.response import ApiModel
 from sidemesh.envoy import ProxyId
 from sidemesh.model import MeshState
 from sidemesh.model.refs import WorkloadRef
@@ -18,14 +16,7 @@ from sidemesh.telemetry import (
 from sidemesh.xds import StatusBoard
 
 
-class _Out(BaseModel):
-    # The field docstrings below become the OpenAPI descriptions.
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, use_attribute_docstrings=True
-    )
-
-
-class Views(_Out):
+class Views(ApiModel):
     health: str
     """``healthy``, ``ejected by 2 of 3 callers (outlier detection)``, ``failing health
     check at 3 of 3 callers``, ``not seen by any caller``; several joined by ``; ``."""
@@ -62,7 +53,7 @@ class WorkloadOut(Views):
     namespace: str
 
 
-class CallerOut(_Out):
+class CallerOut(ApiModel):
     caller: str
     kind: str
     admin: str
@@ -71,7 +62,7 @@ class CallerOut(_Out):
     """Why its Envoy gave no answer: its verdicts are missing from every count."""
 
 
-class EndpointsResponse(_Out):
+class EndpointsResponse(ApiModel):
     mesh_version: int
     callers: list[CallerOut]
     """Every connected proxy that was asked."""

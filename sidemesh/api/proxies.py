@@ -4,22 +4,17 @@ dashboard."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
+from sidemesh.api.response import ApiModel
 
 
-class _Out(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
-
-class NackOut(_Out):
+class NackOut(ApiModel):
     version: str
     error: str
     """Envoy's own message."""
     at: float
 
 
-class TypeOut(_Out):
+class TypeOut(ApiModel):
     sent_version: str
     acked_version: str
     acked_state_version: int
@@ -29,14 +24,14 @@ class TypeOut(_Out):
     last_nack: NackOut | None
 
 
-class CertificateOut(_Out):
+class CertificateOut(ApiModel):
     identity: str
     serial: str
     not_after: str
     expires_in_seconds: float
 
 
-class ProxyOut(_Out):
+class ProxyOut(ApiModel):
     node: str
     xds_mode: str
     connected: bool
@@ -50,6 +45,6 @@ class ProxyOut(_Out):
     certificate: CertificateOut | None
 
 
-class ProxiesOut(_Out):
+class ProxiesOut(ApiModel):
     mesh_version: int
     proxies: list[ProxyOut]

@@ -3,15 +3,10 @@ them), read by ``sidemesh traces``, ``sidemesh trace`` and the dashboard."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
+from sidemesh.api.response import ApiModel
 
 
-class _Out(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
-
-class TraceSummary(_Out):
+class TraceSummary(ApiModel):
     trace_id: str
     root_service: str
     root_name: str
@@ -22,14 +17,14 @@ class TraceSummary(_Out):
     error: bool
 
 
-class TraceList(_Out):
+class TraceList(ApiModel):
     traces: list[TraceSummary]
     """Failed first, then the slowest."""
     kept: int
     spans_received: int
 
 
-class SpanOut(_Out):
+class SpanOut(ApiModel):
     span_id: str
     parent_span_id: str | None
     name: str
@@ -45,7 +40,7 @@ class SpanOut(_Out):
     """Envoy's tags."""
 
 
-class TraceOut(_Out):
+class TraceOut(ApiModel):
     trace_id: str
     root_service: str
     root_name: str

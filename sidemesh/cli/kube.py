@@ -16,6 +16,7 @@ import yaml
 from sidemesh.agent.sidecar import ADMIN_SOCKET
 from sidemesh.kube.inject import InjectConfig, inject_manifest
 from sidemesh.kube.redirect import INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT, PROXY_UID, Redirect
+from sidemesh.telemetry.admin import admin_client_sync
 
 EXIT_BAD_INPUT = 2
 
@@ -66,10 +67,9 @@ def ready(
 ) -> None:
     """Exit 0 once the sidecar's Envoy is LIVE (its listeners and certificate from the
     control plane), else 1: the native sidecar's startup probe."""
-    transport = httpx.HTTPTransport(uds=str(socket_dir / ADMIN_SOCKET))
     try:
-        with httpx.Client(transport=transport, timeout=1.5, trust_env=False) as client:
-            reply = client.get("http://envoy/ready")
+        with admin_client_sync(str(socket_dir / ADMIN_SOCKET), timeout_s=1.5) as client:
+            reply = client.get("/ready")
     except httpx.HTTPError as exc:
         typer.echo(f"not ready: no answer from Envoy's admin: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from sidemesh.cli.api_client import ApiUnreachable, get_json
 from sidemesh.envoy import ResourceType
+from sidemesh.telemetry.admin import admin_client_sync
 
 # Where each type sits in Envoy's /config_dump, and the key of the resource in it.
 _DUMP_PATHS = {
@@ -42,9 +43,8 @@ def gather(api: str, workload: str, namespace: str) -> dict[str, Any]:
     error = None
     if admin is not None:
         # Envoy's admin listens on a Unix socket of this host, private to the mesh's user.
-        transport = httpx.HTTPTransport(uds=admin)
         try:
-            with httpx.Client(transport=transport, base_url="http://envoy", timeout=5) as client:
+            with admin_client_sync(admin) as client:
                 dump = client.get("/config_dump?include_eds").json()
                 envoy = _from_dump(dump)
                 certs = client.get("/certs").json().get("certificates", [])

@@ -764,13 +764,15 @@ class Translator:
         service = state.services[key]
         clusters: dict[str, Resource] = {}
         listeners: dict[str, Resource] = {}
+        # How its listeners trace and log, one answer for all of them.
+        telemetry = self._telemetry(state, key.name, key.namespace)
         assert workload.sidecar.outbound_port is not None, "resolved workloads have ports"
         _add(
             listeners,
             self._outbound_listeners(
                 _OutboundListenerKey(
                     workload.sidecar.outbound_port,
-                    self._telemetry(state, key.name, key.namespace),
+                    telemetry,
                     self._faults(state),
                     state.mesh.outbound_traffic_policy.mode is OutboundTrafficMode.ALLOW_ANY,
                 )
@@ -780,9 +782,7 @@ class Translator:
             target = ServiceKey(upstream.service, key.namespace)
             target_port = next(p for p in state.services[target].ports if p.port == upstream.port)
             assert upstream.local_port is not None, "resolved upstreams have ports"
-            upstream_key = _UpstreamListenerKey(
-                upstream.local_port, target, target_port, self._telemetry(state, *key)
-            )
+            upstream_key = _UpstreamListenerKey(upstream.local_port, target, target_port, telemetry)
             _add(listeners, self._upstream_listeners(upstream_key))
         ports = {p.port_name: p for p in service.ports}
         mtls = state.mtls_mode(service)
@@ -803,7 +803,7 @@ class Translator:
                 self._authorization(state).get(key, _NO_AUTHORIZATION),
                 state.mesh.authorization.default,
                 authentication,
-                self._telemetry(state, key.name, key.namespace),
+                telemetry,
             )
             _add(listeners, self._inbound_listeners(inbound_key))
         return clusters, listeners

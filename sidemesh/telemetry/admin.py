@@ -71,6 +71,17 @@ def admin_client(socket: str, timeout_s: float = ADMIN_TIMEOUT_S) -> httpx.Async
     )
 
 
+def admin_client_sync(socket: str, timeout_s: float = 5.0) -> httpx.Client:
+    """``admin_client`` for a command that asks one Envoy once (``proxy-config``, the
+    sidecar's startup probe)."""
+    return httpx.Client(
+        transport=httpx.HTTPTransport(uds=socket, verify=_unused_tls()),
+        base_url="http://envoy",
+        trust_env=False,
+        timeout=timeout_s,
+    )
+
+
 async def ask_all(
     proxies: Iterable[ProxyAdmin], path: str, timeout_s: float = ADMIN_TIMEOUT_S
 ) -> list[AdminAnswer]:

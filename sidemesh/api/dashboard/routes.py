@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
 
 from sidemesh.api.dashboard.svg import Health, NodeView, health_of, render, worst
+from sidemesh.api.response import ApiModel
 from sidemesh.api.traffic import graph_response, window_seconds
 from sidemesh.model import MeshState, ServiceKey
 from sidemesh.model.policy import (
@@ -47,18 +46,14 @@ RECENT_CRASH_S = 60.0
 """A workload whose app or sidecar exited this recently counts as not running."""
 
 
-class _Out(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
-
-class Rejection(_Out):
+class Rejection(ApiModel):
     node: str
     type: str
     detail: str
     """Envoy's own message."""
 
 
-class Convergence(_Out):
+class Convergence(ApiModel):
     mesh_version: int
     applied: int
     """Connected proxies that have ACKed everything of this version."""
@@ -67,14 +62,14 @@ class Convergence(_Out):
     """Proxies whose last NACK is of a config sent for this version or later."""
 
 
-class RefusedEdit(_Out):
+class RefusedEdit(ApiModel):
     file: str
     error: str
     """The field path and the reason."""
     rejected_edits: int
 
 
-class Overview(_Out):
+class Overview(ApiModel):
     mesh_version: int
     convergence: Convergence
     refused_edit: RefusedEdit | None
@@ -85,14 +80,14 @@ class Overview(_Out):
     """Whether golden signals are scraped (``--telemetry-interval`` above 0)."""
 
 
-class Point(_Out):
+class Point(ApiModel):
     at: float
     rps: float
     success_rate: float | None
     p99_ms: float | None
 
 
-class FailedRequest(_Out):
+class FailedRequest(ApiModel):
     trace_id: str
     at_unix_nano: int
     service: str
@@ -102,7 +97,7 @@ class FailedRequest(_Out):
     reason: str
 
 
-class Detail(_Out):
+class Detail(ApiModel):
     id: str
     series: list[Point]
     """Its signals between each two scrapes of the last 10 minutes."""
@@ -146,7 +141,7 @@ def dashboard_router(view: ApiView) -> APIRouter:
         try:
             nodes, edges, denied = _graph(view, window)
             if by == "workload":
-                nodes, edges = _by_workload(view, window, nodes)
+                nodes, edges = _by_workload(view, window, nodes, edges)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc
         return Response(render(nodes, edges, denied), media_type="image/svg+xml")
@@ -258,7 +253,7 @@ class _Process(NamedTuple):
 
 
 def _by_workload(
-    view: ApiView, window: str, services: list[NodeView]
+    view: ApiView, window: str, services: list[NodeView], service_edges: list[dict[str, Any]]
 ) -> tuple[list[NodeView], list[dict[str, Any]]]:
     """The graph with each calling workload as a node (its version in its note), calling
     the services: which replica or version sends what."""
@@ -268,9 +263,7 @@ def _by_workload(
     running = _running(view)
     edges = view.telemetry.signals.edges(window_seconds(window))
     nodes = {n.id: n for n in services}
-    mtls = {
-        e["destination"]: e["mtls"] for e in graph_response(view.telemetry, state, window)["edges"]
-    }
+    mtls = {e["destination"]: e["mtls"] for e in service_edges}
     out: list[dict[str, Any]] = []
     for edge, signals in sorted(edges.items()):
         source = str(edge.source)
