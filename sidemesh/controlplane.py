@@ -111,7 +111,7 @@ class ControlPlane:
         """Load every source (raises ``ConfigError`` if one is bad), then serve ADS, the
         CA and the API."""
         for source in self.sources:
-            source.load_initial()
+            await source.load_initial()
         state = self.aggregator.state
         assert state is not None, "every source has reported a first snapshot"
         s = self.settings

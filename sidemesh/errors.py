@@ -15,7 +15,9 @@ YAML, gRPC, OS) are translated with ``raise ... from`` where they cross a room's
      ├── InvalidToken           (identity.tokens) missing or unknown bootstrap token
      ├── UnknownWorkload        (identity.service) the token's workload left the mesh
      ├── CertificateRequestFailed   (agent.certificates) the CA refused or is unreachable
-     └── ControlPlaneFailed     the control plane ``sidemesh up`` started did not come up
+     ├── ControlPlaneFailed     the control plane ``sidemesh up`` started did not come up
+     └── KubeApiError           (sources.kube.client) the Kubernetes API answered an error
+          └── Gone              410: a watch's resourceVersion is too old; list again
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def create_signing_app(service: SigningService) -> FastAPI:
         if scheme.lower() != "bearer":
             token = ""
         try:
-            issued = service.sign(token, request.csr.encode())
+            issued = await service.sign(token, request.csr.encode())
         except InvalidToken as exc:
             raise HTTPException(
                 401,

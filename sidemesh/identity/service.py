@@ -43,10 +43,10 @@ class SigningService:
         self.refused: Counter[str] = Counter()
         """Refusals by reason: token, workload, csr."""
 
-    def sign(self, token: str, csr_pem: bytes) -> IssuedCertificate:
+    async def sign(self, token: str, csr_pem: bytes) -> IssuedCertificate:
         """Raises ``InvalidToken``, ``UnknownWorkload`` or ``CsrRejected``."""
         try:
-            workload = self.validator.validate(token)
+            workload = await self.validator.validate(token)
         except InvalidToken as exc:
             self.refused["token"] += 1
             log.warning("refused a certificate request: %s", exc)

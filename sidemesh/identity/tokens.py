@@ -2,8 +2,8 @@
 certificate in local mode. The control plane makes one per workload and hands it to
 whoever starts that workload; Envoy never sees it.
 
-``TokenValidator`` is the seam for other proofs (a Kubernetes service-account token
-reviewed by the API server) later."""
+``TokenValidator`` is the seam for other proofs: a Kubernetes service-account token
+reviewed by the API server (``kube_tokens.py``)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ class InvalidToken(SidemeshError):
 
 
 class TokenValidator(Protocol):
-    def validate(self, token: str) -> WorkloadRef:
-        """The workload the token belongs to; raises ``InvalidToken``."""
+    async def validate(self, token: str) -> WorkloadRef:
+        """The workload the token belongs to; raises ``InvalidToken``. Async: a
+        validator may ask another server (Kubernetes' TokenReview)."""
         ...
 
 
@@ -56,7 +57,11 @@ class BootstrapTokens:
             self._tokens[workload] = token
         return path
 
-    def validate(self, token: str) -> WorkloadRef:
+    async def validate(self, token: str) -> WorkloadRef:
+        return self.check(token)
+
+    def check(self, token: str) -> WorkloadRef:
+        """``validate`` without the wait: a file lookup."""
         if not token:
             raise InvalidToken("no bootstrap token")
         offered = token.encode()

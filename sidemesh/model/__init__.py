@@ -10,7 +10,7 @@ addresses (``addresses.py``).
 """
 
 from sidemesh.model.addresses import parse_ip
-from sidemesh.model.loader import load_mesh_file, parse_mesh_document
+from sidemesh.model.loader import load_mesh_file, parse_documents, parse_mesh_document
 from sidemesh.model.mesh import (
     AuthorizationDefault,
     Gateway,
@@ -50,6 +50,7 @@ __all__ = [
     "Workload",
     "WorkloadPort",
     "load_mesh_file",
+    "parse_documents",
     "parse_ip",
     "parse_mesh_document",
 ]

@@ -234,7 +234,8 @@ def _bound_ports(resolved: Resolved) -> Iterator[tuple[str, str, int]]:
         where = resolved.origin[wl.name]
         for j, wp in enumerate(wl.ports):
             prefix = f"{where}.ports[{j}]" if len(wl.ports) > 1 else where
-            yield f"{prefix}.port", wl.address, wp.port
+            if not wl.sidecar.capture:  # a captured sidecar binds its capture port
+                yield f"{prefix}.port", wl.address, wp.port
             yield f"{prefix}.appPort", wl.address, wp.app_port
         assert wl.sidecar.outbound_port is not None
         yield f"{where}.sidecar.outboundPort", wl.address, wl.sidecar.outbound_port

@@ -104,6 +104,38 @@ def parse_mesh_document(
         documents = documents[1:]
     if not isinstance(first, dict):
         raise ConfigError(source, [Problem("", "the top level must be a mapping")])
+    offset = 1 if first else 0
+    raw_policies = [
+        RawDocument(f"document {i + 1 + offset}", doc) for i, doc in enumerate(documents)
+    ]
+    return parse_documents(
+        first,
+        raw_policies,
+        source,
+        version,
+        ports=ports,
+        require_workloads=require_workloads,
+        reserved_ports=reserved_ports,
+        base_dir=base_dir,
+    )
+
+
+def parse_documents(
+    first: Mapping[str, Any],
+    raw_policies: Sequence[RawDocument],
+    source: str,
+    version: int = 1,
+    *,
+    ports: PortPicker | None = None,
+    require_workloads: bool = False,
+    reserved_ports: Mapping[int, str] | None = None,
+    base_dir: Path | None = None,
+) -> MeshState:
+    """Validate documents already parsed: ``first`` in the compact local form,
+    ``raw_policies`` in Kubernetes form, each named by its ``where`` in problems.
+    ``parse_mesh_document`` reads them from mesh.yaml's text; the Kubernetes source
+    builds them from the API server's objects. Raises ``ConfigError`` naming
+    ``source``; the keyword arguments are ``parse_mesh_document``'s."""
     if require_workloads and "workloads" not in first:
         raise ConfigError(
             source,
@@ -119,12 +151,8 @@ def parse_mesh_document(
         document = MeshDocument.model_validate(first)
     except ValidationError as exc:
         raise ConfigError(source, _problems_from_pydantic(exc.errors())) from exc
-    offset = 1 if first else 0
-    raw_policies = [
-        RawDocument(f"document {i + 1 + offset}", doc) for i, doc in enumerate(documents)
-    ]
     included, included_files = _included(document.include, base_dir, source)
-    raw_policies += included
+    raw_policies = [*raw_policies, *included]
     parsed = parse_policies(raw_policies, document.mesh.default_namespace, _problems_from_pydantic)
     problems = list(check_document(document, local=ports is not None)) + parsed.problems
     proxies, gateway_problems = gateway_proxies(document, parsed.policies, parsed.where)

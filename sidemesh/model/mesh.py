@@ -144,6 +144,10 @@ class Sidecar(Model):
 
     outbound_port: PortNumber | None = None
     """The local listener the app sends its outbound requests to (its HTTP proxy)."""
+    capture: bool = False
+    """Traffic reaches the sidecar through an iptables redirect (a Kubernetes pod), so
+    the sidecar binds none of the workload's ports: those are the app's own, and
+    callers' connections to them are redirected to the sidecar's inbound capture port."""
 
 
 class Upstream(Model):

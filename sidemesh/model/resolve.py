@@ -10,7 +10,6 @@ from sidemesh.model.mesh import (
     Gateway,
     MeshDocument,
     Service,
-    Sidecar,
     Upstream,
     Workload,
     WorkloadPort,
@@ -134,8 +133,12 @@ def _resolve_workload(
                 local_port=port(name, f"upstream.{up.service}.{service_port}", up.local_port),
             )
         )
-    sidecar = Sidecar(
-        outbound_port=port(name, "outbound", wl.sidecar.outbound_port, DEFAULT_OUTBOUND_PORT),
+    sidecar = wl.sidecar.model_copy(
+        update={
+            "outbound_port": port(
+                name, "outbound", wl.sidecar.outbound_port, DEFAULT_OUTBOUND_PORT
+            ),
+        }
     )
     return wl.model_copy(
         update={

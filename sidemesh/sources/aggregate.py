@@ -17,6 +17,7 @@ from typing import Any
 
 from sidemesh.errors import ConfigError
 from sidemesh.model import MeshState
+from sidemesh.model.policy.documents import Policies
 from sidemesh.model.refs import Ref
 from sidemesh.sources.protocol import Snapshot
 
@@ -69,10 +70,9 @@ class Aggregator:
     Merge rule, field by field of ``MeshState``: objects keyed by name (services,
     workloads, gateways, and any keyed mapping ``MeshState`` gains) are the union of
     every source's; when two sources hold the same key with different content, the
-    source whose feed was made first wins and the clash is logged. Tuples (warnings)
-    are joined in feed order. Everything else (mesh settings, policies) is the first
-    source's: the primary, mesh.yaml in practice; so the first other source to bring
-    policies (Kubernetes) must add a merge for them here, by name as for services. No
+    source whose feed was made first wins and the clash is logged; policies likewise, by
+    kind, namespace and name. Tuples (warnings) are joined in feed order. Everything
+    else (mesh settings) is the first source's: the primary, mesh.yaml in practice. No
     state is published until every source has sent a first snapshot, so proxies never
     see a mesh with a source missing.
     """
@@ -119,7 +119,11 @@ def _merge(version: int, snapshots: Sequence[tuple[str, Snapshot]]) -> MeshState
         if not field.init or field.name == "version":
             continue
         value = getattr(primary, field.name)
-        if isinstance(value, Mapping):
+        if isinstance(value, Policies):
+            value, clashes = Policies.union(getattr(s, field.name) for _, s in snapshots)
+            for clash in clashes:
+                log.warning("policies: %s", clash)
+        elif isinstance(value, Mapping):
             value = _union(field.name, [(name, getattr(s, field.name)) for name, s in snapshots])
         elif type(value) is tuple:  # not a NamedTuple: that is one value, not a list
             value = tuple(item for _, s in snapshots for item in getattr(s, field.name))

@@ -71,7 +71,10 @@ class FileSource:
         """Why the latest edit was refused; None once one is accepted (kept by the feed)."""
         return self.feed.last_error
 
-    def load_initial(self) -> Snapshot:
+    async def load_initial(self) -> Snapshot:
+        return self.load()
+
+    def load(self) -> Snapshot:
         """Load the file once and report it; raises ``ConfigError`` if it is bad (and
         there is no fallback)."""
         last_good = self.fallback() if self.fallback is not None else None

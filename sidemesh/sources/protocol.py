@@ -26,9 +26,10 @@ model has (a kind the model gains reaches the aggregator without a change here).
 class Source(Protocol):
     """One source of truth, made with the ``Feed`` (``Aggregator.feed``) it reports to."""
 
-    def load_initial(self) -> Snapshot:
+    async def load_initial(self) -> Snapshot:
         """Report the first snapshot, and return it, before the control plane serves.
-        Raises ``ConfigError`` if the source has nothing the mesh could start from."""
+        Raises ``ConfigError`` if the source has nothing the mesh could start from.
+        Async because a remote source (Kubernetes, etcd) lists what it knows first."""
         ...
 
     async def watch(self) -> None:

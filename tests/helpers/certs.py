@@ -4,6 +4,7 @@ stand for the world outside the mesh (an external API, a gateway's public side).
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,14 @@ class ServerCertificate:
 
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _san(hostname: str) -> x509.GeneralName:
+    """An IP address SAN for an address (clients check those against IP SANs only)."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(hostname))
+    except ValueError:
+        return x509.DNSName(hostname)
 
 
 def server_certificate(directory: Path, *hostnames: str) -> ServerCertificate:
@@ -65,9 +74,7 @@ def server_certificate(directory: Path, *hostnames: str) -> ServerCertificate:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(h) for h in hostnames]), critical=False
-        )
+        .add_extension(x509.SubjectAlternativeName([_san(h) for h in hostnames]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     out = ServerCertificate(

@@ -48,9 +48,9 @@ def mesh(tmp_path: Path) -> Mesh:
     return Mesh(service, tokens, token, gone_token)
 
 
-def test_valid_token_and_csr_get_a_certificate(mesh: Mesh) -> None:
+async def test_valid_token_and_csr_get_a_certificate(mesh: Mesh) -> None:
     pem, key = make_csr(REVIEWS_ID.uri)
-    issued = mesh.service.sign(mesh.token, pem)
+    issued = await mesh.service.sign(mesh.token, pem)
     assert issued.identity == REVIEWS_ID
     assert issued.not_after - issued.not_before == LIFETIME + dt.timedelta(minutes=1)
     leaf, intermediate = x509.load_pem_x509_certificates(issued.chain_pem)
@@ -64,35 +64,35 @@ def test_valid_token_and_csr_get_a_certificate(mesh: Mesh) -> None:
     assert sum(mesh.service.refused.values()) == 0
 
 
-def test_renewal_replaces_the_recorded_certificate(mesh: Mesh) -> None:
-    first = mesh.service.sign(mesh.token, make_csr()[0])
-    second = mesh.service.sign(mesh.token, make_csr()[0])
+async def test_renewal_replaces_the_recorded_certificate(mesh: Mesh) -> None:
+    first = await mesh.service.sign(mesh.token, make_csr()[0])
+    second = await mesh.service.sign(mesh.token, make_csr()[0])
     assert first.serial != second.serial
     assert mesh.service.issued == {REVIEWS: second}
     assert mesh.service.issued_total == 2
 
 
-def test_wrong_token_is_refused(mesh: Mesh) -> None:
+async def test_wrong_token_is_refused(mesh: Mesh) -> None:
     with pytest.raises(InvalidToken):
-        mesh.service.sign("not-the-token", make_csr()[0])
+        await mesh.service.sign("not-the-token", make_csr()[0])
     with pytest.raises(InvalidToken):
-        mesh.service.sign("", make_csr()[0])
+        await mesh.service.sign("", make_csr()[0])
     assert mesh.service.refused["token"] == 2
     assert mesh.service.issued == {}
     assert mesh.service.issued_total == 0
 
 
-def test_valid_token_of_a_workload_not_in_the_mesh_is_refused(mesh: Mesh) -> None:
+async def test_valid_token_of_a_workload_not_in_the_mesh_is_refused(mesh: Mesh) -> None:
     with pytest.raises(UnknownWorkload, match=r"reviews-v0\.default"):
-        mesh.service.sign(mesh.gone_token, make_csr()[0])
+        await mesh.service.sign(mesh.gone_token, make_csr()[0])
     assert mesh.service.refused["workload"] == 1
     assert mesh.service.refused["token"] == 0
     assert mesh.service.issued == {}
 
 
-def test_csr_for_another_identity_is_refused(mesh: Mesh) -> None:
+async def test_csr_for_another_identity_is_refused(mesh: Mesh) -> None:
     with pytest.raises(CsrRejected) as caught:
-        mesh.service.sign(mesh.token, make_csr(RATINGS_ID.uri)[0])
+        await mesh.service.sign(mesh.token, make_csr(RATINGS_ID.uri)[0])
     assert RATINGS_ID.uri in str(caught.value)
     assert REVIEWS_ID.uri in str(caught.value)
     assert mesh.service.refused["csr"] == 1
@@ -100,15 +100,15 @@ def test_csr_for_another_identity_is_refused(mesh: Mesh) -> None:
     assert mesh.service.issued_total == 0
 
 
-def test_garbage_csr_is_refused(mesh: Mesh) -> None:
+async def test_garbage_csr_is_refused(mesh: Mesh) -> None:
     with pytest.raises(CsrRejected):
-        mesh.service.sign(mesh.token, b"garbage")
+        await mesh.service.sign(mesh.token, b"garbage")
     assert mesh.service.refused["csr"] == 1
 
 
-def test_token_is_checked_before_the_csr(mesh: Mesh) -> None:
+async def test_token_is_checked_before_the_csr(mesh: Mesh) -> None:
     with pytest.raises(InvalidToken):
-        mesh.service.sign("not-the-token", b"garbage")
+        await mesh.service.sign("not-the-token", b"garbage")
     assert mesh.service.refused == {"token": 1}
 
 
@@ -120,26 +120,28 @@ def _refusal(caplog: pytest.LogCaptureFixture) -> logging.LogRecord:
     return refusals[0]
 
 
-def test_every_refusal_is_logged_with_its_reason(
+async def test_every_refusal_is_logged_with_its_reason(
     mesh: Mesh, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     with pytest.raises(InvalidToken):
-        mesh.service.sign("not-the-token", make_csr()[0])
+        await mesh.service.sign("not-the-token", make_csr()[0])
     assert "unknown bootstrap token" in _refusal(caplog).getMessage()
 
     with pytest.raises(UnknownWorkload):
-        mesh.service.sign(mesh.gone_token, make_csr()[0])
+        await mesh.service.sign(mesh.gone_token, make_csr()[0])
     assert "reviews-v0.default" in _refusal(caplog).getMessage()
 
     with pytest.raises(CsrRejected):
-        mesh.service.sign(mesh.token, make_csr(RATINGS_ID.uri)[0])
+        await mesh.service.sign(mesh.token, make_csr(RATINGS_ID.uri)[0])
     message = _refusal(caplog).getMessage()
     assert "reviews-v1.default" in message
     assert RATINGS_ID.uri in message
 
 
-def test_no_log_record_ever_contains_a_token(mesh: Mesh, caplog: pytest.LogCaptureFixture) -> None:
+async def test_no_log_record_ever_contains_a_token(
+    mesh: Mesh, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     offered = "wrong-token-that-must-not-be-logged"
     for token, csr in [
@@ -151,7 +153,7 @@ def test_no_log_record_ever_contains_a_token(mesh: Mesh, caplog: pytest.LogCaptu
         (mesh.token[:-1], make_csr()[0]),
     ]:
         with contextlib.suppress(InvalidToken, UnknownWorkload, CsrRejected):
-            mesh.service.sign(token, csr)
+            await mesh.service.sign(token, csr)
     assert len(caplog.records) >= 6
     secrets = [mesh.token, mesh.gone_token, offered, mesh.token[:-1]]
     for record in caplog.records:

@@ -22,7 +22,7 @@ def test_ensure_writes_an_owner_only_random_token(tmp_path: Path) -> None:
     token = path.read_text()
     assert len(token) >= 32  # secrets.token_urlsafe(32): 256 bits
     assert token.strip() == token
-    assert tokens.validate(token) == REVIEWS
+    assert tokens.check(token) == REVIEWS
 
 
 def test_ensure_twice_keeps_the_token(tmp_path: Path) -> None:
@@ -39,8 +39,8 @@ def test_tokens_survive_a_restart(tmp_path: Path) -> None:
     dotted_token = before.ensure(dotted).read_text()
 
     after = BootstrapTokens(tmp_path)
-    assert after.validate(token) == REVIEWS
-    assert after.validate(dotted_token) == dotted
+    assert after.check(token) == REVIEWS
+    assert after.check(dotted_token) == dotted
     assert after.ensure(REVIEWS).read_text() == token
 
 
@@ -49,15 +49,15 @@ def test_tokens_of_two_workloads_differ(tmp_path: Path) -> None:
     reviews = tokens.ensure(REVIEWS).read_text()
     ratings = tokens.ensure(RATINGS).read_text()
     assert reviews != ratings
-    assert tokens.validate(reviews) == REVIEWS
-    assert tokens.validate(ratings) == RATINGS
+    assert tokens.check(reviews) == REVIEWS
+    assert tokens.check(ratings) == RATINGS
 
 
 def test_same_workload_in_two_namespaces_gets_two_tokens(tmp_path: Path) -> None:
     tokens = BootstrapTokens(tmp_path)
     other = WorkloadRef(REVIEWS.name, "other")
     assert tokens.ensure(REVIEWS) != tokens.ensure(other)
-    assert tokens.validate(tokens.ensure(other).read_text()) == other
+    assert tokens.check(tokens.ensure(other).read_text()) == other
 
 
 def test_two_directories_make_different_tokens(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_empty_token_is_invalid(tmp_path: Path) -> None:
     tokens = BootstrapTokens(tmp_path)
     tokens.ensure(REVIEWS)
     with pytest.raises(InvalidToken, match="no bootstrap token"):
-        tokens.validate("")
+        tokens.check("")
 
 
 @pytest.mark.parametrize("offered", ["nope", "x" * 43, "é"])
@@ -78,28 +78,28 @@ def test_unknown_token_is_invalid(tmp_path: Path, offered: str) -> None:
     tokens = BootstrapTokens(tmp_path)
     tokens.ensure(REVIEWS)
     with pytest.raises(InvalidToken, match="unknown bootstrap token"):
-        tokens.validate(offered)
+        tokens.check(offered)
 
 
 def test_a_prefix_of_a_token_is_invalid(tmp_path: Path) -> None:
     tokens = BootstrapTokens(tmp_path)
     token = tokens.ensure(REVIEWS).read_text()
     with pytest.raises(InvalidToken):
-        tokens.validate(token[:-1])
+        tokens.check(token[:-1])
     with pytest.raises(InvalidToken):
-        tokens.validate(token + "A")
+        tokens.check(token + "A")
 
 
 def test_no_tokens_yet_means_every_token_is_invalid(tmp_path: Path) -> None:
     with pytest.raises(InvalidToken):
-        BootstrapTokens(tmp_path).validate("anything")
+        BootstrapTokens(tmp_path).check("anything")
 
 
 def test_error_never_repeats_the_token(tmp_path: Path) -> None:
     tokens = BootstrapTokens(tmp_path)
     secret = "s3cr3t-offered-token-value"
     with pytest.raises(InvalidToken) as caught:
-        tokens.validate(secret)
+        tokens.check(secret)
     assert secret not in str(caught.value)
 
 

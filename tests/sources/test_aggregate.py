@@ -37,7 +37,10 @@ class MemorySource:
         self.feed = feed
         self.text = text
 
-    def load_initial(self) -> Snapshot:
+    async def load_initial(self) -> Snapshot:
+        return self.load()
+
+    def load(self) -> Snapshot:
         return self.set(self.text)
 
     async def watch(self) -> None:
@@ -53,7 +56,7 @@ class MemorySource:
 def _one_source(text: str = MULTI_SERVICE_MESH) -> tuple[MemorySource, list[MeshState]]:
     seen: list[MeshState] = []
     source = MemorySource(Aggregator([seen.append]).feed("memory"), text)
-    source.load_initial()
+    source.load()
     return source, seen
 
 
@@ -97,9 +100,9 @@ def test_two_sources_are_merged_with_the_first_sources_mesh_settings() -> None:
     aggregator = Aggregator([seen.append])
     file = MemorySource(aggregator.feed("mesh.yaml"), FILE)
     registry = MemorySource(aggregator.feed("registry"), REGISTRY)
-    file.load_initial()
+    file.load()
     assert seen == [] and aggregator.state is None  # the registry has not reported yet
-    registry.load_initial()
+    registry.load()
     (merged,) = seen
     assert merged.version == 1
     assert set(merged.services) == {ServiceKey("a", "default"), ServiceKey("b", "default")}
@@ -125,8 +128,8 @@ def test_a_change_in_one_source_keeps_the_others_objects_as_they_were() -> None:
     aggregator = Aggregator([seen.append])
     file = MemorySource(aggregator.feed("mesh.yaml"), FILE)
     registry = MemorySource(aggregator.feed("registry"), REGISTRY)
-    file.load_initial()
-    registry.load_initial()
+    file.load()
+    registry.load()
     registry.set(REGISTRY.replace("9102", "9112"))
     before, after = seen
     assert after.version == 2
@@ -141,9 +144,9 @@ def test_when_two_sources_hold_the_same_object_the_first_wins_and_the_clash_is_l
     aggregator = Aggregator([seen.append])
     file = MemorySource(aggregator.feed("mesh.yaml"), FILE)
     other = MemorySource(aggregator.feed("registry"), FILE.replace("port: 80", "port: 8080"))
-    file.load_initial()
+    file.load()
     with caplog.at_level(logging.WARNING):
-        other.load_initial()
+        other.load()
     (merged,) = seen
     assert merged.services[ServiceKey("a", "default")].ports[0].port == 80
     assert "services: a.default differs between mesh.yaml and registry; mesh.yaml's is used" in (

@@ -56,7 +56,7 @@ def _settled_check(source: FileSource) -> bool:
 
 def test_good_edit_becomes_the_next_version(tmp_path: Path) -> None:
     source, seen = _source(tmp_path)
-    source.load_initial()
+    source.load()
     assert source.check() is False  # unchanged file: nothing to do
     _edit(
         source,
@@ -71,7 +71,7 @@ def test_good_edit_becomes_the_next_version(tmp_path: Path) -> None:
 
 def test_bad_edit_keeps_last_good_state(tmp_path: Path) -> None:
     source, seen = _source(tmp_path)
-    source.load_initial()
+    source.load()
     _edit(source, "services: [{name: a, ports: [{port: 80, protocol: htp}]}]\n")
     assert _settled_check(source) is False
     assert source.rejected == 1
@@ -85,7 +85,7 @@ def test_bad_edit_keeps_last_good_state(tmp_path: Path) -> None:
 
 def test_file_deleted_while_running_keeps_state(tmp_path: Path) -> None:
     source, seen = _source(tmp_path)
-    source.load_initial()
+    source.load()
     _edit(source, None)
     assert _settled_check(source) is False
     assert "cannot read file" in str(source.last_error)
@@ -95,13 +95,13 @@ def test_file_deleted_while_running_keeps_state(tmp_path: Path) -> None:
 def test_bad_file_at_start_raises(tmp_path: Path) -> None:
     source, seen = _source(tmp_path, "services: 3\n")
     with pytest.raises(ConfigError, match="services: Input should be a valid tuple"):
-        source.load_initial()
+        source.load()
     assert seen == []
 
 
 async def test_watch_picks_up_edits(tmp_path: Path) -> None:
     source, seen = _source(tmp_path)
-    source.load_initial()
+    source.load()
     task = asyncio.create_task(source.watch(interval=0.01))
     try:
         source.path.write_text(GOOD.replace("80", "8080"))
@@ -126,7 +126,7 @@ def test_an_emptied_file_is_refused_and_every_workload_keeps_running(
     tmp_path: Path, text: str
 ) -> None:
     source, seen = _source(tmp_path, WITH_WORKLOADS)
-    source.load_initial()
+    source.load()
     _edit(source, text)
     assert _settled_check(source) is False
     assert source.rejected == 1 and "write `workloads: []`" in str(source.last_error)
@@ -137,7 +137,7 @@ def test_an_emptied_file_is_refused_and_every_workload_keeps_running(
 
 def test_stopping_every_workload_takes_an_explicit_empty_list(tmp_path: Path) -> None:
     source, seen = _source(tmp_path, WITH_WORKLOADS)
-    source.load_initial()
+    source.load()
     _edit(source, GOOD)  # the workloads key is gone: a mangled file, most likely
     assert _settled_check(source) is False
     assert "workloads: missing: this edit would stop every workload" in str(source.last_error)
@@ -148,7 +148,7 @@ def test_stopping_every_workload_takes_an_explicit_empty_list(tmp_path: Path) ->
 
 def test_a_file_still_being_written_is_not_read(tmp_path: Path) -> None:
     source, seen = _source(tmp_path, WITH_WORKLOADS)
-    source.load_initial()
+    source.load()
     # Half of a save: cut mid-line, and just written.
     source.path.write_text(WITH_WORKLOADS[: len(WITH_WORKLOADS) // 2])
     assert source.check() is False
@@ -165,7 +165,7 @@ def test_an_edit_removing_most_workloads_is_logged_with_their_names(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     source, seen = _source(tmp_path, WITH_WORKLOADS)
-    source.load_initial()
+    source.load()
     kept = WITH_WORKLOADS.split("  - ")[0] + "  - " + WITH_WORKLOADS.split("  - ")[1]
     with caplog.at_level(logging.WARNING):
         _edit(source, kept)
@@ -181,7 +181,7 @@ def test_a_bad_file_at_start_serves_the_fallback_and_reports_the_error(tmp_path:
     path.write_text("services: 3\nworkloads: []\n")
     seen: list[MeshState] = []
     source = _file_source(path, seen, fallback=lambda: last_good)
-    assert source.load_initial() is last_good
+    assert source.load() is last_good
     assert seen == [last_good] and source.rejected == 1
     assert "services: Input should be a valid tuple" in str(source.last_error)
 
@@ -192,9 +192,9 @@ def test_an_edit_taking_a_control_plane_port_is_refused(tmp_path: Path) -> None:
     seen: list[MeshState] = []
     source = _file_source(path, seen, reserved_ports={9001: "the control plane's xDS port"})
     with pytest.raises(ConfigError, match="the control plane's xDS port"):
-        source.load_initial()
+        source.load()
     path.write_text(WITH_WORKLOADS.replace("9001", "9091"))
-    source.load_initial()
+    source.load()
     _edit(source, WITH_WORKLOADS)
     assert _settled_check(source) is False
     assert "workloads[1].port" in str(source.last_error), source.last_error
@@ -206,7 +206,7 @@ def test_a_restart_is_not_a_way_round_the_explicit_empty_list(tmp_path: Path) ->
     path = tmp_path / "mesh.yaml"
     path.write_text(GOOD)  # the workloads key lost while the control plane was down
     source = _file_source(path, [], fallback=lambda: last_good)
-    assert source.load_initial() is last_good
+    assert source.load() is last_good
     assert "this edit would stop every workload" in str(source.last_error)
 
 
@@ -217,7 +217,7 @@ def test_an_edit_of_an_included_policy_file_is_an_edit_of_the_mesh(tmp_path: Pat
         "spec: {parentRefs: [{group: '', kind: Service, name: a}]}\n"
     )
     source, seen = _source(tmp_path, GOOD + "include: [route.yaml]\n")
-    source.load_initial()
+    source.load()
     assert len(seen[-1].policies.http_routes) == 1
     route.write_text(route.read_text().replace("name: r}", "name: r2}"))
     past = time.time() - 1

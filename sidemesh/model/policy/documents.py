@@ -103,6 +103,21 @@ class Policies:
                 return fault
         return None
 
+    @classmethod
+    def union(cls, each: Iterable[Policies]) -> tuple[Policies, list[str]]:
+        """Every policy of every set, the first set's winning where two hold the same
+        kind, namespace and name; and a line for each such clash."""
+        kept: dict[tuple[str, str, str], Policy] = {}
+        clashes = []
+        for policies in each:
+            for policy in policies:
+                key = _key(policy)
+                if key not in kept:
+                    kept[key] = policy
+                elif kept[key] != policy:
+                    clashes.append(f"{describe(policy)} differs between sources; the first is used")
+        return cls.of(kept.values()), clashes
+
     def reuse_unchanged(self, previous: Policies) -> Policies:
         """These policies with each one equal to one in ``previous`` replaced by that
         very object (translation keys its work on them)."""

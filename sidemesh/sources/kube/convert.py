@@ -1,0 +1,240 @@
+"""Kubernetes objects into the documents mesh.yaml holds: pure, no I/O.
+
+A Service becomes a service (its ports' protocols from ``appProtocol`` or the port
+name's prefix, as Istio reads them: ``http``, ``http2``/``h2c``, ``grpc``, else TCP); a
+running, ready pod that carries the sidecar becomes a workload at its pod IP, with its
+service account as its identity and the first Service (by name) that selects it as its
+service (the others select it by labels too). Policy objects (Gateway API routes,
+sidemesh's kinds) pass through as they are, their server-set metadata dropped.
+
+Each document remembers the object it came from, so a problem the model's checks
+find (``services[3].ports[0]``, ``HTTPRoute shop/reviews spec.rules[0]``) is reported
+on that object and only that object is left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sidemesh.model.policy.documents import KINDS, RawDocument
+
+STATUS_ANNOTATION = "sidemesh.io/status"
+"""Set on a pod by injection; a pod with it (or the proxy container) is in the mesh."""
+PROXY_CONTAINER = "sidemesh-proxy"
+OUTBOUND_CAPTURE_PORT = 15001
+"""Where a pod's redirect sends its outbound traffic: its sidecar's outbound port."""
+
+Object = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """How messages and Events name a Kubernetes object."""
+
+    kind: str
+    namespace: str
+    name: str
+    api_version: str = "v1"
+    uid: str = ""
+
+    def __str__(self) -> str:
+        return (
+            f"{self.kind} {self.namespace}/{self.name}"
+            if self.namespace
+            else (f"{self.kind} {self.name}")
+        )
+
+    @classmethod
+    def of(cls, obj: Object, kind: str | None = None) -> ObjectRef:
+        meta = obj.get("metadata") or {}
+        return cls(
+            kind=kind or str(obj.get("kind", "")),
+            namespace=str(meta.get("namespace") or ""),
+            name=str(meta.get("name") or ""),
+            api_version=str(obj.get("apiVersion") or "v1"),
+            uid=str(meta.get("uid") or ""),
+        )
+
+
+@dataclass
+class Documents:
+    """What ``to_documents`` makes: ``first`` in the compact local form, ``policies``
+    in Kubernetes form, and the object each came from."""
+
+    first: dict[str, Any]
+    policies: list[RawDocument]
+    origin: dict[str, ObjectRef] = field(default_factory=dict)
+    """``services[3]``, ``workloads[0]`` or a policy's ``where`` → its object."""
+
+    def object_of(self, problem_path: str) -> ObjectRef | None:
+        """The object a problem's path points into, if it points into one."""
+        head = problem_path.split(".", 1)[0]
+        if head in self.origin:
+            return self.origin[head]
+        for where, ref in self.origin.items():
+            if problem_path == where or problem_path.startswith(where + " "):
+                return ref
+        return None
+
+
+def is_meshed(pod: Object) -> bool:
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    containers = [*spec.get("initContainers", []), *spec.get("containers", [])]
+    return STATUS_ANNOTATION in (meta.get("annotations") or {}) or any(
+        c.get("name") == PROXY_CONTAINER for c in containers
+    )
+
+
+def is_serving(pod: Object) -> bool:
+    """Running, with an IP, ready, and not being deleted: a pod to send traffic to."""
+    status = pod.get("status") or {}
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    if status.get("phase") != "Running" or not status.get("podIP"):
+        return False
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+def port_protocol(port: Object) -> str:
+    app = str(port.get("appProtocol") or "").lower()
+    name = str(port.get("name") or "").lower()
+    for candidate in (app.removeprefix("kubernetes.io/"), name.split("-", 1)[0]):
+        if candidate in ("http", "https"):
+            return "http"
+        if candidate in ("http2", "h2c"):
+            return "http2"
+        if candidate == "grpc":
+            return "grpc"
+        if candidate in ("tcp", "tls"):
+            return "tcp"
+    return "tcp"
+
+
+def _service_port(port: Object) -> dict[str, Any]:
+    out: dict[str, Any] = {"port": port.get("port"), "protocol": port_protocol(port)}
+    if port.get("name"):
+        out["name"] = port["name"]
+    return out
+
+
+def _port_name(port: Object) -> str:
+    return str(port.get("name") or f"{port_protocol(port)}-{port.get('port')}")
+
+
+def _selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def _target_port(port: Object, pod: Object) -> int | None:
+    """The pod's port behind a Service port: a number, or a container port's name."""
+    target = port.get("targetPort", port.get("port"))
+    if isinstance(target, int):
+        return target
+    if isinstance(target, str) and target.isdigit():
+        return int(target)
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for container_port in container.get("ports") or []:
+            if container_port.get("name") == target:
+                return int(container_port["containerPort"])
+    return None
+
+
+def _policy_document(obj: Object) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    kept = {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if meta.get(k)}
+    out: dict[str, Any] = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind")}
+    out["metadata"] = kept
+    if "spec" in obj:
+        out["spec"] = obj["spec"]
+    return out
+
+
+def is_policy(obj: Object) -> bool:
+    group = str(obj.get("apiVersion") or "").split("/", 1)[0]
+    return (group, str(obj.get("kind"))) in KINDS
+
+
+def to_documents(
+    mesh: Mapping[str, Any],
+    services: Iterable[Object],
+    pods: Iterable[Object],
+    policies: Iterable[Object],
+    skip: Sequence[ObjectRef] = (),
+) -> Documents:
+    """The documents of the objects given, but those in ``skip`` (found bad before)."""
+    skipped = set(skip)
+    first: dict[str, Any] = {"mesh": dict(mesh), "services": [], "workloads": []}
+    docs = Documents(first, [])
+    k8s_services = [
+        s
+        for s in sorted(services, key=lambda s: (_ns(s), _name(s)))
+        if (s.get("spec") or {}).get("selector")
+        and (s.get("spec") or {}).get("type") != "ExternalName"
+        and ObjectRef.of(s, "Service") not in skipped
+    ]
+    for svc in k8s_services:
+        spec = svc["spec"]
+        docs.origin[f"services[{len(first['services'])}]"] = ObjectRef.of(svc, "Service")
+        first["services"].append(
+            {
+                "name": _name(svc),
+                "namespace": _ns(svc),
+                "ports": [_service_port(p) for p in spec.get("ports") or []],
+                "selector": dict(spec["selector"]),
+            }
+        )
+    for pod in sorted(pods, key=lambda p: (_ns(p), _name(p))):
+        ref = ObjectRef.of(pod, "Pod")
+        if ref in skipped or not is_meshed(pod) or not is_serving(pod):
+            continue
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        own = next(
+            (
+                s
+                for s in k8s_services
+                if _ns(s) == _ns(pod) and _selects(s["spec"]["selector"], labels)
+            ),
+            None,
+        )
+        if own is None:
+            continue  # no Service selects it: nothing calls it by name
+        ports = []
+        for port in own["spec"].get("ports") or []:
+            target = _target_port(port, pod)
+            if target is not None:
+                ports.append({"name": _port_name(port), "port": target, "appPort": target})
+        docs.origin[f"workloads[{len(first['workloads'])}]"] = ref
+        first["workloads"].append(
+            {
+                "name": _name(pod),
+                "namespace": _ns(pod),
+                "service": _name(own),
+                "labels": dict(labels),
+                "address": pod["status"]["podIP"],
+                "ports": ports,
+                "serviceAccount": (pod.get("spec") or {}).get("serviceAccountName") or "default",
+                "sidecar": {"outboundPort": OUTBOUND_CAPTURE_PORT, "capture": True},
+            }
+        )
+    for obj in sorted(policies, key=lambda o: (str(o.get("kind")), _ns(o), _name(o))):
+        ref = ObjectRef.of(obj)
+        if ref in skipped:
+            continue
+        where = str(ref)
+        docs.origin[where] = ref
+        docs.policies.append(RawDocument(where, _policy_document(obj)))
+    return docs
+
+
+def _name(obj: Object) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
+
+
+def _ns(obj: Object) -> str:
+    return str((obj.get("metadata") or {}).get("namespace") or "default")
