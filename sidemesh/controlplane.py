@@ -22,13 +22,15 @@ from sidemesh.api.endpoints import connected_proxies
 from sidemesh.identity import CertificateAuthority, SpiffeId
 from sidemesh.identity.ca import make_private_dir, serving_certificate, write_private
 from sidemesh.identity.service import SigningService
-from sidemesh.identity.tokens import BootstrapTokens
+from sidemesh.identity.tokens import BootstrapTokens, TokenValidator
+from sidemesh.kube.cluster import Cluster, ClusterSettings
 from sidemesh.local.ports import StickyPorts
 from sidemesh.local.runfiles import RunFiles, read_json, write_json
 from sidemesh.model import MeshState, PortPicker
 from sidemesh.model.refs import WorkloadRef
 from sidemesh.settings import ControlPlaneSettings
 from sidemesh.sources import Aggregator, FileSource, Source
+from sidemesh.sources.kube.source import SOURCE_NAME as KUBE_SOURCE
 from sidemesh.telemetry import ProxyAdmin, Scraper, TraceStore, trace_service
 from sidemesh.xds import AdsServer, Publisher, SnapshotCache, StatusBoard
 from sidemesh.xds.publisher import ResourceHook
@@ -91,6 +93,8 @@ class ControlPlane:
         self.ca_port = 0
         self._api_task: asyncio.Task[None] | None = None
         self._watch_tasks: list[asyncio.Task[None]] = []
+        self.cluster: Cluster | None = None
+        """The Kubernetes cluster watched, when ``settings.kubernetes``."""
         self.telemetry: Scraper | None = None
         self.traces = TraceStore()
         """Recent traces, from the spans proxies export (when no collector is set)."""
@@ -103,6 +107,10 @@ class ControlPlane:
         for listener in self.state_listeners:
             listener(state)
 
+    def _service_account_of(self, ref: WorkloadRef) -> str | None:
+        workload = self.publisher.state.workload(ref.name, ref.namespace)
+        return workload.service_account if workload is not None else None
+
     def _identity_of(self, ref: WorkloadRef) -> SpiffeId | None:
         identity = self.publisher.state.identity_of(ref.name, ref.namespace)
         return SpiffeId.parse(identity) if identity is not None else None
@@ -110,16 +118,33 @@ class ControlPlane:
     async def start(self) -> None:
         """Load every source (raises ``ConfigError`` if one is bad), then serve ADS, the
         CA and the API."""
+        s = self.settings
+        if s.kubernetes:
+            self.cluster = await Cluster.connect(
+                ClusterSettings(
+                    context=s.kube_context,
+                    kubeconfig=s.kubeconfig,
+                    namespace=s.kube_namespace,
+                    webhook_host=s.webhook_host,
+                    webhook_port=s.webhook_port,
+                )
+            )
+            self.sources.append(self.cluster.source(self.aggregator.feed(KUBE_SOURCE)))
         for source in self.sources:
             await source.load_initial()
         state = self.aggregator.state
         assert state is not None, "every source has reported a first snapshot"
-        s = self.settings
         self.ca = CertificateAuthority.load_or_create(s.state_dir / "ca", state.mesh.trust_domain)
+        validator: TokenValidator = self.tokens
+        if self.cluster is not None:
+            validator = self.cluster.validator(self.tokens, self._service_account_of)
         self.signing = SigningService(
-            self.ca, self.tokens, self._identity_of, dt.timedelta(seconds=s.cert_lifetime_s)
+            self.ca, validator, self._identity_of, dt.timedelta(seconds=s.cert_lifetime_s)
         )
         await self._start_ca()
+        if self.cluster is not None:
+            await self.cluster.serve_webhook(self.ca, s.state_dir / "serving")
+            await self.cluster.publish_root(self.ca.trust_bundle_pem)
         self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, self._grpc)
         # Spans come where xDS comes from: no other port for proxies to reach.
@@ -170,7 +195,7 @@ class ControlPlane:
             self.xds_port,
             s.api_host,
             self.api_port,
-            s.api_host,
+            s.ca_host or s.api_host,
             self.ca_port,
             s.state_dir / "ca" / "root-cert.pem",
         )
@@ -187,7 +212,7 @@ class ControlPlane:
         )
         (serving_dir / "cert.pem").write_bytes(chain)
         write_private(serving_dir / "key.pem", key)
-        ca_socket = _bound_socket(s.api_host, s.ca_port)
+        ca_socket = _bound_socket(s.ca_host or s.api_host, s.ca_port)
         self.ca_port = ca_socket.getsockname()[1]
         self._ca_server = uvicorn.Server(
             uvicorn.Config(
@@ -222,6 +247,8 @@ class ControlPlane:
             await self._api_task
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
+        if self.cluster is not None:
+            await self.cluster.close()
 
     async def run(self) -> None:
         """Start, then serve until cancelled."""

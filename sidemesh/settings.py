@@ -29,13 +29,29 @@ class ControlPlaneSettings(BaseModel):
     poll_interval_s: float = Field(default=0.2, gt=0)
     """How often mesh.yaml is checked for edits."""
     ca_port: int = Field(default=DEFAULT_CA_PORT, ge=0, le=65535)
-    """HTTPS port of the certificate signing endpoint (on ``api_host``)."""
+    """HTTPS port of the certificate signing endpoint."""
+    ca_host: str | None = None
+    """Address of the certificate signing endpoint; ``api_host``'s if None. In a
+    cluster every pod must reach it, while the read-only API may stay on loopback."""
     state_dir: Path = DEFAULT_STATE_DIR
     """The CA (root kept across restarts) and bootstrap tokens live here."""
     cert_lifetime_s: float = Field(default=3600.0, gt=0)
     """Lifetime of workload certificates: short, since agents renew them."""
     telemetry_interval_s: float = Field(default=5.0, ge=0)
     """How often every proxy's stats are scraped into golden signals; 0 turns it off."""
+    kubernetes: bool = False
+    """Also watch a Kubernetes cluster (Services, meshed Pods, policy objects), accept
+    its pods' service-account tokens, and serve the injection webhook."""
+    kube_context: str | None = None
+    """The kubeconfig context; kubectl's current one if None (in a pod: the pod's)."""
+    kubeconfig: Path | None = None
+    """The kubeconfig file; kubectl's (``$KUBECONFIG``, ``~/.kube/config``) if None."""
+    kube_namespace: str = "sidemesh-system"
+    """The namespace the control plane runs in (its Service's name is in the webhook's
+    certificate)."""
+    webhook_host: str = "0.0.0.0"
+    """Address of the injection webhook (HTTPS): the API server calls it from outside."""
+    webhook_port: int = Field(default=15017, ge=0, le=65535)
 
     def own_ports(self) -> dict[int, str]:
         """The ports the control plane listens on (those fixed in advance), each with

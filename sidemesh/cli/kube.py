@@ -1,9 +1,11 @@
-"""``sidemesh inject`` (manifests with the sidecar, offline, as the webhook would make
-them), ``sidemesh ready`` (the sidecar's startup probe) and ``sidemesh redirect`` (the
-init container's traffic redirect)."""
+"""``sidemesh install`` / ``uninstall`` (the control plane's manifests, printed or
+applied), ``sidemesh inject`` (manifests with the sidecar, offline, as the webhook would
+make them), ``sidemesh ready`` (the sidecar's startup probe) and ``sidemesh redirect``
+(the init container's traffic redirect)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +17,18 @@ import yaml
 
 from sidemesh.agent.sidecar import ADMIN_SOCKET
 from sidemesh.kube.inject import InjectConfig, inject_manifest
+from sidemesh.kube.install import (
+    InstallOptions,
+    install_manifests,
+    object_path,
+    to_yaml,
+    uninstall_references,
+)
 from sidemesh.kube.redirect import INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT, PROXY_UID, Redirect
+from sidemesh.sources.kube.client import KubeApi, KubeApiError
 from sidemesh.telemetry.admin import admin_client_sync
+
+FIELD_MANAGER = "sidemesh"
 
 EXIT_BAD_INPUT = 2
 
@@ -25,6 +37,113 @@ def register(app: typer.Typer) -> None:
     app.command()(inject)
     app.command()(ready)
     app.command()(redirect)
+    app.command()(install)
+    app.command()(uninstall)
+
+
+ContextOption = Annotated[
+    str | None, typer.Option("--context", help="kubeconfig context (kubectl's current one)")
+]
+KubeconfigOption = Annotated[
+    Path | None, typer.Option("--kubeconfig", envvar="KUBECONFIG", help="kubeconfig file")
+]
+NamespaceOption = Annotated[
+    str, typer.Option("--namespace", "-n", help="Where the control plane runs")
+]
+
+
+def install(
+    namespace: NamespaceOption = "sidemesh-system",
+    image: Annotated[str, typer.Option(help="The sidemesh image")] = InjectConfig.image,
+    replicas: Annotated[int, typer.Option(min=1, help="Control plane replicas")] = 2,
+    trust_domain: Annotated[str, typer.Option(help="SPIFFE trust domain")] = "cluster.local",
+    fail_closed: Annotated[
+        bool,
+        typer.Option(help="Refuse to create pods while the injection webhook is down"),
+    ] = False,
+    generate_ca: Annotated[
+        bool,
+        typer.Option(
+            help="Make a fresh root and intermediate CA into the sidemesh-ca Secret "
+            "(else create it from your own CA first)"
+        ),
+    ] = False,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Apply through the Kubernetes API, not print")
+    ] = False,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """Print every manifest of the control plane (namespace, CRDs, RBAC, Deployment,
+    Service, webhook configurations), for `kubectl apply -f -`; or apply them."""
+    options = InstallOptions(
+        namespace=namespace,
+        image=image,
+        replicas=replicas,
+        trust_domain=trust_domain,
+        fail_open=not fail_closed,
+        generate_ca=generate_ca,
+    )
+    objects = install_manifests(options)
+    if not apply:
+        typer.echo(to_yaml(objects), nl=False)
+        if not generate_ca:
+            typer.echo(
+                f"# the control plane needs Secret {namespace}/sidemesh-ca: create it from your "
+                "CA (root-cert.pem, ca-cert.pem, ca-key.pem) or re-run with --generate-ca",
+                err=True,
+            )
+        return
+    asyncio.run(_write(objects, context, kubeconfig, delete=False))
+
+
+def uninstall(
+    namespace: NamespaceOption = "sidemesh-system",
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Delete through the Kubernetes API, not print")
+    ] = False,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+) -> None:
+    """Print what `install` made, for `kubectl delete -f -` (the CRDs last: deleting
+    them deletes every policy of their kinds); or delete it."""
+    objects = uninstall_references(InstallOptions(namespace=namespace))
+    if not apply:
+        typer.echo(to_yaml(objects), nl=False)
+        return
+    asyncio.run(_write(objects, context, kubeconfig, delete=True))
+
+
+async def _write(
+    objects: list[dict[str, Any]], context: str | None, kubeconfig: Path | None, delete: bool
+) -> None:
+    try:
+        api = await KubeApi.connect(context, kubeconfig)
+    except KubeApiError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    failed = 0
+    try:
+        for obj in objects:
+            path = object_path(obj)
+            what = f"{obj['kind']} {obj['metadata']['name']}"
+            try:
+                if delete:
+                    await api.delete(path)
+                else:
+                    await api.apply(path, obj, FIELD_MANAGER)
+            except KubeApiError as exc:
+                if delete and exc.status == 404:
+                    typer.echo(f"{what}: not there")
+                    continue
+                failed += 1
+                typer.echo(f"{what}: {exc}", err=True)
+                continue
+            typer.echo(f"{what}: {'deleted' if delete else 'applied'}")
+    finally:
+        await api.close()
+    if failed:
+        raise typer.Exit(1)
 
 
 def inject(

@@ -27,7 +27,7 @@ from sidemesh.cli import proxy_config as proxy_config_view
 from sidemesh.cli import status as status_view
 from sidemesh.cli import traces as traces_view
 from sidemesh.cli import traffic as traffic_view
-from sidemesh.cli.api_client import DEFAULT_API, ApiUnreachable, get_json
+from sidemesh.cli.api_client import DEFAULT_API, ApiUnreachable, get_json, select_cluster
 from sidemesh.cli.format import duration
 from sidemesh.cli.logs import LogFormat, setup_logging
 from sidemesh.cli.tail import follow_log
@@ -45,6 +45,7 @@ from sidemesh.settings import (
     DEFAULT_STATE_DIR,
     ControlPlaneSettings,
 )
+from sidemesh.sources.kube.client import KubeApiError
 
 EXIT_BAD_INPUT = 2
 
@@ -60,6 +61,24 @@ LogFormatOption = Annotated[
 LogLevelOption = Annotated[
     str,
     typer.Option("--log-level", envvar="SIDEMESH_LOG_LEVEL", help="debug, info, warning, error"),
+]
+
+ApiOption = Annotated[str, typer.Option(envvar="SIDEMESH_API", help="The control plane's HTTP API")]
+ContextOption = Annotated[
+    str | None,
+    typer.Option(
+        "--context",
+        help="Read a cluster's control plane (this kubeconfig context) through its API server",
+        callback=lambda value: select_cluster(context=value),
+    ),
+]
+KubeconfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--kubeconfig",
+        help="With --context: the kubeconfig file (kubectl's default if unset)",
+        callback=lambda value: select_cluster(kubeconfig=value),
+    ),
 ]
 
 
@@ -84,6 +103,12 @@ def controlplane(
     ca_port: Annotated[
         int, typer.Option(envvar="SIDEMESH_CA_PORT", help="Certificate signing port, HTTPS")
     ] = DEFAULT_CA_PORT,
+    ca_host: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SIDEMESH_CA_HOST", help="Address for certificate signing (default: --api-host)"
+        ),
+    ] = None,
     state_dir: Annotated[
         Path,
         typer.Option(
@@ -105,6 +130,31 @@ def controlplane(
             help="Seconds between scrapes of every proxy's stats (golden signals); 0: off",
         ),
     ] = 5.0,
+    kubernetes: Annotated[
+        bool,
+        typer.Option(
+            envvar="SIDEMESH_KUBERNETES",
+            help="Also watch a Kubernetes cluster: its Services, meshed Pods and policy "
+            "objects join mesh.yaml's; pods prove themselves with service-account tokens; "
+            "the injection webhook is served",
+        ),
+    ] = False,
+    context: Annotated[
+        str | None,
+        typer.Option(envvar="SIDEMESH_KUBE_CONTEXT", help="kubeconfig context (kubectl's)"),
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(envvar="KUBECONFIG", help="kubeconfig file (kubectl's default if unset)"),
+    ] = None,
+    kube_namespace: Annotated[
+        str,
+        typer.Option(envvar="SIDEMESH_NAMESPACE", help="The namespace the control plane runs in"),
+    ] = "sidemesh-system",
+    webhook_port: Annotated[
+        int,
+        typer.Option(envvar="SIDEMESH_WEBHOOK_PORT", help="Injection webhook port (HTTPS)"),
+    ] = 15017,
     log_format: LogFormatOption = LogFormat.TEXT,
     log_level: LogLevelOption = "info",
     local_run_dir: Annotated[
@@ -121,9 +171,15 @@ def controlplane(
         api_host=api_host,
         api_port=api_port,
         ca_port=ca_port,
+        ca_host=ca_host,
         state_dir=state_dir,
         cert_lifetime_s=cert_lifetime,
         telemetry_interval_s=telemetry_interval,
+        kubernetes=kubernetes,
+        kube_context=context,
+        kubeconfig=kubeconfig,
+        kube_namespace=kube_namespace,
+        webhook_port=webhook_port,
     )
     plane = (
         ControlPlane(settings)
@@ -135,7 +191,7 @@ def controlplane(
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from exc
-    except OSError as exc:
+    except (OSError, KubeApiError) as exc:
         typer.echo(f"sidemesh controlplane: {exc}", err=True)
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
@@ -276,9 +332,9 @@ class Output(StrEnum):
 
 @app.command()
 def proxies(
-    api: Annotated[
-        str, typer.Option(envvar="SIDEMESH_API", help="The control plane's HTTP API")
-    ] = DEFAULT_API,
+    api: ApiOption = DEFAULT_API,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
     output: Annotated[Output, typer.Option("--output", "-o", help="table or json")] = Output.TABLE,
 ) -> None:
     """Connected sidecars: sync state, identity, certificate serial and expiry."""
@@ -320,7 +376,6 @@ RuntimeDirOption = Annotated[
         help="Where local mode keeps logs, its CA and run files",
     ),
 ]
-ApiOption = Annotated[str, typer.Option(envvar="SIDEMESH_API", help="The control plane's HTTP API")]
 
 
 @app.command()
@@ -446,6 +501,8 @@ EdgesOption = Annotated[
 @app.command()
 def stat(
     api: ApiOption = DEFAULT_API,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
     window: WindowOption = "1m",
     namespace: NamespaceFilter = None,
     service: ServiceFilter = None,
@@ -483,6 +540,8 @@ def _show(
 @app.command()
 def top(
     api: ApiOption = DEFAULT_API,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
     window: WindowOption = "10s",
     namespace: NamespaceFilter = None,
     service: ServiceFilter = None,
@@ -502,6 +561,8 @@ def top(
 @app.command()
 def traces(
     api: ApiOption = DEFAULT_API,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="How many to show")] = 20,
     service: Annotated[
         str | None, typer.Option(help="Only traces with a span of this service")
@@ -520,6 +581,8 @@ def traces(
 def trace(
     trace_id: Annotated[str, typer.Argument(help="A trace ID, as `sidemesh traces` lists it")],
     api: ApiOption = DEFAULT_API,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
     output: Annotated[Output, typer.Option("--output", "-o", help="table or json")] = Output.TABLE,
 ) -> None:
     """One trace as a waterfall: every span under its parent, with when it ran."""
@@ -536,6 +599,8 @@ def down(runtime_dir: RuntimeDirOption = DEFAULT_RUNTIME_DIR) -> None:
 @app.command()
 def status(
     api: ApiOption = DEFAULT_API,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
     output: Annotated[Output, typer.Option("--output", "-o", help="table or json")] = Output.TABLE,
 ) -> None:
     """Services and workloads: processes, restarts, sidecar sync, health as the callers
@@ -562,6 +627,8 @@ def proxy_config(
     ] = None,
     namespace: Annotated[str, typer.Option(help="The workload's namespace")] = "default",
     api: ApiOption = DEFAULT_API,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
     output: Annotated[Output, typer.Option("--output", "-o", help="table or json")] = Output.TABLE,
 ) -> None:
     """What the control plane sent a sidecar, next to what its Envoy has."""

@@ -7,11 +7,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import httpx
 from rich.table import Table
 from rich.text import Text
 
-from sidemesh.cli.api_client import ApiUnreachable, get_json
+from sidemesh.cli.api_client import get, get_json
 
 BAR_WIDTH = 40
 
@@ -29,10 +28,7 @@ def gather_list(api: str, limit: int, service: str | None, errors: bool) -> dict
 
 
 def gather_one(api: str, trace_id: str) -> dict[str, Any]:
-    try:
-        response = httpx.get(f"{api.rstrip('/')}/v1/traces/{trace_id}", timeout=5)
-    except httpx.HTTPError as exc:
-        raise ApiUnreachable(f"cannot reach the control plane at {api}: {exc}") from exc
+    response = get(api, f"/v1/traces/{trace_id}")
     if response.status_code == 404:
         raise TraceNotFound(response.json().get("detail", f"no trace {trace_id}"))
     response.raise_for_status()

@@ -6,6 +6,10 @@ from __future__ import annotations
 from sidemesh.model import ServiceKey
 
 OUTBOUND_ROUTE_CONFIG = "outbound-http"
+INBOUND_CAPTURE_LISTENER = "inbound-capture"
+"""A captured sidecar's listener for everything its pod's redirect sends inbound."""
+BLACKHOLE_CLUSTER = "blackhole"
+"""No endpoints: where a connection to a port the workload does not serve goes (closed)."""
 
 
 def outbound_cluster(key: ServiceKey, port: int, subset: str = "") -> str:

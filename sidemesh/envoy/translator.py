@@ -58,7 +58,12 @@ from sidemesh.envoy.gateway import (
     gateway_listener,
     gateway_targets,
 )
-from sidemesh.envoy.inbound import inbound_cluster, inbound_listener
+from sidemesh.envoy.inbound import (
+    blackhole_cluster,
+    inbound_capture_listener,
+    inbound_cluster,
+    inbound_listener,
+)
 from sidemesh.envoy.inbound.authentication import jwks_cluster, jwks_uris, jwt_authentication
 from sidemesh.envoy.inbound.authorization import rbac_filters
 from sidemesh.envoy.inbound.rate_limit import local_rate_limit
@@ -84,6 +89,7 @@ from sidemesh.envoy.resources import ADS_ORDER, Resource, ResourceType
 from sidemesh.errors import TranslationError
 from sidemesh.identity import SpiffeId
 from sidemesh.model import (
+    INBOUND_CAPTURE_PORT,
     AuthorizationDefault,
     Gateway,
     MeshState,
@@ -303,6 +309,8 @@ class _InboundListenerKey(NamedTuple):
     """The RequestAuthentications that apply to the service (by name)."""
     telemetry: ProxyTelemetry
     """The spans of the calls it receives."""
+    capture: bool
+    """Reached through the capture listener (a pod's redirect), binding no port."""
 
 
 class _GatewayListenerKey(NamedTuple):
@@ -804,8 +812,12 @@ class Translator:
                 state.mesh.authorization.default,
                 authentication,
                 telemetry,
+                workload.sidecar.capture,
             )
             _add(listeners, self._inbound_listeners(inbound_key))
+        if workload.sidecar.capture:
+            _add(listeners, _CAPTURE_LISTENER)
+            _add(clusters, _BLACKHOLE_CLUSTER)
         return clusters, listeners
 
     def _rate_limits(self, state: MeshState) -> Mapping[ServiceKey, RateLimit]:
@@ -962,6 +974,7 @@ def _build_inbound_listener(key: _InboundListenerKey) -> Resource:
             ),
         ),
         telemetry=key.telemetry,
+        bind_to_port=not key.capture,
     )
     return _resource(ResourceType.LISTENER, listener)
 
@@ -1141,3 +1154,8 @@ def _resource(rtype: ResourceType, message: Any) -> Resource:
 
 def _add(resources: dict[str, Resource], found: Resource) -> None:
     resources[found.name] = found
+
+
+# The same for every captured sidecar: built once.
+_CAPTURE_LISTENER = _resource(ResourceType.LISTENER, inbound_capture_listener(INBOUND_CAPTURE_PORT))
+_BLACKHOLE_CLUSTER = _resource(ResourceType.CLUSTER, blackhole_cluster())

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-INBOUND_CAPTURE_PORT = 15006
+from sidemesh.model import INBOUND_CAPTURE_PORT as INBOUND_CAPTURE_PORT  # re-exported
+
 OUTBOUND_CAPTURE_PORT = 15001
 PROXY_UID = 1337
 MESH_PORTS = (15000, 15001, 15006, 15020, 15021, 15090)

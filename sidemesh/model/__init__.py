@@ -12,6 +12,7 @@ addresses (``addresses.py``).
 from sidemesh.model.addresses import parse_ip
 from sidemesh.model.loader import load_mesh_file, parse_documents, parse_mesh_document
 from sidemesh.model.mesh import (
+    INBOUND_CAPTURE_PORT,
     AuthorizationDefault,
     Gateway,
     GatewayRoute,
@@ -32,6 +33,7 @@ from sidemesh.model.resolve import PortPicker
 from sidemesh.model.state import MeshState
 
 __all__ = [
+    "INBOUND_CAPTURE_PORT",
     "AuthorizationDefault",
     "Gateway",
     "GatewayRoute",

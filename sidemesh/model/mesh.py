@@ -136,6 +136,11 @@ class WorkloadPort(Model):
     """Where the application itself listens, on 127.0.0.1."""
 
 
+INBOUND_CAPTURE_PORT = 15006
+"""Where a captured sidecar (``Sidecar.capture``) accepts the inbound connections its
+pod's redirect sends it."""
+
+
 class Sidecar(Model):
     """Ports of the workload's sidecar that the control plane must know. Left out, the
     outbound port is 15001 (one workload per address), or a free one under ``sidemesh

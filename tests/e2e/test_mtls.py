@@ -3,6 +3,7 @@ certificates rotating under load without a failed request."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -23,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from sidemesh.identity import CertificateAuthority, SpiffeId
-from sidemesh.identity.ca import write_private
+from sidemesh.identity.ca import IssuedCertificate, write_private
 from sidemesh.identity.csr import CsrForAnotherIdentity
 from sidemesh.identity.service import SigningService
 from tests.helpers.harness import Mesh
@@ -260,11 +261,16 @@ def test_control_plane_restart_keeps_root_and_traffic(mesh: Mesh) -> None:
     new = mesh.control_plane
     assert new is not None and new.control_plane.signing is not None
     token = (mesh.state_dir / "tokens" / "a-1.default.token").read_text()
-    issued = new.control_plane.signing.sign(token, make_csr()[0])
+    signing = new.control_plane.signing
+
+    def sign(csr: bytes) -> IssuedCertificate:
+        return asyncio.run_coroutine_threadsafe(signing.sign(token, csr), new.loop).result(10)
+
+    issued = sign(make_csr()[0])
     chain = x509.load_pem_x509_certificates(issued.chain_pem)
     chain[1].verify_directly_issued_by(x509.load_pem_x509_certificate(root))
     with pytest.raises(CsrForAnotherIdentity):
-        new.control_plane.signing.sign(token, make_csr("spiffe://test.local/ns/default/sa/b")[0])
+        sign(make_csr("spiffe://test.local/ns/default/sa/b")[0])
     assert isinstance(new.control_plane.signing, SigningService)
 
 

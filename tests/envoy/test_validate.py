@@ -322,3 +322,30 @@ def test_tracing_to_the_control_plane_and_to_a_collector_passes_envoy_validate(
         assert hcm.tracing.random_sampling.value == (5 if "collector" in tracing else 1)
         assert hcm.access_log[0].HasField("filter")  # failed requests only
         assert ("otlp-collector" in reviews[ResourceType.CLUSTER]) == ("collector" in tracing)
+
+
+def test_a_captured_pods_sidecar_passes_envoy_validate(tmp_path: Path) -> None:
+    """A pod's sidecar (as the Kubernetes source makes its workload): its inbound
+    listeners bind no port, a capture listener on 15006 hands them their connections."""
+    from sidemesh.model import parse_documents
+    from sidemesh.sources.kube.convert import to_documents
+    from tests.sources.kube.test_source import pod, service
+
+    docs = to_documents(
+        {},
+        [service("reviews", {"app": "reviews"}), service("ratings", {"app": "ratings"})],
+        [
+            pod("reviews-v1-a", {"app": "reviews"}, "10.1.0.11"),
+            pod("ratings-v1-a", {"app": "ratings"}, "10.1.0.12"),
+        ],
+        [],
+    )
+    state = parse_documents(docs.first, docs.policies, "Kubernetes")
+    resources = Translator().for_proxy(state, ProxyId("reviews-v1-a", "shop"))
+    listeners = {r.name: r.message for r in resources[ResourceType.LISTENER].values()}
+    capture = listeners["inbound-capture"]
+    assert capture.use_original_dst.value and capture.address.socket_address.port_value == 15006
+    inbound = listeners["inbound|9080|reviews"]
+    assert inbound.bind_to_port.value is False
+    assert inbound.address.socket_address.address == "10.1.0.11"
+    validate(inline_bootstrap(resources), tmp_path)

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import jsonpatch
 import jwt
 import yaml
 from aiohttp import web
@@ -52,7 +54,28 @@ SERVED = {
         "sidemesh.io/v1alpha1",
     ),
     "/apis/sidemesh.io/v1alpha1/backendpolicies": ("BackendPolicy", "sidemesh.io/v1alpha1"),
+    "/apis/split.smi-spec.io/v1alpha4/trafficsplits": (
+        "TrafficSplit",
+        "split.smi-spec.io/v1alpha4",
+    ),
+    "/apis/access.smi-spec.io/v1alpha3/traffictargets": (
+        "TrafficTarget",
+        "access.smi-spec.io/v1alpha3",
+    ),
+    "/apis/specs.smi-spec.io/v1alpha4/httproutegroups": (
+        "HTTPRouteGroup",
+        "specs.smi-spec.io/v1alpha4",
+    ),
+    "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations": (
+        "MutatingWebhookConfiguration",
+        "admissionregistration.k8s.io/v1",
+    ),
+    "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations": (
+        "ValidatingWebhookConfiguration",
+        "admissionregistration.k8s.io/v1",
+    ),
 }
+CLUSTER_SCOPED = {"Namespace", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
 """What this server serves; every other collection answers 404 (not installed)."""
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 
@@ -78,6 +101,11 @@ class KubeTestServer:
     revision: int = 100
     compacted: int = 0
     list_requests: int = 0
+    configmaps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    applied: dict[str, Any] = field(default_factory=dict)
+    services: dict[str, str] = field(default_factory=dict)
+    """``namespace/scheme:name:port`` → the URL the service proxy forwards to."""
+    """Objects written by server-side apply, by their path."""
     watch_requests: list[str] = field(default_factory=list)
     """The resourceVersion each watch asked for, in order."""
     port: int = 0
@@ -101,8 +129,16 @@ class KubeTestServer:
 
     async def _serve(self, context: ssl.SSLContext) -> None:
         app = web.Application(middlewares=[self._authenticate])
-        app.router.add_get("/{path:.*}", self._get)
         app.router.add_post("/api/v1/namespaces/{namespace}/events", self._post_event)
+        app.router.add_get("/api/v1/namespaces/{namespace}/configmaps/{name}", self._get_configmap)
+        app.router.add_post("/api/v1/namespaces/{namespace}/configmaps", self._put_configmap)
+        app.router.add_put("/api/v1/namespaces/{namespace}/configmaps/{name}", self._put_configmap)
+        app.router.add_get(
+            "/api/v1/namespaces/{namespace}/services/{service}/proxy/{path:.*}", self._proxy
+        )
+        app.router.add_get("/{path:.*}", self._get)
+        app.router.add_delete("/{path:.*}", self._delete_applied)
+        app.router.add_patch("/{path:.*}", self._patch)
         app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", self._token_review)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -182,7 +218,10 @@ class KubeTestServer:
         obj = json.loads(json.dumps(obj))
         collection = self._collection_of(obj["kind"])
         meta = obj.setdefault("metadata", {})
-        meta.setdefault("namespace", "default")
+        if obj["kind"] in CLUSTER_SCOPED:
+            meta["namespace"] = ""
+        else:
+            meta.setdefault("namespace", "default")
         key = (collection, meta["namespace"], meta["name"])
         self.revision += 1
         meta["resourceVersion"] = str(self.revision)
@@ -243,6 +282,12 @@ class KubeTestServer:
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
         collection = "/" + request.match_info["path"]
+        parent, _, name = collection.rpartition("/")
+        if collection not in SERVED and parent in SERVED:
+            found = self.objects.get((parent, "", name))
+            if found is None:
+                return _status(404, "NotFound", f"{name} not found")
+            return web.json_response(found)
         if collection not in SERVED:
             return _status(
                 404, "NotFound", f"the server could not find the requested resource ({collection})"
@@ -307,6 +352,64 @@ class KubeTestServer:
         finally:
             self._watches.remove(watch)
         return response
+
+    async def _proxy(self, request: web.Request) -> web.StreamResponse:
+        """The API server's proxy to a Service (``services/<scheme>:<name>:<port>/proxy``),
+        to whatever address a test set for it in ``services``."""
+        key = f"{request.match_info['namespace']}/{request.match_info['service']}"
+        target = self.services.get(key)
+        if target is None:
+            return _status(503, "ServiceUnavailable", f"no endpoints available for service {key}")
+        url = f"{target}/{request.match_info['path']}"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url, params=request.query) as reply,
+        ):
+            body = await reply.read()
+            return web.Response(body=body, status=reply.status, content_type=reply.content_type)
+
+    async def _get_configmap(self, request: web.Request) -> web.StreamResponse:
+        key = (request.match_info["namespace"], request.match_info["name"])
+        if key not in self.configmaps:
+            return _status(404, "NotFound", f'configmaps "{key[1]}" not found')
+        return web.json_response(self.configmaps[key])
+
+    async def _put_configmap(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        key = (request.match_info["namespace"], body["metadata"]["name"])
+        exists = key in self.configmaps
+        if request.method == "POST" and exists:
+            return _status(409, "AlreadyExists", f'configmaps "{key[1]}" already exists')
+        if request.method == "PUT" and not exists:
+            return _status(404, "NotFound", f'configmaps "{key[1]}" not found')
+        self.revision += 1
+        body["metadata"]["resourceVersion"] = str(self.revision)
+        self.configmaps[key] = body
+        return web.json_response(body, status=200 if exists else 201)
+
+    async def _delete_applied(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["path"]
+        if path not in self.applied:
+            return _status(404, "NotFound", f"{path} not found")
+        return web.json_response(self.applied.pop(path))
+
+    async def _patch(self, request: web.Request) -> web.StreamResponse:
+        """A JSON Patch of a cluster-scoped object (the webhook configuration), or a
+        server-side apply of any object (``sidemesh install --apply``), kept by path."""
+        if request.content_type == "application/apply-patch+yaml":
+            if not request.query.get("fieldManager"):
+                return _status(422, "Invalid", "fieldManager is required for apply")
+            self.applied["/" + request.match_info["path"]] = yaml.safe_load(await request.text())
+            return web.json_response(self.applied["/" + request.match_info["path"]])
+        if request.content_type != "application/json-patch+json":
+            return _status(415, "UnsupportedMediaType", request.content_type)
+        parent, _, name = ("/" + request.match_info["path"]).rpartition("/")
+        found = self.objects.get((parent, "", name))
+        if found is None:
+            return _status(404, "NotFound", f"{name} not found")
+        patched = jsonpatch.apply_patch(found, await request.json())
+        self._apply(patched)
+        return web.json_response(self.objects[(parent, "", name)])
 
     async def _post_event(self, request: web.Request) -> web.StreamResponse:
         event = await request.json()

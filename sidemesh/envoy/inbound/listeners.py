@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from google.protobuf import wrappers_pb2
 
 from sidemesh.envoy import names
 from sidemesh.envoy.filters import ROUTER_ONLY, HttpFilters, http_connection_manager, tcp_proxy
@@ -27,10 +29,13 @@ def inbound_listener(
     trust_domain: str,
     filters: HttpFilters = ROUTER_ONLY,
     telemetry: ProxyTelemetry | None = None,
+    bind_to_port: bool = True,
 ) -> listener_pb2.Listener:
     """STRICT: one mTLS filter chain. PERMISSIVE: a TLS inspector picks the mTLS chain
     for TLS connections and a plaintext one for the rest. DISABLE: plaintext only.
-    ``filters``: the callee's HTTP filters (authentication, authorization, rate limits)."""
+    ``filters``: the callee's HTTP filters (authentication, authorization, rate limits).
+    ``bind_to_port`` False: a captured sidecar's, reached only through the capture
+    listener, which hands it the connections whose original destination it is."""
     if http:
         network_filter = http_connection_manager(
             names.stat_prefix(name),
@@ -56,6 +61,8 @@ def inbound_listener(
         address=socket_address(address, port),
         traffic_direction=base_pb2.INBOUND,
     )
+    if not bind_to_port:
+        listener.bind_to_port.value = False
     if mtls is MtlsMode.STRICT:
         listener.filter_chains.append(mtls_chain)
     elif mtls is MtlsMode.DISABLE:
@@ -70,3 +77,32 @@ def inbound_listener(
         plaintext_chain.filter_chain_match.transport_protocol = "raw_buffer"
         listener.filter_chains.extend([mtls_chain, plaintext_chain])
     return listener
+
+
+ORIGINAL_DST = "envoy.filters.listener.original_dst"
+CAPTURE_ADDRESS = "0.0.0.0"
+"""Every address of the pod: the redirect sends whatever arrives for any of them."""
+
+
+def inbound_capture_listener(port: int) -> listener_pb2.Listener:
+    """Where a pod's redirect sends every inbound connection: each is handed to the
+    inbound listener of its original destination (the workload's address and port,
+    bound to no port itself); one to a port the workload does not serve is closed."""
+    name = names.INBOUND_CAPTURE_LISTENER
+    return listener_pb2.Listener(
+        name=name,
+        address=socket_address(CAPTURE_ADDRESS, port),
+        traffic_direction=base_pb2.INBOUND,
+        use_original_dst=wrappers_pb2.BoolValue(value=True),
+        listener_filters=[
+            listener_components_pb2.ListenerFilter(
+                name=ORIGINAL_DST, typed_config=packed(original_dst_pb2.OriginalDst())
+            )
+        ],
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                name="unserved-port",
+                filters=[tcp_proxy(names.stat_prefix(name), names.BLACKHOLE_CLUSTER)],
+            )
+        ],
+    )

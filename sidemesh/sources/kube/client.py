@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.config.config_exception import ConfigException
 
 from sidemesh.errors import SidemeshError
 
@@ -31,8 +32,8 @@ class KubeApiError(SidemeshError):
 
     def __init__(self, status: int, what: str, message: str) -> None:
         self.status = status
-        answer = f"answered {status}" if status else "did not answer"
-        super().__init__(f"{what}: the Kubernetes API {answer}: {message}")
+        answer = f": the Kubernetes API answered {status}" if status else ""
+        super().__init__(f"{what}{answer}: {message}")
 
 
 class Gone(KubeApiError):
@@ -48,17 +49,22 @@ class KubeApi:
         """The cluster kubectl would talk to (``context`` of ``kubeconfig``, each as
         kubectl defaults them), or, inside a pod with neither given, the pod's own."""
         configuration = Configuration()
-        if kubeconfig is None and context is None and "KUBERNETES_SERVICE_HOST" in os.environ:
-            kube_config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration
-            )
-        else:
-            await kube_config.load_kube_config(
-                config_file=str(kubeconfig) if kubeconfig is not None else None,
-                context=context,
-                client_configuration=configuration,
-                persist_config=False,
-            )
+        try:
+            if kubeconfig is None and context is None and "KUBERNETES_SERVICE_HOST" in os.environ:
+                kube_config.load_incluster_config(  # type: ignore[no-untyped-call]
+                    client_configuration=configuration
+                )
+            else:
+                await kube_config.load_kube_config(
+                    config_file=str(kubeconfig) if kubeconfig is not None else None,
+                    context=context,
+                    client_configuration=configuration,
+                    persist_config=False,
+                )
+        except (ConfigException, OSError) as exc:
+            where = f"kubeconfig {kubeconfig}" if kubeconfig else "the kubeconfig kubectl uses"
+            detail = f"context {context!r}: " if context else ""
+            raise KubeApiError(0, where, f"cannot find the cluster: {detail}{exc}") from exc
         return cls(ApiClient(configuration))
 
     async def close(self) -> None:
@@ -71,10 +77,11 @@ class KubeApi:
         params: Mapping[str, str] | None = None,
         body: Any = None,
         timeout: aiohttp.ClientTimeout | None = None,
+        content_type: str = "application/json",
     ) -> aiohttp.ClientResponse:
         headers = {"Accept": "application/json"}
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         response: aiohttp.ClientResponse = await self.client.call_api(
             path,
             method,
@@ -93,17 +100,44 @@ class KubeApi:
     async def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self._json("POST", path, None, body)
 
+    async def put(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._json("PUT", path, None, body)
+
+    async def delete(self, path: str) -> dict[str, Any]:
+        return await self._json("DELETE", path, None)
+
+    async def apply(self, path: str, body: Mapping[str, Any], field_manager: str) -> dict[str, Any]:
+        """Server-side apply of ``body`` at ``path`` (the object's own path)."""
+        return await self._json(
+            "PATCH",
+            path,
+            {"fieldManager": field_manager, "force": "true"},
+            body,
+            "application/apply-patch+yaml",
+        )
+
+    async def patch(self, path: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
+        """A JSON Patch (RFC 6902)."""
+        return await self._json("PATCH", path, None, operations, "application/json-patch+json")
+
     async def _json(
-        self, method: str, path: str, params: Mapping[str, str] | None, body: Any = None
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: Any = None,
+        content_type: str = "application/json",
     ) -> dict[str, Any]:
         try:
-            response = await self._request(method, path, params, body)
+            response = await self._request(method, path, params, body, content_type=content_type)
             async with response:
                 text = await response.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
             # One error type for callers (the CA's token review among them), which
             # need not know which HTTP library carries the call.
-            raise KubeApiError(0, f"{method} {path}", f"unreachable ({exc})") from exc
+            raise KubeApiError(
+                0, f"{method} {path}", f"the Kubernetes API is unreachable ({exc})"
+            ) from exc
         if response.status >= 300:
             raise _error(response.status, f"{method} {path}", text)
         data: dict[str, Any] = json.loads(text)

@@ -20,6 +20,8 @@ from typing import Any
 
 from sidemesh.model.policy.documents import KINDS, RawDocument
 
+CONVERTED_FROM = "sidemesh.io/converted-from"
+"""On a document made from an SMI object: that object (``Kind namespace/name``)."""
 STATUS_ANNOTATION = "sidemesh.io/status"
 """Set on a pod by injection; a pod with it (or the proxy container) is in the mesh."""
 PROXY_CONTAINER = "sidemesh-proxy"
@@ -36,8 +38,9 @@ class ObjectRef:
     kind: str
     namespace: str
     name: str
-    api_version: str = "v1"
-    uid: str = ""
+    api_version: str = field(default="v1", compare=False)
+    uid: str = field(default="", compare=False)
+    """Not compared: an object being created (the validating webhook's) has none yet."""
 
     def __str__(self) -> str:
         return (
@@ -223,13 +226,41 @@ def to_documents(
             }
         )
     for obj in sorted(policies, key=lambda o: (str(o.get("kind")), _ns(o), _name(o))):
-        ref = ObjectRef.of(obj)
+        ref = _origin_of(obj)
         if ref in skipped:
             continue
-        where = str(ref)
+        where = str(ObjectRef.of(obj))
         docs.origin[where] = ref
         docs.policies.append(RawDocument(where, _policy_document(obj)))
     return docs
+
+
+def services_running_as(
+    services: Iterable[Object], pods: Iterable[Object], namespace: str, account: str
+) -> list[str]:
+    """The Services of ``namespace`` that select a pod running as ``account``."""
+    labels = [
+        (p.get("metadata") or {}).get("labels") or {}
+        for p in pods
+        if _ns(p) == namespace
+        and ((p.get("spec") or {}).get("serviceAccountName") or "default") == account
+    ]
+    return sorted(
+        _name(s)
+        for s in services
+        if _ns(s) == namespace
+        and any(_selects((s.get("spec") or {}).get("selector") or {}, found) for found in labels)
+    )
+
+
+def _origin_of(obj: Object) -> ObjectRef:
+    """The object a document came from: itself, or the SMI object it was made of."""
+    source = ((obj.get("metadata") or {}).get("annotations") or {}).get(CONVERTED_FROM)
+    if source:
+        kind, _, rest = str(source).partition(" ")
+        namespace, _, name = rest.partition("/")
+        return ObjectRef(kind, namespace, name)
+    return ObjectRef.of(obj)
 
 
 def _name(obj: Object) -> str:

@@ -16,11 +16,20 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import yaml
+
 from sidemesh.errors import ConfigError, Problem
 from sidemesh.model import parse_documents
 from sidemesh.sources.aggregate import Feed
+from sidemesh.sources.kube import smi
 from sidemesh.sources.kube.client import KubeApi, KubeApiError
-from sidemesh.sources.kube.convert import ObjectRef, is_policy, to_documents
+from sidemesh.sources.kube.convert import (
+    CONVERTED_FROM,
+    ObjectRef,
+    is_policy,
+    services_running_as,
+    to_documents,
+)
 from sidemesh.sources.kube.informer import Informer, Resource
 from sidemesh.sources.protocol import Snapshot
 
@@ -39,6 +48,15 @@ POLICIES = (
     Resource("AuthorizationPolicy", "sidemesh.io/v1alpha1", "authorizationpolicies"),
     Resource("RequestAuthentication", "sidemesh.io/v1alpha1", "requestauthentications"),
     Resource("Telemetry", "sidemesh.io/v1alpha1", "telemetries"),
+)
+SMI = (
+    Resource("TrafficSplit", "split.smi-spec.io/v1alpha4", "trafficsplits"),
+    Resource("TrafficTarget", "access.smi-spec.io/v1alpha3", "traffictargets"),
+    Resource("HTTPRouteGroup", "specs.smi-spec.io/v1alpha4", "httproutegroups"),
+)
+SMI_ARCHIVED = (
+    "%s: SMI is archived; sidemesh serves it as the Gateway API and sidemesh documents "
+    "below (apply them instead, then delete the SMI object):\n%s"
 )
 SYNC_TIMEOUT_S = 60.0
 SETTLE_S = 0.05
@@ -62,7 +80,11 @@ class KubeSource:
         self.mesh = dict(mesh or {})
         self.settle_s = settle_s
         self._changed = asyncio.Event()
-        self.informers = [Informer(api, r, self._changed.set) for r in (SERVICES, PODS, *POLICIES)]
+        self.informers = [
+            Informer(api, r, self._changed.set) for r in (SERVICES, PODS, *POLICIES, *SMI)
+        ]
+        self._smi_said: dict[str, str] = {}
+        """What was logged for each SMI object: said again only when it changes."""
         self.bad_objects: dict[ObjectRef, tuple[str, ...]] = {}
         """Objects left out of the latest snapshot, with why."""
         self._reported: dict[ObjectRef, tuple[str, ...]] = {}
@@ -110,7 +132,7 @@ class KubeSource:
         """Report a snapshot of what the informers hold, leaving out bad objects."""
         services = self._objects(SERVICES)
         pods = self._objects(PODS)
-        policies = [o for i in self.informers[2:] for o in i.objects.values() if is_policy(o)]
+        policies = self._policies(services, pods)
         bad: dict[ObjectRef, list[str]] = {}
         while True:
             docs = to_documents(self.mesh, services, pods, policies, skip=tuple(bad))
@@ -131,6 +153,47 @@ class KubeSource:
             self._report({ref: tuple(reasons) for ref, reasons in bad.items()})
             self.feed.offer(state)
             return state
+
+    def problems_with(self, obj: Mapping[str, Any]) -> list[str]:
+        """What the mesh would find wrong with ``obj`` (a policy object) if it were
+        applied now, beside everything else the cluster holds: the validating webhook
+        asks, so ``kubectl apply`` refuses what would otherwise be left out."""
+        ref = ObjectRef.of(obj)
+        services, pods = self._objects(SERVICES), self._objects(PODS)
+        policies = [o for o in self._policies(services, pods) if ObjectRef.of(o) != ref]
+        docs = to_documents(
+            self.mesh,
+            services,
+            pods,
+            [*policies, obj],
+            skip=tuple(r for r in self.bad_objects if r != ref),
+        )
+        try:
+            parse_documents(docs.first, docs.policies, SOURCE_NAME)
+        except ConfigError as exc:
+            return [str(p) for p in exc.problems if docs.object_of(p.path) == ref]
+        return []
+
+    def _policies(
+        self, services: list[dict[str, Any]], pods: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The cluster's policy objects, SMI ones as their equivalents."""
+        policies = [o for r in POLICIES for o in self._objects(r) if is_policy(o)]
+        smi_objects = [o for r in SMI for o in self._objects(r)]
+        if not smi_objects:
+            return policies
+        converted = smi.convert(
+            smi_objects, lambda ns, sa: services_running_as(services, pods, ns, sa)
+        )
+        for warning in converted.warnings:
+            log.warning("%s", warning)
+        for doc in converted.documents:
+            origin = doc["metadata"]["annotations"][CONVERTED_FROM]
+            text = yaml.safe_dump(doc, sort_keys=False)
+            if self._smi_said.get(origin) != text:
+                self._smi_said[origin] = text
+                log.warning(SMI_ARCHIVED, origin, text)
+        return policies + converted.documents
 
     def _objects(self, resource: Resource) -> list[dict[str, Any]]:
         informer = next(i for i in self.informers if i.resource == resource)
