@@ -23,10 +23,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Servers and browsers the tests run for real: a Prometheus that scrapes the control
-# plane, a Chromium the dashboard's tests drive (through Playwright, no browser download).
+# plane, a Chromium the dashboard's tests drive (through Playwright, no browser download),
+# iptables for the pod traffic redirect tested in network namespaces.
 test-deps:
-	@command -v prometheus >/dev/null && command -v chromium >/dev/null || \
-	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus chromium)
+	@command -v prometheus >/dev/null && command -v chromium >/dev/null && \
+	  command -v iptables-restore >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+	    prometheus chromium iptables)
 
 unit: $(STAMP) test-deps
 	$(BIN)/pytest -q

@@ -219,7 +219,7 @@ def _at_callee(
     query: str,
     headers: Mapping[str, str],
 ) -> None:
-    members = state.workloads_of(key)
+    members = tuple(w for w in state.workloads_of(key) if w.ready)
     if not members:
         backend.status, backend.decision = 503, "no workload serves it"
         return

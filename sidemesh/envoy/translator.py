@@ -602,7 +602,8 @@ class Translator:
         routes = _routes_by_service(state.policies)
         steps: dict[ServiceKey, _ServiceStep] = {}
         for key, service in state.services.items():
-            members = state.workloads_of(key)
+            # Only ready workloads are endpoints; one starting up is not called yet.
+            members = tuple(w for w in state.workloads_of(key) if w.ready)
             mtls = state.mtls_mode(service)
             settings = backend_settings.get(key)
             attached = tuple(routes.get(key, ()))

@@ -10,7 +10,12 @@ addresses (``addresses.py``).
 """
 
 from sidemesh.model.addresses import parse_ip
-from sidemesh.model.loader import load_mesh_file, parse_documents, parse_mesh_document
+from sidemesh.model.loader import (
+    load_mesh_file,
+    parse_documents,
+    parse_mesh_document,
+    read_mesh_documents,
+)
 from sidemesh.model.mesh import (
     INBOUND_CAPTURE_PORT,
     AuthorizationDefault,
@@ -55,4 +60,5 @@ __all__ = [
     "parse_documents",
     "parse_ip",
     "parse_mesh_document",
+    "read_mesh_documents",
 ]

@@ -78,6 +78,24 @@ def parse_mesh_document(
 
     Workload and gateway addresses become IP literals: a host name is resolved here,
     once (see ``addresses``)."""
+    first, raw_policies = split_documents(text, source)
+    return parse_documents(
+        first,
+        raw_policies,
+        source,
+        version,
+        ports=ports,
+        require_workloads=require_workloads,
+        reserved_ports=reserved_ports,
+        base_dir=base_dir,
+    )
+
+
+def split_documents(text: str, source: str) -> tuple[dict[str, Any], list[RawDocument]]:
+    """mesh.yaml's text as its first document (the compact local form, ``{}`` when
+    the file holds only policies) and its further documents (policies), variables
+    expanded. Raises ``ConfigError`` for an empty file, bad YAML or a first document
+    that is not a mapping."""
     if not text.strip():
         # An editor that truncates before it writes, or a failed copy, leaves an empty
         # file; read as an empty mesh it would stop every workload without a word.
@@ -108,16 +126,25 @@ def parse_mesh_document(
     raw_policies = [
         RawDocument(f"document {i + 1 + offset}", doc) for i, doc in enumerate(documents)
     ]
-    return parse_documents(
-        first,
-        raw_policies,
-        source,
-        version,
-        ports=ports,
-        require_workloads=require_workloads,
-        reserved_ports=reserved_ports,
-        base_dir=base_dir,
-    )
+    return first, raw_policies
+
+
+def read_mesh_documents(path: Path) -> tuple[dict[str, Any], list[RawDocument]]:
+    """A mesh.yaml's first document and every policy document, those of the files it
+    includes too (with ``include`` then removed): what ``sidemesh apply`` writes to a
+    registry. Raises ``ConfigError`` naming ``path``; it does not validate them
+    (``parse_documents`` does)."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, [Problem("", f"cannot read file: {exc.strerror}")]) from exc
+    first, raw_policies = split_documents(text, source)
+    patterns = first.pop("include", None) or ()
+    if not isinstance(patterns, list | tuple) or not all(isinstance(p, str) for p in patterns):
+        raise ConfigError(source, [Problem("include", "a list of file names or globs")])
+    included, _ = _included(patterns, path.parent, source)
+    return first, [*raw_policies, *included]
 
 
 def parse_documents(

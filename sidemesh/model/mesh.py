@@ -192,6 +192,10 @@ class Workload(Model):
     ``{version}`` are filled in; a string is split like a shell would."""
     env: dict[str, str] = Field(default_factory=dict)
     """Local mode: extra environment of the app (templated like ``command``)."""
+    ready: bool = True
+    """False while it starts (a pod not Ready yet): it has its identity, so its sidecar
+    gets a certificate and config, but no caller is sent to it, as Kubernetes leaves a
+    pod that is not ready out of its Service's endpoints."""
 
 
 class GatewayRoute(Model):

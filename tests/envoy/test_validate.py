@@ -337,6 +337,7 @@ def test_a_captured_pods_sidecar_passes_envoy_validate(tmp_path: Path) -> None:
         [
             pod("reviews-v1-a", {"app": "reviews"}, "10.1.0.11"),
             pod("ratings-v1-a", {"app": "ratings"}, "10.1.0.12"),
+            pod("ratings-v1-b", {"app": "ratings"}, "10.1.0.13", ready=False),
         ],
         [],
     )
@@ -348,4 +349,15 @@ def test_a_captured_pods_sidecar_passes_envoy_validate(tmp_path: Path) -> None:
     inbound = listeners["inbound|9080|reviews"]
     assert inbound.bind_to_port.value is False
     assert inbound.address.socket_address.address == "10.1.0.11"
+    # A pod not ready yet is no endpoint (but has its identity, for its own sidecar).
+    (ratings,) = [
+        r.message
+        for r in resources[ResourceType.ENDPOINT].values()
+        if r.name.endswith("|ratings.shop")
+    ]
+    addresses = [
+        e.endpoint.address.socket_address.address for g in ratings.endpoints for e in g.lb_endpoints
+    ]
+    assert addresses == ["10.1.0.12"]
+    assert state.identity_of("ratings-v1-b", "shop") is not None
     validate(inline_bootstrap(resources), tmp_path)

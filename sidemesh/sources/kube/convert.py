@@ -2,9 +2,11 @@
 
 A Service becomes a service (its ports' protocols from ``appProtocol`` or the port
 name's prefix, as Istio reads them: ``http``, ``http2``/``h2c``, ``grpc``, else TCP); a
-running, ready pod that carries the sidecar becomes a workload at its pod IP, with its
-service account as its identity and the first Service (by name) that selects it as its
-service (the others select it by labels too). Policy objects (Gateway API routes,
+pod that carries the sidecar and has an address becomes a workload at its pod IP
+(``ready`` once the pod is Ready: only then is it an endpoint), with its service
+account as its identity and the first Service (by name) that selects it as its
+service (the others select it by labels too). Its sidecar is captured: the pod's
+redirect brings it the traffic. Policy objects (Gateway API routes,
 sidemesh's kinds) pass through as they are, their server-set metadata dropped.
 
 Each document remembers the object it came from, so a problem the model's checks
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidemesh.model.policy.documents import KINDS, RawDocument
+from sidemesh.sources.leave_out import Documents
 
 CONVERTED_FROM = "sidemesh.io/converted-from"
 """On a document made from an SMI object: that object (``Kind namespace/name``)."""
@@ -61,27 +64,6 @@ class ObjectRef:
         )
 
 
-@dataclass
-class Documents:
-    """What ``to_documents`` makes: ``first`` in the compact local form, ``policies``
-    in Kubernetes form, and the object each came from."""
-
-    first: dict[str, Any]
-    policies: list[RawDocument]
-    origin: dict[str, ObjectRef] = field(default_factory=dict)
-    """``services[3]``, ``workloads[0]`` or a policy's ``where`` → its object."""
-
-    def object_of(self, problem_path: str) -> ObjectRef | None:
-        """The object a problem's path points into, if it points into one."""
-        head = problem_path.split(".", 1)[0]
-        if head in self.origin:
-            return self.origin[head]
-        for where, ref in self.origin.items():
-            if problem_path == where or problem_path.startswith(where + " "):
-                return ref
-        return None
-
-
 def is_meshed(pod: Object) -> bool:
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
@@ -91,8 +73,16 @@ def is_meshed(pod: Object) -> bool:
     )
 
 
+def is_present(pod: Object) -> bool:
+    """Has an address and is starting or running: a workload of the mesh. Its sidecar
+    runs before its app (a native sidecar, while the pod is still Pending) and needs
+    its certificate and config to become ready, so it is in the mesh from then on."""
+    status = pod.get("status") or {}
+    return bool(status.get("podIP")) and status.get("phase") in ("Pending", "Running")
+
+
 def is_serving(pod: Object) -> bool:
-    """Running, with an IP, ready, and not being deleted: a pod to send traffic to."""
+    """Running, ready, and not being deleted: a pod to send traffic to."""
     status = pod.get("status") or {}
     if (pod.get("metadata") or {}).get("deletionTimestamp"):
         return False
@@ -169,11 +159,11 @@ def to_documents(
     pods: Iterable[Object],
     policies: Iterable[Object],
     skip: Sequence[ObjectRef] = (),
-) -> Documents:
+) -> Documents[ObjectRef]:
     """The documents of the objects given, but those in ``skip`` (found bad before)."""
     skipped = set(skip)
     first: dict[str, Any] = {"mesh": dict(mesh), "services": [], "workloads": []}
-    docs = Documents(first, [])
+    docs: Documents[ObjectRef] = Documents(first, [])
     k8s_services = [
         s
         for s in sorted(services, key=lambda s: (_ns(s), _name(s)))
@@ -194,7 +184,7 @@ def to_documents(
         )
     for pod in sorted(pods, key=lambda p: (_ns(p), _name(p))):
         ref = ObjectRef.of(pod, "Pod")
-        if ref in skipped or not is_meshed(pod) or not is_serving(pod):
+        if ref in skipped or not is_meshed(pod) or not is_present(pod):
             continue
         labels = (pod.get("metadata") or {}).get("labels") or {}
         own = next(
@@ -223,6 +213,7 @@ def to_documents(
                 "ports": ports,
                 "serviceAccount": (pod.get("spec") or {}).get("serviceAccountName") or "default",
                 "sidecar": {"outboundPort": OUTBOUND_CAPTURE_PORT, "capture": True},
+                "ready": is_serving(pod),
             }
         )
     for obj in sorted(policies, key=lambda o: (str(o.get("kind")), _ns(o), _name(o))):

@@ -31,6 +31,7 @@ from sidemesh.sources.kube.convert import (
     to_documents,
 )
 from sidemesh.sources.kube.informer import Informer, Resource
+from sidemesh.sources.leave_out import parse_leaving_out
 from sidemesh.sources.protocol import Snapshot
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,6 @@ SMI_ARCHIVED = (
 SYNC_TIMEOUT_S = 60.0
 SETTLE_S = 0.05
 """Changes that arrive together (a rollout's pods) make one snapshot, not one each."""
-MAX_BAD_OBJECTS = 1000
 
 
 class KubeSource:
@@ -133,26 +133,16 @@ class KubeSource:
         services = self._objects(SERVICES)
         pods = self._objects(PODS)
         policies = self._policies(services, pods)
-        bad: dict[ObjectRef, list[str]] = {}
-        while True:
-            docs = to_documents(self.mesh, services, pods, policies, skip=tuple(bad))
-            try:
-                state = parse_documents(docs.first, docs.policies, SOURCE_NAME)
-            except ConfigError as exc:
-                unplaced = []
-                for problem in exc.problems:
-                    ref = docs.object_of(problem.path)
-                    if ref is None:
-                        unplaced.append(problem)
-                    else:
-                        bad.setdefault(ref, []).append(str(problem))
-                if unplaced or len(bad) > MAX_BAD_OBJECTS:
-                    self.feed.refuse(ConfigError(SOURCE_NAME, unplaced or exc.problems))
-                    return None
-                continue
-            self._report({ref: tuple(reasons) for ref, reasons in bad.items()})
-            self.feed.offer(state)
-            return state
+        outcome = parse_leaving_out(
+            lambda skip: to_documents(self.mesh, services, pods, policies, skip=skip), SOURCE_NAME
+        )
+        if outcome.state is None:
+            assert outcome.refusal is not None
+            self.feed.refuse(outcome.refusal)
+            return None
+        self._report(outcome.left_out)
+        self.feed.offer(outcome.state)
+        return outcome.state
 
     def problems_with(self, obj: Mapping[str, Any]) -> list[str]:
         """What the mesh would find wrong with ``obj`` (a policy object) if it were

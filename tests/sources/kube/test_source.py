@@ -140,17 +140,37 @@ async def test_services_and_meshed_pods_become_the_mesh_with_service_account_ide
     assert state.identity_of("reviews-v1-a", "shop") == "spiffe://example.org/ns/shop/sa/reviews"
 
 
-async def test_pods_come_and_go_and_only_ready_meshed_pods_count(
+async def test_pods_come_and_go_and_only_meshed_pods_count(
     running: Running, server: KubeTestServer
 ) -> None:
     server.apply(pod("reviews-v2-a", {"app": "reviews", "version": "v2"}, "10.1.0.12"))
-    server.apply(pod("reviews-v2-b", {"app": "reviews", "version": "v2"}, "10.1.0.13", ready=False))
     server.apply(pod("reviews-plain", {"app": "reviews"}, "10.1.0.14", meshed=False))
     await running.until(lambda s: workloads(s, "reviews") == {"reviews-v1-a", "reviews-v2-a"})
-    server.apply(pod("reviews-v2-b", {"app": "reviews", "version": "v2"}, "10.1.0.13"))
-    await running.until(lambda s: "reviews-v2-b" in workloads(s, "reviews"))
     server.delete("Pod", "shop", "reviews-v1-a")
-    await running.until(lambda s: workloads(s, "reviews") == {"reviews-v2-a", "reviews-v2-b"})
+    await running.until(lambda s: workloads(s, "reviews") == {"reviews-v2-a"})
+
+
+async def test_a_starting_pod_has_its_identity_but_is_not_called_until_ready(
+    running: Running, server: KubeTestServer
+) -> None:
+    """Its sidecar starts first (a native sidecar, the pod still Pending) and must get
+    its certificate and config to become ready: so the pod is a workload at once, but
+    an endpoint only once Ready."""
+    starting = pod("reviews-v2-b", {"app": "reviews", "version": "v2"}, "10.1.0.13", ready=False)
+    starting["status"]["phase"] = "Pending"
+    server.apply(starting)
+    state = await running.until(lambda s: "reviews-v2-b" in workloads(s, "reviews"))
+    workload = state.workload("reviews-v2-b", "shop")
+    assert workload is not None and workload.ready is False
+    assert state.identity_of("reviews-v2-b", "shop") == "spiffe://example.org/ns/shop/sa/reviews"
+    server.apply(pod("reviews-v2-b", {"app": "reviews", "version": "v2"}, "10.1.0.13"))
+    state = await running.until(lambda s: s.workload("reviews-v2-b", "shop").ready)  # type: ignore[union-attr]
+    unscheduled = pod("reviews-v2-c", {"app": "reviews", "version": "v2"}, "", ready=False)
+    unscheduled["status"] = {"phase": "Pending"}
+    server.apply(unscheduled)
+    server.apply(pod("reviews-v2-d", {"app": "reviews", "version": "v2"}, "10.1.0.15"))
+    state = await running.until(lambda s: "reviews-v2-d" in workloads(s, "reviews"))
+    assert "reviews-v2-c" not in workloads(state, "reviews"), "no address yet: not a workload"
 
 
 async def test_a_changed_service_selector_changes_its_workloads(
