@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-deps lint typecheck unit demo clean bench bench-dataplane bench-controlplane bench-deps
+.PHONY: test test-deps lint typecheck unit demo clean bench bench-dataplane bench-controlplane bench-deps etcd etcd-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,35 @@ typecheck: $(STAMP)
 
 # Servers and browsers the tests run for real: a Prometheus that scrapes the control
 # plane, a Chromium the dashboard's tests drive (through Playwright, no browser download),
-# iptables for the pod traffic redirect tested in network namespaces.
+# iptables for the pod traffic redirect tested in network namespaces, etcd for the
+# multi-host registry.
 test-deps:
 	@command -v prometheus >/dev/null && command -v chromium >/dev/null && \
-	  command -v iptables-restore >/dev/null || \
+	  command -v iptables-restore >/dev/null && command -v etcd >/dev/null && \
+	  command -v etcdctl >/dev/null || \
 	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends \
-	    prometheus chromium iptables)
+	    prometheus chromium iptables etcd-server etcd-client)
+
+# A local three-member etcd cluster (ports 2379/2479/2579), for trying a multi-host
+# mesh on one machine: sidemesh apply -f mesh.yaml --etcd http://127.0.0.1:2379
+ETCD_DIR ?= .sidemesh/etcd
+ETCD_CLUSTER := m0=http://127.0.0.1:2380,m1=http://127.0.0.1:2480,m2=http://127.0.0.1:2580
+etcd: test-deps
+	@mkdir -p $(ETCD_DIR)
+	@for i in 0 1 2; do \
+	  port=$$((2379 + 100 * i)); \
+	  etcd --name m$$i --data-dir $(ETCD_DIR)/m$$i \
+	    --listen-client-urls http://127.0.0.1:$$port --advertise-client-urls http://127.0.0.1:$$port \
+	    --listen-peer-urls http://127.0.0.1:$$((port + 1)) \
+	    --initial-advertise-peer-urls http://127.0.0.1:$$((port + 1)) \
+	    --initial-cluster $(ETCD_CLUSTER) --initial-cluster-state new \
+	    > $(ETCD_DIR)/m$$i.log 2>&1 & echo $$! > $(ETCD_DIR)/m$$i.pid; \
+	done
+	@echo "etcd: http://127.0.0.1:2379,http://127.0.0.1:2479,http://127.0.0.1:2579 (make etcd-stop)"
+
+etcd-stop:
+	@for i in 0 1 2; do test -f $(ETCD_DIR)/m$$i.pid && kill $$(cat $(ETCD_DIR)/m$$i.pid) || true; \
+	  rm -f $(ETCD_DIR)/m$$i.pid; done
 
 unit: $(STAMP) test-deps
 	$(BIN)/pytest -q

@@ -22,14 +22,18 @@ from sidemesh.api.endpoints import connected_proxies
 from sidemesh.identity import CertificateAuthority, SpiffeId
 from sidemesh.identity.ca import make_private_dir, serving_certificate, write_private
 from sidemesh.identity.service import SigningService
+from sidemesh.identity.spiffe import control_plane_identity
 from sidemesh.identity.tokens import BootstrapTokens, TokenValidator
 from sidemesh.kube.cluster import Cluster, ClusterSettings
 from sidemesh.local.ports import StickyPorts
 from sidemesh.local.runfiles import RunFiles, read_json, write_json
 from sidemesh.model import MeshState, PortPicker
+from sidemesh.model.addresses import is_loopback
 from sidemesh.model.refs import WorkloadRef
+from sidemesh.model.registry import Layout
 from sidemesh.settings import ControlPlaneSettings
 from sidemesh.sources import Aggregator, FileSource, Source
+from sidemesh.sources.etcd import EtcdSource, etcd_client
 from sidemesh.sources.kube.source import SOURCE_NAME as KUBE_SOURCE
 from sidemesh.telemetry import ProxyAdmin, Scraper, TraceStore, trace_service
 from sidemesh.xds import AdsServer, Publisher, SnapshotCache, StatusBoard
@@ -38,8 +42,6 @@ from sidemesh.xds.server import GRPC_SERVER_OPTIONS
 
 log = logging.getLogger(__name__)
 
-CONTROL_PLANE_NAMESPACE = "sidemesh-system"
-CONTROL_PLANE_ACCOUNT = "controlplane"
 SERVING_CERT_LIFETIME = dt.timedelta(days=365)
 """The CA endpoint's own certificate: made at each start, capped by the intermediate's
 life, which a start renews when it is close to expiry."""
@@ -66,16 +68,30 @@ class ControlPlane:
         self.publisher = Publisher(self.cache, hook=hook)
         self.tokens = BootstrapTokens(settings.state_dir / "tokens")
         self.aggregator = Aggregator([self._on_state])
-        self.source = FileSource(
-            settings.config,
-            self.aggregator.feed(str(settings.config)),
-            ports,
-            fallback,
-            settings.own_ports(),
-            settings.poll_interval_s,
-        )
-        self.sources: list[Source] = [self.source]
+        self.source: FileSource | None = None
+        """mesh.yaml's source, when the control plane is given one."""
+        self.etcd: EtcdSource | None = None
+        """etcd's, when the mesh lives there (``--etcd``)."""
+        self.sources: list[Source] = []
         """In merge order: the first is the primary (see ``Aggregator``)."""
+        if settings.config is not None:
+            self.source = FileSource(
+                settings.config,
+                self.aggregator.feed(str(settings.config)),
+                ports,
+                fallback,
+                settings.own_ports(),
+                settings.poll_interval_s,
+            )
+            self.sources.append(self.source)
+        if settings.etcd is not None:
+            self.etcd = EtcdSource(
+                etcd_client(settings.etcd),
+                self.aggregator.feed(f"etcd {settings.etcd}"),
+                Layout(settings.etcd_prefix),
+                where=settings.etcd,
+            )
+            self.sources.append(self.etcd)
         self.ca: CertificateAuthority | None = None
         self.signing: SigningService | None = None
         self.ads = AdsServer(
@@ -83,6 +99,7 @@ class ControlPlane:
             self.status,
             on_connect=self.publisher.proxy_connected,
             on_disconnect=self.publisher.proxy_disconnected,
+            authorize=self._authorize_proxy,
         )
         self.xds_port = 0
         self.api_port = 0
@@ -93,6 +110,7 @@ class ControlPlane:
         self.ca_port = 0
         self._api_task: asyncio.Task[None] | None = None
         self._watch_tasks: list[asyncio.Task[None]] = []
+        self._serving: tuple[bytes, bytes] | None = None
         self.cluster: Cluster | None = None
         """The Kubernetes cluster watched, when ``settings.kubernetes``."""
         self.telemetry: Scraper | None = None
@@ -106,6 +124,35 @@ class ControlPlane:
         self.publisher.update_state(state)
         for listener in self.state_listeners:
             listener(state)
+
+    def _serving_certificate(self) -> tuple[bytes, bytes]:
+        """The control plane's own certificate (chain, key), for its CA and xDS
+        endpoints: its SPIFFE ID and every name sidecars reach it by. Made once per start."""
+        if self._serving is None:
+            assert self.ca is not None
+            s = self.settings
+            hosts = [s.api_host, s.ca_host or s.api_host, s.xds_host, "localhost", "127.0.0.1"]
+            if self.cluster is not None:
+                hosts += self.cluster.webhook_hosts()
+            named = tuple(dict.fromkeys(h for h in hosts if h not in ("0.0.0.0", "::")))
+            identity = control_plane_identity(self.ca.trust_domain)
+            self._serving = serving_certificate(self.ca, identity, named, SERVING_CERT_LIFETIME)
+        return self._serving
+
+    def _authorize_proxy(self, node_id: str, peer: str | None) -> str | None:
+        """A sidecar may ask only for the config of the workload its certificate is
+        for. ``peer`` None: a plaintext stream, which is served on loopback only."""
+        if peer is None:
+            return None
+        parts = node_id.split("~")
+        if len(parts) != 3:
+            return f"node id {node_id!r} is not <kind>~<workload>~<namespace> (certificate {peer})"
+        expected = self.publisher.state.identity_of(parts[1], parts[2])
+        if expected is None:
+            return f"{node_id} is not in the mesh (certificate {peer})"
+        if expected != peer:
+            return f"{node_id} is {expected}, but its certificate is {peer}"
+        return None
 
     def _service_account_of(self, ref: WorkloadRef) -> str | None:
         workload = self.publisher.state.workload(ref.name, ref.namespace)
@@ -149,7 +196,18 @@ class ControlPlane:
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, self._grpc)
         # Spans come where xDS comes from: no other port for proxies to reach.
         self._grpc.add_generic_rpc_handlers((trace_service(self.traces),))
-        self.xds_port = self._grpc.add_insecure_port(f"{s.xds_host}:{s.xds_port}")
+        chain, key = self._serving_certificate()
+        if is_loopback(s.xds_host):
+            self.xds_port = self._grpc.add_insecure_port(f"{s.xds_host}:{s.xds_port}")
+        else:
+            # Off this host, a sidecar proves who it is with its SVID: it may only ask
+            # for its own config and secrets (see ``_authorize_proxy``).
+            credentials = grpc.ssl_server_credentials(
+                [(key, chain)],
+                root_certificates=self.ca.trust_bundle_pem,
+                require_client_auth=True,
+            )
+            self.xds_port = self._grpc.add_secure_port(f"{s.xds_host}:{s.xds_port}", credentials)
         if self.xds_port == 0:
             raise OSError(f"cannot listen for xDS on {s.xds_host}:{s.xds_port}")
         await self._grpc.start()
@@ -190,7 +248,7 @@ class ControlPlane:
             "control plane serving mesh version %d from %s: xDS on %s:%d, "
             "API on http://%s:%d, CA on https://%s:%d (root %s)",
             state.version,
-            s.config,
+            ", ".join(f.name for f in self.aggregator.feeds),
             s.xds_host,
             self.xds_port,
             s.api_host,
@@ -206,10 +264,7 @@ class ControlPlane:
         s = self.settings
         serving_dir = s.state_dir / "serving"
         make_private_dir(serving_dir)
-        identity = SpiffeId(self.ca.trust_domain, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_ACCOUNT)
-        chain, key = serving_certificate(
-            self.ca, identity, (s.api_host, "localhost"), SERVING_CERT_LIFETIME
-        )
+        chain, key = self._serving_certificate()
         (serving_dir / "cert.pem").write_bytes(chain)
         write_private(serving_dir / "key.pem", key)
         ca_socket = _bound_socket(s.ca_host or s.api_host, s.ca_port)

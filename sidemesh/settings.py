@@ -16,8 +16,13 @@ DEFAULT_STATE_DIR = DEFAULT_RUNTIME_DIR / "controlplane"
 class ControlPlaneSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    config: Path
-    """The mesh.yaml to serve and watch."""
+    config: Path | None = None
+    """The mesh.yaml to serve and watch (optional where etcd or a cluster holds the mesh)."""
+    etcd: str | None = None
+    """etcd endpoints (``http://HOST:PORT,...``) holding the mesh (``sidemesh apply``)
+    and the workloads agents registered; every replica reading it serves the same mesh."""
+    etcd_prefix: str = "/sidemesh"
+    """The key prefix of the mesh in etcd."""
     xds_host: str = LOOPBACK
     """Address the ADS server binds. Loopback by default: local mode needs no more."""
     xds_port: int = Field(default=15010, ge=0, le=65535)

@@ -62,6 +62,24 @@ def csr_for(key: ec.EllipticCurvePrivateKey) -> bytes:
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
+async def request_from_any(
+    ca_urls: str, token: str, ca_bundle: Path, timeout: float = 10.0
+) -> WorkloadCertificate:
+    """``request_certificate`` from the first of ``ca_urls`` (comma-separated, every
+    replica of the control plane) that answers. A refusal is final: the replicas share
+    one CA and one mesh, so another would refuse too."""
+    failure: CertificateRequestFailed | None = None
+    for url in [u.strip() for u in ca_urls.split(",") if u.strip()]:
+        try:
+            return await request_certificate(url, token, ca_bundle, timeout)
+        except CertificateRequestFailed as exc:
+            if not exc.retryable:
+                raise
+            failure = exc
+    assert failure is not None, "at least one CA address"
+    raise failure
+
+
 async def request_certificate(
     ca_url: str, token: str, ca_bundle: Path, timeout: float = 10.0
 ) -> WorkloadCertificate:

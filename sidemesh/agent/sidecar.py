@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -11,6 +12,7 @@ import math
 import os
 import random
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +21,15 @@ import httpx
 from sidemesh.agent.certificates import (
     CertificateRequestFailed,
     WorkloadCertificate,
-    request_certificate,
+    request_from_any,
 )
 from sidemesh.agent.envoy_binary import find_envoy
 from sidemesh.agent.parent_death import die_with_parent
+from sidemesh.agent.registration import EtcdRegistration
 from sidemesh.agent.sds import SdsServer
 from sidemesh.envoy.bootstrap import BootstrapParams, bootstrap, to_json
+from sidemesh.identity.spiffe import SpiffeId, control_plane_identity
+from sidemesh.model.addresses import is_loopback
 from sidemesh.model.refs import WorkloadRef
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,8 @@ ADMIN_SOCKET = "admin.sock"
 FORWARDED_SIGNALS = (signal.SIGHUP,)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 DRAIN_S = 2.0
+TOKEN_WAIT_S = 60.0
+"""How long a registered workload waits for the control plane to make its token."""
 """A graceful stop: Envoy's listeners drain this long (callers are told to close
 their connections, requests in flight finish, the control plane has pushed this
 workload's removal to its callers meanwhile), then Envoy stops."""
@@ -84,7 +91,8 @@ class IdentityParams:
     """How the agent gets its certificate."""
 
     ca_url: str
-    """The control plane's signing endpoint, https://HOST:PORT."""
+    """The control plane's signing endpoint, https://HOST:PORT; several, comma-separated,
+    for replicas (the first that answers signs)."""
     token_file: Path
     """The workload's bootstrap token (read by the agent only; Envoy never sees it)."""
     ca_bundle: Path
@@ -103,7 +111,11 @@ class Agent:
         log_level: str = "info",
         concurrency: int | None = None,
         drain_s: float = DRAIN_S,
+        registration: EtcdRegistration | None = None,
     ) -> None:
+        """``registration``: the workload registers itself in etcd (a host outside
+        mesh.yaml), before it asks for its certificate, and leaves on a clean stop."""
+        self.registration = registration
         self.drain_s = drain_s
         self.params = params
         self.identity = identity
@@ -115,10 +127,41 @@ class Agent:
         self.rotations = 0
 
     async def run(self) -> int:
-        token = self.identity.token_file.read_text().strip()
+        registering = None
+        if self.registration is not None:
+            registering = asyncio.create_task(self.registration.run())
+        try:
+            return await self._run()
+        finally:
+            if registering is not None and self.registration is not None:
+                registering.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await registering
+                await self.registration.stop()
+
+    async def _token(self) -> str:
+        """The bootstrap token; a registered workload waits for the control plane to
+        see its registration and make its token."""
+        path = self.identity.token_file
+        if self.registration is not None:
+            for _ in range(int(TOKEN_WAIT_S / 0.2)):
+                if path.is_file():
+                    break
+                await asyncio.sleep(0.2)
+        return path.read_text().strip()
+
+    async def _run(self) -> int:
+        token = await self._token()
         self.certificate = await self._obtain(token, deadline=None)
         self.sds.update(self.certificate)
         await self.sds.start(self.params.sds_socket)
+        if not is_loopback(self.params.control_plane_host):
+            # Off this host, xDS is mTLS: Envoy presents this certificate (from SDS) and
+            # accepts only the control plane of the same trust domain.
+            trust_domain = SpiffeId.parse(self.certificate.identity).trust_domain
+            self.params = dataclasses.replace(
+                self.params, xds_tls_identity=control_plane_identity(trust_domain).uri
+            )
         path = write_bootstrap(self.params, self.workdir)
         envoy = await asyncio.create_subprocess_exec(
             *envoy_command(path, self.log_level, self.concurrency, self.drain_s),
@@ -161,7 +204,11 @@ class Agent:
         return 128 - code if code < 0 else code
 
     async def _drain_then_stop(self, envoy: asyncio.subprocess.Process) -> None:
-        """Graceful stop: drain Envoy's listeners for ``drain_s``, then SIGTERM it."""
+        """Graceful stop: leave the registry (callers stop choosing this workload as
+        soon as the control plane sees it), drain Envoy's listeners for ``drain_s`` (the
+        calls in flight finish), then SIGTERM it."""
+        if self.registration is not None:
+            await self.registration.stop()
         if self.drain_s > 0:
             try:
                 transport = httpx.AsyncHTTPTransport(uds=self.params.admin_socket)
@@ -179,9 +226,7 @@ class Agent:
         delay = 0.2
         while True:
             try:
-                return await request_certificate(
-                    self.identity.ca_url, token, self.identity.ca_bundle
-                )
+                return await request_from_any(self.identity.ca_url, token, self.identity.ca_bundle)
             except CertificateRequestFailed as exc:
                 now = _now()
                 if not exc.retryable or (deadline is not None and now >= deadline):
@@ -223,7 +268,7 @@ class Agent:
         logged_urgent = logged_expired = False
         while True:
             try:
-                renewed = await request_certificate(
+                renewed = await request_from_any(
                     self.identity.ca_url, token, self.identity.ca_bundle
                 )
             except CertificateRequestFailed as exc:
@@ -351,9 +396,17 @@ def run_sidecar(
     log_level: str = "info",
     concurrency: int | None = None,
     drain_s: float = DRAIN_S,
+    registration: Callable[[], EtcdRegistration] | None = None,
 ) -> int:
-    """Run the agent and its Envoy in the foreground; the status to exit with."""
-    return asyncio.run(Agent(params, identity, workdir, log_level, concurrency, drain_s).run())
+    """Run the agent and its Envoy in the foreground; the status to exit with.
+    ``registration`` makes the workload's registration (in the agent's event loop)."""
+
+    async def main() -> int:
+        registered = registration() if registration is not None else None
+        agent = Agent(params, identity, workdir, log_level, concurrency, drain_s, registered)
+        return await agent.run()
+
+    return asyncio.run(main())
 
 
 def _forward(process: asyncio.subprocess.Process, sig: int) -> None:

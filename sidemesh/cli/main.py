@@ -18,8 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from sidemesh.agent.certificates import CertificateRequestFailed
+from sidemesh.agent.registration import EtcdRegistration
 from sidemesh.agent.sidecar import ADMIN_SOCKET, DRAIN_S, SDS_SOCKET, IdentityParams, run_sidecar
 from sidemesh.cli import access_log
+from sidemesh.cli import apply as apply_commands
 from sidemesh.cli import check as check_view
 from sidemesh.cli import explain as explain_view
 from sidemesh.cli import kube as kube_commands
@@ -39,6 +41,7 @@ from sidemesh.envoy.bootstrap import BootstrapParams, XdsMode
 from sidemesh.envoy.explain import Request
 from sidemesh.errors import ConfigError, EnvoyNotFound, TranslationError
 from sidemesh.local.runfiles import RunFiles
+from sidemesh.model.registry import DEFAULT_LEASE_TTL_S, DEFAULT_PREFIX, Layout, grpc_target
 from sidemesh.settings import (
     DEFAULT_CA_PORT,
     DEFAULT_RUNTIME_DIR,
@@ -85,9 +88,25 @@ KubeconfigOption = Annotated[
 @app.command()
 def controlplane(
     config: Annotated[
-        Path,
-        typer.Option("--config", "-f", envvar="SIDEMESH_CONFIG", help="The mesh.yaml to serve"),
-    ],
+        Path | None,
+        typer.Option(
+            "--config",
+            "-f",
+            envvar="SIDEMESH_CONFIG",
+            help="The mesh.yaml to serve (optional with --etcd or --kubernetes)",
+        ),
+    ] = None,
+    etcd: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SIDEMESH_ETCD",
+            help="Serve the mesh held in this etcd cluster (http://HOST:PORT,...): what "
+            "`sidemesh apply` wrote and the workloads agents registered",
+        ),
+    ] = None,
+    etcd_prefix: Annotated[
+        str, typer.Option(envvar="SIDEMESH_ETCD_PREFIX", help="The mesh's etcd key prefix")
+    ] = DEFAULT_PREFIX,
     xds_host: Annotated[
         str, typer.Option(envvar="SIDEMESH_XDS_HOST", help="Address for ADS (gRPC)")
     ] = "127.0.0.1",
@@ -162,10 +181,21 @@ def controlplane(
         typer.Option(hidden=True, help="Set by sidemesh up: its runtime directory"),
     ] = None,
 ) -> None:
-    """Serve mesh.yaml to sidecars over xDS; reload it when it changes."""
+    """Serve the mesh (mesh.yaml, etcd, a cluster) to sidecars over xDS; follow its changes."""
     setup_logging(log_format, log_level)
+    if config is None and etcd is None and not kubernetes:
+        typer.echo("give the mesh: --config mesh.yaml, --etcd URL or --kubernetes", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if etcd is not None:
+        try:
+            grpc_target(etcd)
+        except ValueError as exc:
+            typer.echo(f"--etcd: {exc}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from exc
     settings = ControlPlaneSettings(
         config=config,
+        etcd=etcd,
+        etcd_prefix=etcd_prefix,
         xds_host=xds_host,
         xds_port=xds_port,
         api_host=api_host,
@@ -206,7 +236,9 @@ def sidecar(
     control_plane: Annotated[
         str,
         typer.Option(
-            "--control-plane", envvar="SIDEMESH_CONTROL_PLANE", help="ADS address, HOST:PORT"
+            "--control-plane",
+            envvar="SIDEMESH_CONTROL_PLANE",
+            help="ADS address, HOST:PORT; several (comma-separated) for replicas",
         ),
     ] = "127.0.0.1:15010",
     namespace: Annotated[str, typer.Option(help="The workload's namespace")] = "default",
@@ -224,7 +256,10 @@ def sidecar(
     ] = None,
     ca_address: Annotated[
         str | None,
-        typer.Option(help="The control plane's CA, HOST:PORT (default: its host, port 15012)"),
+        typer.Option(
+            help="The control plane's CA, HOST:PORT, or several (default: each control "
+            "plane's host, port 15012)"
+        ),
     ] = None,
     ca_bundle: Annotated[
         Path | None,
@@ -255,15 +290,81 @@ def sidecar(
             "(0: stop at once)",
         ),
     ] = DRAIN_S,
+    register_etcd: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SIDEMESH_ETCD",
+            help="Register the workload in this etcd cluster (http://HOST:PORT,...) under a "
+            "lease, so it joins the mesh from any host; needs --service, --address, --port",
+        ),
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="With --register-etcd: the address callers reach")
+    ] = None,
+    endpoint_port: Annotated[
+        int | None,
+        typer.Option(
+            "--port", help="With --register-etcd: where the sidecar takes the service's calls"
+        ),
+    ] = None,
+    app_port: Annotated[
+        int | None,
+        typer.Option(help="With --register-etcd: where the app listens on 127.0.0.1"),
+    ] = None,
+    outbound_port: Annotated[
+        int, typer.Option(help="With --register-etcd: the app's outbound port on its sidecar")
+    ] = 15001,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(help="With --register-etcd: a label, KEY=VALUE (repeat)"),
+    ] = None,
+    service_account: Annotated[
+        str | None, typer.Option(help="With --register-etcd: the identity (default: service)")
+    ] = None,
+    lease_ttl: Annotated[
+        int,
+        typer.Option(
+            min=2, help="With --register-etcd: seconds until a dead host's workload leaves"
+        ),
+    ] = DEFAULT_LEASE_TTL_S,
+    etcd_prefix: Annotated[str, typer.Option(help="The mesh's etcd key prefix")] = DEFAULT_PREFIX,
     log_format: LogFormatOption = LogFormat.TEXT,
     log_level: LogLevelOption = "info",
 ) -> None:
     """Run Envoy as WORKLOAD's sidecar, fed by the control plane."""
     setup_logging(log_format, log_level)
-    host, sep, port = control_plane.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        typer.echo(f"--control-plane: {control_plane!r} is not HOST:PORT", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT)
+    registration = None
+    if register_etcd is not None:
+        entry = _registration_entry(
+            workload,
+            service,
+            address,
+            endpoint_port,
+            app_port,
+            outbound_port,
+            label,
+            service_account,
+        )
+        try:
+            grpc_target(register_etcd)
+        except ValueError as exc:
+            typer.echo(f"--register-etcd: {exc}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from exc
+
+        def registration() -> EtcdRegistration:
+            assert register_etcd is not None
+            return EtcdRegistration(
+                register_etcd, namespace, entry, layout=Layout(etcd_prefix), ttl_s=lease_ttl
+            )
+
+    replicas: list[tuple[str, int]] = []
+    for item in control_plane.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            typer.echo(f"--control-plane: {item!r} is not HOST:PORT", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT)
+        replicas.append((host, int(port)))
+    (host, xds_port), others = replicas[0], tuple(replicas[1:])
     # A short private directory: Unix socket paths are limited to about 100 bytes.
     if socket_dir is None:
         socket_dir = Path(tempfile.mkdtemp(prefix="sidemesh-"))
@@ -281,23 +382,33 @@ def sidecar(
         proxy=ProxyId(workload, namespace),
         service=service or workload,
         control_plane_host=host,
-        control_plane_port=int(port),
+        control_plane_port=xds_port,
+        other_control_planes=others,
         admin_socket=str(socket_dir / ADMIN_SOCKET),
         sds_socket=str(socket_dir / SDS_SOCKET),
         xds_mode=xds_mode,
     )
+    cas = ca_address or ",".join(f"{h}:{DEFAULT_CA_PORT}" for h, _ in replicas)
     identity = IdentityParams(
-        ca_url=f"https://{ca_address or f'{host}:{DEFAULT_CA_PORT}'}",
+        ca_url=",".join(f"https://{a.strip()}" for a in cas.split(",")),
         token_file=token_file or state_dir / "tokens" / f"{workload}.{namespace}.token",
         ca_bundle=ca_bundle or state_dir / "ca" / "root-cert.pem",
     )
     for flag, path in (("--token-file", identity.token_file), ("--ca-bundle", identity.ca_bundle)):
+        if registration is not None and flag == "--token-file":
+            continue  # made by the control plane once it sees the registration
         if not path.is_file():
             typer.echo(f"{flag}: {path} does not exist (is the control plane running?)", err=True)
             raise typer.Exit(EXIT_BAD_INPUT)
     try:
         code = run_sidecar(
-            params, identity, workdir or socket_dir, log_level, concurrency, drain_seconds
+            params,
+            identity,
+            workdir or socket_dir,
+            log_level,
+            concurrency,
+            drain_seconds,
+            registration if register_etcd is not None else None,
         )
     except EnvoyNotFound as exc:
         typer.echo(f"sidemesh sidecar: {exc}", err=True)
@@ -308,6 +419,46 @@ def sidecar(
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
     raise typer.Exit(code)
+
+
+def _registration_entry(
+    workload: str,
+    service: str | None,
+    address: str | None,
+    port: int | None,
+    app_port: int | None,
+    outbound_port: int,
+    labels: list[str] | None,
+    service_account: str | None,
+) -> dict[str, Any]:
+    """The workload as a mesh.yaml ``workloads:`` entry, from the sidecar's flags."""
+    missing = [
+        flag
+        for flag, value in (("--service", service), ("--address", address), ("--port", port))
+        if value is None
+    ]
+    if missing:
+        typer.echo(f"--register-etcd needs {', '.join(missing)}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    parsed: dict[str, str] = {}
+    for item in labels or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            typer.echo(f"--label {item!r}: write it as KEY=VALUE", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT)
+        parsed[key] = value
+    entry: dict[str, Any] = {
+        "name": workload,
+        "service": service,
+        "address": address,
+        "port": port,
+        "appPort": app_port or port,
+        "labels": parsed,
+        "sidecar": {"outboundPort": outbound_port},
+    }
+    if service_account:
+        entry["serviceAccount"] = service_account
+    return entry
 
 
 def _unusable_socket_dir(path: Path) -> str | None:
@@ -685,6 +836,7 @@ def logs(
 
 
 kube_commands.register(app)
+apply_commands.register(app)
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from google.protobuf import json_format, struct_pb2
 
 from sidemesh.envoy.protos import socket_address, static_cluster
 from sidemesh.envoy.proxy import ADMIN_SOCKET_METADATA, ProxyId
-from sidemesh.envoy.tls import SDS_CLUSTER
+from sidemesh.envoy.tls import SDS_CLUSTER, upstream_mtls
 
 XDS_CLUSTER = "xds-grpc"
 ADMIN_SOCKET_MODE = 0o600
@@ -39,6 +39,12 @@ class BootstrapParams:
     sds_socket: str
     """Unix socket of the agent's SDS server: certificates come from there."""
     xds_mode: XdsMode = XdsMode.DELTA
+    other_control_planes: tuple[tuple[str, int], ...] = ()
+    """More replicas of the control plane (host, port): when the one in use goes
+    away, Envoy's ADS stream reconnects to another and keeps its config meanwhile."""
+    xds_tls_identity: str | None = None
+    """The control plane's SPIFFE ID: xDS goes over mTLS (the workload's certificate
+    from SDS) to a control plane presenting it. None: plaintext, on loopback only."""
 
 
 def bootstrap(params: BootstrapParams) -> bootstrap_pb2.Bootstrap:
@@ -76,7 +82,13 @@ def bootstrap(params: BootstrapParams) -> bootstrap_pb2.Bootstrap:
         ),
         static_resources=bootstrap_pb2.Bootstrap.StaticResources(
             clusters=[
-                _xds_cluster(params.control_plane_host, params.control_plane_port),
+                _xds_cluster(
+                    [
+                        (params.control_plane_host, params.control_plane_port),
+                        *params.other_control_planes,
+                    ],
+                    params.xds_tls_identity,
+                ),
                 sds_cluster(params.sds_socket),
             ]
         ),
@@ -104,12 +116,20 @@ def runtime() -> bootstrap_pb2.LayeredRuntime:
     )
 
 
-def _xds_cluster(host: str, port: int) -> cluster_pb2.Cluster:
+def _xds_cluster(replicas: list[tuple[str, int]], tls_identity: str | None) -> cluster_pb2.Cluster:
+    host, port = replicas[0]
     cluster = static_cluster(XDS_CLUSTER, socket_address(host, port), http2=True)
-    try:
-        ip_address(host)
-    except ValueError:
-        cluster.type = cluster_pb2.Cluster.STRICT_DNS  # a host name, not an address
+    group = cluster.load_assignment.endpoints[0]
+    for other_host, other_port in replicas[1:]:
+        group.lb_endpoints.add().endpoint.address.CopyFrom(socket_address(other_host, other_port))
+    if tls_identity is not None:
+        # Every replica presents the same identity (the control plane's), so one SNI.
+        cluster.transport_socket.CopyFrom(upstream_mtls([tls_identity], host, http2=True))
+    for name, _ in replicas:
+        try:
+            ip_address(name)
+        except ValueError:
+            cluster.type = cluster_pb2.Cluster.STRICT_DNS  # a host name, not an address
     return cluster
 
 

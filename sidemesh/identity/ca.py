@@ -76,6 +76,23 @@ def write_private(path: Path, data: bytes) -> None:
         raise
 
 
+def write_private_once(path: Path, data: bytes) -> bool:
+    """``write_private``, unless ``path`` exists: False then, and it is left as it is.
+    Atomic against another process doing the same (a replica of the control plane
+    sharing the directory): exactly one of them writes."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 

@@ -26,3 +26,13 @@ class SpiffeId:
 
     def __str__(self) -> str:
         return self.uri
+
+
+CONTROL_PLANE_NAMESPACE = "sidemesh-system"
+CONTROL_PLANE_ACCOUNT = "controlplane"
+
+
+def control_plane_identity(trust_domain: str) -> SpiffeId:
+    """Who the control plane is to the mesh: its xDS and CA endpoints present a
+    certificate for this ID, and sidecars accept no other."""
+    return SpiffeId(trust_domain, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_ACCOUNT)

@@ -59,6 +59,9 @@ def is_address(text: str) -> bool:
 
 
 def is_loopback(address: str) -> bool:
+    """``localhost`` or a loopback address: reachable from this host only."""
+    if address == "localhost":
+        return True
     ip = parse_ip(address)
     return ip is not None and ip.is_loopback
 

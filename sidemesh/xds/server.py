@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from cryptography import x509
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from sidemesh.envoy import Resource, ResourceType
 from sidemesh.envoy.proxy import ADMIN_SOCKET_METADATA
 from sidemesh.envoy.resources import ADS_ORDER
+from sidemesh.model.refs import SPIFFE_SCHEME
 from sidemesh.xds.cache import SnapshotCache
 from sidemesh.xds.snapshot import Snapshot
 from sidemesh.xds.status import XdsCallbacks
@@ -62,7 +64,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         callbacks: XdsCallbacks,
         on_connect: Callable[[str], None] = lambda node: None,
         on_disconnect: Callable[[str], None] = lambda node: None,
+        authorize: Callable[[str, str | None], str | None] = lambda node, peer: None,
     ) -> None:
+        """``authorize(node_id, peer)``: None if the stream may ask for that node's
+        config, else why not; ``peer`` is the SPIFFE ID of the client certificate, None
+        on a plaintext (loopback) connection."""
+        self.authorize = authorize
         self.cache = cache
         self.callbacks = callbacks
         self.on_connect = on_connect
@@ -162,6 +169,10 @@ class _Stream:
                 await self.context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id"
                 )
+            refusal = self.server.authorize(request.node.id, peer_spiffe_id(self.context))
+            if refusal is not None:
+                log.warning("refused an xDS stream: %s", refusal)
+                await self.context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
             self.node_id = request.node.id
             admin = request.node.metadata.fields.get(ADMIN_SOCKET_METADATA)
             self.server.callbacks.on_stream_open(
@@ -419,3 +430,18 @@ class _DeltaStream(_Stream):
             type_url=rtype.url,
             nonce=nonce,
         )
+
+
+def peer_spiffe_id(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    """The SPIFFE ID (URI SAN) of the client certificate a stream was opened with; None
+    on a plaintext connection or a certificate without one."""
+    pems = list(context.auth_context().get("x509_pem_cert") or [])
+    if not pems:
+        return None
+    try:
+        certificate = x509.load_pem_x509_certificate(pems[0])
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (ValueError, x509.ExtensionNotFound):
+        return None
+    uris = [u for u in names.value.get_values_for_type(x509.UniformResourceIdentifier)]
+    return next((u for u in uris if u.startswith(SPIFFE_SCHEME)), None)

@@ -152,7 +152,7 @@ def test_an_hour_long_ca_outage_is_retried_every_second_once_expired_and_logged_
         sleeps.append(((current.not_after - clock[0]).total_seconds(), seconds))
         clock[0] += dt.timedelta(seconds=seconds)
 
-    monkeypatch.setattr(sidecar, "request_certificate", request_certificate)
+    monkeypatch.setattr(sidecar, "request_from_any", request_certificate)
     monkeypatch.setattr(sidecar, "asyncio", SimpleNamespace(sleep=sleep))
     monkeypatch.setattr(sidecar, "_now", lambda: clock[0])
     monkeypatch.setattr(sidecar, "random", random.Random(8))

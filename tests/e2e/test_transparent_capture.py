@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import pytest
 
 from tests.helpers.net import admin_get
 from tests.helpers.netns import Namespace, Node, can_make_namespaces, node
+from tests.helpers.processes import Started
 
 pytestmark = pytest.mark.skipif(
     can_make_namespaces() is not None, reason=str(can_make_namespaces())
@@ -70,33 +70,12 @@ workloads:
 """
 
 
-class Cluster:
+class Cluster(Started):
     def __init__(self, made: Node, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
         self.node = made
         self.tmp_path = tmp_path
-        self.processes: list[subprocess.Popen[bytes]] = []
         self.state_dir = tmp_path / "state"
-
-    def start(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
-        out = (self.tmp_path / f"{log}.log").open("wb")
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-        self.processes.append(process)
-        return process
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
-            for p in self.tmp_path.glob("*.log")
-        )
 
 
 def _sidemesh(*args: str) -> list[str]:

@@ -32,8 +32,9 @@ def test_every_proxys_resources_pass_envoy_validate(
 
 
 @pytest.mark.parametrize("mode", list(XdsMode))
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "10.0.0.5"])
 def test_bootstrap_passes_envoy_validate(mode: XdsMode, host: str, tmp_path: Path) -> None:
+    """Off loopback, xDS goes over mTLS with the workload's certificate."""
     params = BootstrapParams(
         proxy=ProxyId("reviews-v1", "default"),
         service="reviews",
@@ -42,6 +43,13 @@ def test_bootstrap_passes_envoy_validate(mode: XdsMode, host: str, tmp_path: Pat
         admin_socket="/tmp/sidemesh-x/admin.sock",
         sds_socket="/tmp/sidemesh-x/sds.sock",
         xds_mode=mode,
+        xds_tls_identity=(
+            None if host != "10.0.0.5" else "spiffe://test.local/ns/sidemesh-system/sa/controlplane"
+        ),
+        # Replicas of the control plane, by address and by name.
+        other_control_planes=(("10.0.0.6", 15010), ("cp-2.example", 15010))
+        if host == "10.0.0.5"
+        else (),
     )
     validate(to_json(bootstrap(params)), tmp_path)
 

@@ -114,3 +114,41 @@ def node(tag: str, pods: Sequence[str]) -> Iterator[Node]:
         yield made
     finally:
         made.delete()
+
+
+HTTP_SERVER = """
+import http.server, json, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"workload": sys.argv[3], "path": self.path,
+                           "xfcc": self.headers.get("x-forwarded-client-cert", "")}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Handler).serve_forever()
+"""
+"""An app: ``python -c HTTP_SERVER ADDRESS PORT NAME`` answers JSON with its name, the
+path and the caller identity its sidecar passed on."""
+
+HTTP_CLIENT = """
+import json, sys, time, urllib.request
+url, host, proxy, count, pause = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+handlers = [urllib.request.ProxyHandler({"http": proxy} if proxy else {})]
+opener = urllib.request.build_opener(*handlers)
+results = []
+for _ in range(count):
+    request = urllib.request.Request(url, headers={"Host": host} if host else {})
+    try:
+        with opener.open(request, timeout=5) as reply:
+            results.append({"status": reply.status, "workload": json.loads(reply.read())["workload"]})
+    except Exception as exc:
+        results.append({"status": getattr(exc, "code", 0), "error": str(exc)})
+    time.sleep(pause)
+print(json.dumps(results))
+"""
+"""A caller: ``python -c HTTP_CLIENT URL HOST PROXY COUNT PAUSE`` makes COUNT requests
+(through PROXY if not empty, with Host HOST if not empty) and prints each outcome."""

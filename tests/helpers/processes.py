@@ -1,7 +1,8 @@
-"""Which processes a test started are still running (for no-orphan checks)."""
+"""Processes a test starts, and which are still running (for no-orphan checks)."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 
@@ -24,3 +25,35 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+class Started:
+    """Processes a test starts, each with its output in a log file; stopped in reverse
+    order (SIGTERM, then SIGKILL after 10 s) when the test ends."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
+        out = (self.directory / f"{log}.log").open("ab")
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            for p in sorted(self.directory.glob("*.log"))
+        )

@@ -110,3 +110,15 @@ def test_the_token_directory_is_made_with_the_first_token_and_owner_only(tmp_pat
     tokens.ensure(WorkloadRef("reviews-v1", "default"))
     for directory in (state, state / "tokens"):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+
+
+def test_replicas_sharing_the_directory_agree_on_each_token(tmp_path: Path) -> None:
+    """Two control planes over one state directory: whichever makes a workload's token
+    first makes it for both, and each accepts a token the other made later."""
+    first, second = BootstrapTokens(tmp_path), BootstrapTokens(tmp_path)
+    path = first.ensure(REVIEWS)
+    assert second.ensure(REVIEWS) == path
+    token = path.read_text()
+    assert first.check(token) == second.check(token) == REVIEWS
+    later = second.ensure(RATINGS).read_text()
+    assert first.check(later) == RATINGS
