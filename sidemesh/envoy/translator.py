@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 
@@ -84,6 +85,7 @@ from sidemesh.envoy.outbound.egress import (
     forward_proxy_filter,
     passthrough_cluster,
 )
+from sidemesh.envoy.outbound.endpoints import Locality, for_caller, locality_of
 from sidemesh.envoy.proxy import ProxyId
 from sidemesh.envoy.resources import ADS_ORDER, Resource, ResourceType
 from sidemesh.errors import TranslationError
@@ -483,6 +485,9 @@ def _same_items(a: Sequence[object], b: Sequence[object]) -> bool:
     return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
+NO_LOCALITY = Locality()
+
+
 @dataclass
 class _Shared:
     """What the proxies of one MeshState share, assembled once per state from the
@@ -504,7 +509,11 @@ class _Shared:
     """The RequestAuthentications of each service that has any."""
     telemetry: Mapping[ServiceKey, TelemetrySettings] = field(default_factory=dict)
     """Each service a Telemetry document names or covers, with what it sets."""
-    views: dict[str | None, Mapping[ResourceType, ResourceMap]] = field(default_factory=dict)
+    views: dict[tuple[str | None, Locality], Mapping[ResourceType, ResourceMap]] = field(
+        default_factory=dict
+    )
+    local_endpoints: dict[Locality, ResourceMap] = field(default_factory=dict)
+    """The endpoints as callers in each locality see them (their own zone first)."""
 
 
 class Translator:
@@ -579,7 +588,7 @@ class Translator:
                 ResourceType.CLUSTER: MappingProxyType(clusters),
                 ResourceType.LISTENER: MappingProxyType(listeners),
             },
-            self._shared_view(shared, proxy.namespace),
+            self._shared_view(shared, proxy.namespace, locality_of(workload)),
         )
 
     def forget(self, proxy: ProxyId) -> None:
@@ -707,21 +716,21 @@ class Translator:
         )
 
     def _shared_view(
-        self, shared: _Shared, namespace: str | None
+        self, shared: _Shared, namespace: str | None, locality: Locality = NO_LOCALITY
     ) -> Mapping[ResourceType, ResourceMap]:
-        """What every proxy of ``namespace`` shares (``None``: gateways, no routes); the
-        same object for all of them for one state."""
-        view = shared.views.get(namespace)
+        """What every proxy of ``namespace`` in ``locality`` shares (``None``: gateways,
+        no routes); the same object for all of them for one state."""
+        view = shared.views.get((namespace, locality))
         if view is None:
             parts: dict[ResourceType, ResourceMap] = {
                 ResourceType.CLUSTER: shared.clusters,
-                ResourceType.ENDPOINT: shared.endpoints,
+                ResourceType.ENDPOINT: _local_endpoints(shared, locality),
             }
             if namespace is not None:
                 route = self._route_view(shared, namespace)
                 parts[ResourceType.ROUTE] = MappingProxyType({route.name: route})
             view = MappingProxyType(parts)
-            shared.views[namespace] = view
+            shared.views[(namespace, locality)] = view
         return view
 
     def _route_view(self, shared: _Shared, namespace: str) -> Resource:
@@ -1160,3 +1169,23 @@ def _add(resources: dict[str, Resource], found: Resource) -> None:
 # The same for every captured sidecar: built once.
 _CAPTURE_LISTENER = _resource(ResourceType.LISTENER, inbound_capture_listener(INBOUND_CAPTURE_PORT))
 _BLACKHOLE_CLUSTER = _resource(ResourceType.CLUSTER, blackhole_cluster())
+
+
+def _local_endpoints(shared: _Shared, locality: Locality) -> ResourceMap:
+    """``shared.endpoints`` for callers in ``locality``: an assignment spread over
+    several localities is ranked by theirs; the rest are the very same resources."""
+    if locality == NO_LOCALITY:
+        return shared.endpoints
+    found = shared.local_endpoints.get(locality)
+    if found is None:
+        ranked = {}
+        for name, resource in shared.endpoints.items():
+            assignment = resource.message
+            assert isinstance(assignment, endpoint_pb2.ClusterLoadAssignment)
+            if len(assignment.endpoints) > 1:
+                resource = Resource.of(
+                    ResourceType.ENDPOINT, name, for_caller(assignment, locality)
+                )
+            ranked[name] = resource
+        found = shared.local_endpoints[locality] = MappingProxyType(ranked)
+    return found

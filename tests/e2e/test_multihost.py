@@ -42,7 +42,7 @@ mesh: {trustDomain: test.local}
 services:
   - {name: a, ports: [{port: 8080}]}
   - {name: b, ports: [{port: 9080}]}
-  - {name: b-1-only, ports: [{port: 9080}], selector: {host: h1}}
+  - {name: b-2-only, ports: [{port: 9080}], selector: {host: h2}}
 workloads: []
 """
 PROBE = """
@@ -118,7 +118,7 @@ class Hosts(Started):
         for i in range(len(REPLICAS)):
             self.until(lambda i=i: self.state(i) is not None)  # type: ignore[misc]
 
-    def workload(self, short: str, name: str, service: str, port: int) -> None:
+    def workload(self, short: str, name: str, service: str, port: int, zone: str) -> None:
         host = self.host(short)
         app_port = port + 10000
         self.start(
@@ -136,6 +136,8 @@ class Hosts(Started):
                     "--register-etcd", self.etcd_url, "--address", host.address,
                     "--port", str(port), "--app-port", str(app_port),
                     "--lease-ttl", str(LEASE_TTL_S), "--label", f"host={short}",
+                    "--label", "topology.kubernetes.io/region=r1",
+                    "--label", f"topology.kubernetes.io/zone={zone}",
                 )
             ),
             f"sidecar-{name}",
@@ -199,9 +201,10 @@ def hosts(tmp_path: Path) -> Iterator[Hosts]:
         try:
             etcd.start()
             running.control_plane()
-            running.workload("h1", "b-1", "b", 9080)
-            running.workload("h2", "b-2", "b", 9080)
-            running.workload("h3", "a-1", "a", 8080)
+            # b-1 shares the caller's zone; b-2 is in the other zone of the region.
+            running.workload("h1", "b-1", "b", 9080, "zone-a")
+            running.workload("h2", "b-2", "b", 9080, "zone-b")
+            running.workload("h3", "a-1", "a", 8080, "zone-a")
             for name in ("b-1", "b-2", "a-1"):
                 running.until(lambda name=name: running.ready(name))  # type: ignore[misc]
             yield running
@@ -210,16 +213,19 @@ def hosts(tmp_path: Path) -> Iterator[Hosts]:
             etcd.stop()
 
 
-def test_workloads_on_other_hosts_are_called_by_name_over_mtls(hosts: Hosts) -> None:
+def test_workloads_on_other_hosts_are_called_by_name_over_mtls_in_the_callers_zone_first(
+    hosts: Hosts,
+) -> None:
     hosts.until(lambda: hosts.endpoints("a-1", "outbound|9080||b.default") == {
         hosts.host("h1").address, hosts.host("h2").address})  # fmt: skip
     results = hosts.call("h3", 40)
     assert [r["status"] for r in results] == [200] * 40, results
-    assert {r["workload"] for r in results} == {"b-1", "b-2"}
+    # Both are healthy: every call stays in the caller's zone.
+    assert {r["workload"] for r in results} == {"b-1"}
     text = admin_get(
         hosts.admin("a-1"), "/stats", {"filter": "outbound\\|9080\\|\\|b.default.ssl.handshake"}
     ).text
-    assert int(text.split(": ")[-1]) >= 2, text  # a TLS session to each host
+    assert int(text.split(": ")[-1]) >= 1, text
 
 
 def test_a_host_taken_away_leaves_every_proxy_within_the_lease_ttl(hosts: Hosts) -> None:
@@ -248,6 +254,8 @@ def test_a_host_taken_away_leaves_every_proxy_within_the_lease_ttl(hosts: Hosts)
     results = json.loads(out)
     ok = sum(1 for r in results if r["status"] == 200)
     print(f"host gone: endpoints left after {gone:.1f}s; {ok}/{len(results)} calls succeeded")
+    # The caller's zone is empty now: its calls failed over to the other zone.
+    assert results[-1]["workload"] == "b-2"
     assert ok / len(results) >= 0.99, [r for r in results if r["status"] != 200]
 
 
@@ -319,16 +327,16 @@ def test_a_killed_control_plane_replica_is_replaced_by_the_other_without_failed_
         *hosts.sidemesh("apply", "-f", str(hosts.tmp_path / "route.yaml"), "--etcd", hosts.etcd_url)
     )
     assert applied.returncode == 0, applied.stderr
-    hosts.until(lambda: "b-to-b1" in admin_get(hosts.admin("a-1"), "/config_dump").text, 15)
-    assert {r["workload"] for r in hosts.call("h3", 10)} == {"b-1"}
+    hosts.until(lambda: "b-to-b2" in admin_get(hosts.admin("a-1"), "/config_dump").text, 15)
+    assert {r["workload"] for r in hosts.call("h3", 10)} == {"b-2"}
 
 
 ROUTE = """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {name: b-to-b1}
+metadata: {name: b-to-b2}
 spec:
   parentRefs: [{group: "", kind: Service, name: b, port: 9080}]
-  rules: [{backendRefs: [{name: b-1-only, port: 9080}]}]
+  rules: [{backendRefs: [{name: b-2-only, port: 9080}]}]
 ---
 """

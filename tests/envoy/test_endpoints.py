@@ -75,3 +75,53 @@ def test_a_bad_workload_is_left_out_of_its_services_endpoints_and_named_in_a_war
 def test_a_callers_config_beside_a_bad_workload_passes_envoy_validate(tmp_path: Path) -> None:
     resources = Translator().for_proxy(_state_with_bad_workloads(), ProxyId("a-1", "default"))
     validate(inline_bootstrap(resources), tmp_path)
+
+
+ZONED_MESH = textwrap.dedent(
+    """
+    services:
+      - {name: a, ports: [{port: 8080}]}
+      - {name: b, ports: [{port: 9080}]}
+    workloads:
+      - {name: a-1, service: a, port: 22001, appPort: 22002, sidecar: {outboundPort: 22003},
+         labels: {topology.kubernetes.io/region: eu, topology.kubernetes.io/zone: eu-1}}
+      - {name: a-2, service: a, port: 22101, appPort: 22102, sidecar: {outboundPort: 22103}}
+      - {name: b-1, service: b, port: 22011, appPort: 22012, sidecar: {outboundPort: 22013},
+         labels: {topology.kubernetes.io/region: eu, topology.kubernetes.io/zone: eu-1}}
+      - {name: b-2, service: b, port: 22021, appPort: 22022, sidecar: {outboundPort: 22023},
+         labels: {topology.kubernetes.io/region: eu, topology.kubernetes.io/zone: eu-2}}
+      - {name: b-3, service: b, port: 22031, appPort: 22032, sidecar: {outboundPort: 22033},
+         labels: {topology.kubernetes.io/region: us, topology.kubernetes.io/zone: us-1}}
+    """
+)
+
+
+def _priorities(state: MeshState, caller: str) -> dict[str, int]:
+    resources = Translator().for_proxy(state, ProxyId(caller, "default"))
+    (assignment,) = [
+        r.message
+        for r in resources[ResourceType.ENDPOINT].values()
+        if r.name.endswith("||b.default")
+    ]
+    assert isinstance(assignment, endpoint_pb2.ClusterLoadAssignment)
+    return {
+        lb.endpoint.hostname: group.priority
+        for group in assignment.endpoints
+        for lb in group.lb_endpoints
+    }
+
+
+def test_a_caller_prefers_its_own_zone_then_its_region_then_the_rest(tmp_path: Path) -> None:
+    state = parse_mesh_document(ZONED_MESH, "mesh.yaml")
+    assert _priorities(state, "a-1") == {"b-1": 0, "b-2": 1, "b-3": 2}
+    # A caller that does not say where it is spreads over every locality.
+    assert _priorities(state, "a-2") == {"b-1": 0, "b-2": 0, "b-3": 0}
+    validate(inline_bootstrap(Translator().for_proxy(state, ProxyId("a-1", "default"))), tmp_path)
+
+
+def test_priorities_close_up_when_a_rank_has_no_endpoints() -> None:
+    """Nothing in the caller's zone: its region is priority 0 (Envoy wants no gap)."""
+    text = ZONED_MESH.replace("zone: eu-1}}\n  - {name: b-2", "zone: eu-3}}\n  - {name: b-2")
+    assert text != ZONED_MESH
+    state = parse_mesh_document(text, "mesh.yaml")
+    assert _priorities(state, "a-1") == {"b-1": 0, "b-2": 0, "b-3": 1}

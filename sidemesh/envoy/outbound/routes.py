@@ -8,6 +8,9 @@ from collections.abc import Iterable, Sequence
 
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import (
+    previous_priorities_config_pb2,
+)
 from google.protobuf import wrappers_pb2
 
 from sidemesh.envoy import names
@@ -39,6 +42,7 @@ applied twice, as with a 503 retry. Measured: killing one of two replicas' Envoy
 RETRIABLE_STATUS_CODES = (503,)
 DEFAULT_RETRIES = 2
 PREVIOUS_HOSTS_PREDICATE = "envoy.retry_host_predicates.previous_hosts"
+PREVIOUS_PRIORITIES = "envoy.retry_priorities.previous_priorities"
 
 
 NO_POLICIES = Policies()
@@ -57,6 +61,15 @@ def default_retry_policy() -> route_components_pb2.RetryPolicy:
             )
         ],
         host_selection_retry_max_attempts=3,
+        # A retry after a failure in the caller's own locality goes to the next one:
+        # a zone whose hosts just vanished fails over at once, not after they are
+        # ejected or their leases expire.
+        retry_priority=route_components_pb2.RetryPolicy.RetryPriority(
+            name=PREVIOUS_PRIORITIES,
+            typed_config=packed(
+                previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=1)
+            ),
+        ),
     )
 
 
