@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +79,12 @@ asyncio.run(main(*sys.argv[1:]))
 
 
 class Hosts(Started):
-    def __init__(self, made: Node, tmp_path: Path) -> None:
+    def __init__(self, made: Node, tmp_path: Path, etcd_url: str) -> None:
         super().__init__(tmp_path)
         self.made = made
         self.tmp_path = tmp_path
         self.state_dir = tmp_path / "state"
-        self.etcd_url = f"http://{made.node.address}:{ETCD}"
+        self.etcd_url = etcd_url
 
     @property
     def node(self) -> Namespace:
@@ -118,7 +120,9 @@ class Hosts(Started):
         for i in range(len(REPLICAS)):
             self.until(lambda i=i: self.state(i) is not None)  # type: ignore[misc]
 
-    def workload(self, short: str, name: str, service: str, port: int, zone: str) -> None:
+    def workload(
+        self, short: str, name: str, service: str, port: int, zone: str, outbound: int = 15001
+    ) -> None:
         host = self.host(short)
         app_port = port + 10000
         self.start(
@@ -135,6 +139,7 @@ class Hosts(Started):
                     "--workdir", str(self.tmp_path / name), "--drain-seconds", "0", "--concurrency", "1",
                     "--register-etcd", self.etcd_url, "--address", host.address,
                     "--port", str(port), "--app-port", str(app_port),
+                    "--outbound-port", str(outbound),
                     "--lease-ttl", str(LEASE_TTL_S), "--label", f"host={short}",
                     "--label", "topology.kubernetes.io/region=r1",
                     "--label", f"topology.kubernetes.io/zone={zone}",
@@ -191,13 +196,16 @@ class Hosts(Started):
         return time.monotonic() - start
 
 
-@pytest.fixture
-def hosts(tmp_path: Path) -> Iterator[Hosts]:
+@contextmanager
+def _mesh(tmp_path: Path, etcd_on_hosts: bool) -> Iterator[tuple[Hosts, EtcdCluster]]:
+    """Three hosts with b-1, b-2 and a caller a-1; etcd in the node namespace, or one
+    member on each host."""
     with node(f"m{os.getpid() % 100000}", ["h1", "h2", "h3"]) as made:
-        running = Hosts(made, tmp_path)
-        etcd = EtcdCluster.of(tmp_path / "etcd", [(made.node.address, made.node.command())])
+        where = made.pods if etcd_on_hosts else [made.node]
+        etcd = EtcdCluster.of(tmp_path / "etcd", [(ns.address, ns.command()) for ns in where])
         for member in etcd.members:
             member.client_port, member.peer_port = ETCD, ETCD + 1
+        running = Hosts(made, tmp_path, etcd.endpoints)
         try:
             etcd.start()
             running.control_plane()
@@ -207,10 +215,16 @@ def hosts(tmp_path: Path) -> Iterator[Hosts]:
             running.workload("h3", "a-1", "a", 8080, "zone-a")
             for name in ("b-1", "b-2", "a-1"):
                 running.until(lambda name=name: running.ready(name))  # type: ignore[misc]
-            yield running
+            yield running, etcd
         finally:
             running.stop()
             etcd.stop()
+
+
+@pytest.fixture
+def hosts(tmp_path: Path) -> Iterator[Hosts]:
+    with _mesh(tmp_path, etcd_on_hosts=False) as (running, _):
+        yield running
 
 
 def test_workloads_on_other_hosts_are_called_by_name_over_mtls_in_the_callers_zone_first(
@@ -327,7 +341,11 @@ def test_a_killed_control_plane_replica_is_replaced_by_the_other_without_failed_
         *hosts.sidemesh("apply", "-f", str(hosts.tmp_path / "route.yaml"), "--etcd", hosts.etcd_url)
     )
     assert applied.returncode == 0, applied.stderr
-    hosts.until(lambda: "b-to-b2" in admin_get(hosts.admin("a-1"), "/config_dump").text, 15)
+    arrived = hosts.until(
+        lambda: "b-to-b2" in admin_get(hosts.admin("a-1"), "/config_dump").text, 15
+    )
+    print(f"an applied route reached the sidecar {arrived:.2f}s after apply returned")
+    assert arrived <= 1.0
     assert {r["workload"] for r in hosts.call("h3", 10)} == {"b-2"}
 
 
@@ -340,3 +358,33 @@ spec:
   rules: [{backendRefs: [{name: b-2-only, port: 9080}]}]
 ---
 """
+
+
+def test_losing_one_of_three_etcd_members_fails_no_call_and_registration_goes_on(
+    tmp_path: Path,
+) -> None:
+    with _mesh(tmp_path, etcd_on_hosts=True) as (hosts, etcd):
+        caller = subprocess.Popen(
+            hosts.host("h3").command(
+                sys.executable,
+                "-c",
+                HTTP_CLIENT,
+                "http://b/",
+                "",
+                "http://127.0.0.1:15001",
+                "100",
+                "0.05",
+            ),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.0)
+        etcd.members[0].stop(signal.SIGKILL)  # the first endpoint everyone was given
+        hosts.workload("h2", "b-3", "b", 9081, "zone-b", outbound=15002)  # beside b-2
+        joined = hosts.until(
+            lambda: any(w["name"] == "b-3" for w in (hosts.state(0) or {}).get("workloads", [])), 30
+        )
+        out, _ = caller.communicate(timeout=120)
+        results = json.loads(out)
+        print(f"etcd member lost: b-3 registered {joined:.1f}s later; {len(results)} calls")
+        assert [r for r in results if r["status"] != 200] == []
