@@ -112,10 +112,17 @@ class Agent:
         concurrency: int | None = None,
         drain_s: float = DRAIN_S,
         registration: EtcdRegistration | None = None,
+        handle_signals: bool = True,
     ) -> None:
         """``registration``: the workload registers itself in etcd (a host outside
-        mesh.yaml), before it asks for its certificate, and leaves on a clean stop."""
+        mesh.yaml), before it asks for its certificate, and leaves on a clean stop.
+        ``handle_signals`` False: a host agent running many takes the signals and calls
+        ``stop`` on each."""
         self.registration = registration
+        self.handle_signals = handle_signals
+        self._envoy: asyncio.subprocess.Process | None = None
+        self._stopping: set[asyncio.Task[None]] = set()
+        self.stop_requested = False
         self.drain_s = drain_s
         self.params = params
         self.identity = identity
@@ -137,7 +144,10 @@ class Agent:
                 registering.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await registering
-                await self.registration.stop()
+                if self.stop_requested:
+                    await self.registration.stop()
+                # Else its Envoy died: the entry stays until its lease runs out, or
+                # until the agent, started again, registers it under a new one.
 
     async def _token(self) -> str:
         """The bootstrap token; a registered workload waits for the control plane to
@@ -175,19 +185,16 @@ class Agent:
             self.params.control_plane_host,
             self.params.control_plane_port,
         )
+        self._envoy = envoy
         loop = asyncio.get_running_loop()
-        for sig in FORWARDED_SIGNALS:
-            loop.add_signal_handler(sig, _forward, envoy, sig)
-        stopping: set[asyncio.Task[None]] = set()
-
-        def stop(sig: int) -> None:
-            if stopping:  # a second signal: stop now
-                _forward(envoy, signal.SIGTERM)
-                return
-            stopping.add(asyncio.create_task(self._drain_then_stop(envoy)))
-
-        for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, stop, sig)
+        signals = (*FORWARDED_SIGNALS, *STOP_SIGNALS) if self.handle_signals else ()
+        if self.handle_signals:
+            for sig in FORWARDED_SIGNALS:
+                loop.add_signal_handler(sig, _forward, envoy, sig)
+            for sig in STOP_SIGNALS:
+                loop.add_signal_handler(sig, self.stop)
+        if self.stop_requested:  # asked to stop while it was starting
+            self.stop()
         renewer = asyncio.create_task(self._renew_forever(token))
         try:
             code = await envoy.wait()
@@ -197,11 +204,28 @@ class Agent:
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewer
             finally:
-                for sig in (*FORWARDED_SIGNALS, *STOP_SIGNALS):
+                for sig in signals:
                     loop.remove_signal_handler(sig)
                 await self.sds.stop()
         log.info("Envoy for %s exited with status %d", self.params.proxy, code)
         return 128 - code if code < 0 else code
+
+    @property
+    def started(self) -> bool:
+        """Its Envoy runs (or ran): a stop now drains it."""
+        return self._envoy is not None
+
+    def stop(self) -> None:
+        """A clean stop: drain, then stop Envoy (``run`` returns). A second call stops
+        Envoy at once."""
+        self.stop_requested = True
+        envoy = self._envoy
+        if envoy is None:
+            return  # not started yet: it stops as soon as it has
+        if self._stopping:
+            _forward(envoy, signal.SIGTERM)
+            return
+        self._stopping.add(asyncio.create_task(self._drain_then_stop(envoy)))
 
     async def _drain_then_stop(self, envoy: asyncio.subprocess.Process) -> None:
         """Graceful stop: leave the registry (callers stop choosing this workload as
@@ -222,14 +246,19 @@ class Agent:
         _forward(envoy, signal.SIGTERM)
 
     async def _obtain(self, token: str, deadline: dt.datetime | None) -> WorkloadCertificate:
-        """Ask until the CA answers; give up on a refusal, or at ``deadline``."""
+        """Ask until the CA answers; give up on a refusal, or at ``deadline``. A workload
+        that registers itself is refused until the control plane has seen its
+        registration: it asks again for a while."""
         delay = 0.2
+        patient_until = _now() + dt.timedelta(seconds=TOKEN_WAIT_S)
         while True:
             try:
                 return await request_from_any(self.identity.ca_url, token, self.identity.ca_bundle)
             except CertificateRequestFailed as exc:
                 now = _now()
-                if not exc.retryable or (deadline is not None and now >= deadline):
+                waiting = self.registration is not None and now < patient_until
+                refused = not exc.retryable and not waiting
+                if refused or (deadline is not None and now >= deadline):
                     raise
                 log.warning("%s; trying again in %.1fs", exc, delay)
                 await asyncio.sleep(delay)

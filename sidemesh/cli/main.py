@@ -24,6 +24,7 @@ from sidemesh.cli import access_log
 from sidemesh.cli import apply as apply_commands
 from sidemesh.cli import check as check_view
 from sidemesh.cli import explain as explain_view
+from sidemesh.cli import join as join_commands
 from sidemesh.cli import kube as kube_commands
 from sidemesh.cli import proxy_config as proxy_config_view
 from sidemesh.cli import status as status_view
@@ -837,6 +838,7 @@ def logs(
 
 kube_commands.register(app)
 apply_commands.register(app)
+join_commands.register(app)
 
 
 def main() -> None:
