@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-deps lint typecheck unit demo clean bench bench-dataplane bench-controlplane bench-deps etcd etcd-stop
+.PHONY: test test-deps lint typecheck unit demo clean bench bench-dataplane bench-controlplane bench-deps bench-footprint etcd etcd-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,7 +74,11 @@ bench-controlplane: $(STAMP)
 	$(BIN)/python -m bench.controlplane
 	$(BIN)/python -m bench.telemetry
 
-bench: bench-dataplane bench-controlplane
+# The mesh's memory per workload: one agent per workload against one per host.
+bench-footprint: $(STAMP)
+	$(BIN)/python -m bench.footprint
+
+bench: bench-dataplane bench-controlplane bench-footprint
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
