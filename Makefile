@@ -54,8 +54,11 @@ etcd-stop:
 	@for i in 0 1 2; do test -f $(ETCD_DIR)/m$$i.pid && kill $$(cat $(ETCD_DIR)/m$$i.pid) || true; \
 	  rm -f $(ETCD_DIR)/m$$i.pid; done
 
+# Tests without whole meshes run on both cores; the end-to-end ones, which measure
+# failover and latency, one at a time.
 unit: $(STAMP) test-deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --ignore=tests/e2e
+	$(BIN)/pytest -q tests/e2e
 
 test: lint typecheck unit
 

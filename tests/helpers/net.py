@@ -26,10 +26,24 @@ moment later cannot meanwhile become the local port of some outgoing connection
 (an Envoy's to its upstream), as a port the kernel picked from the ephemeral range can."""
 
 
+def _ports_of_this_worker() -> range:
+    """TEST_PORTS, or this pytest-xdist worker's share of them: workers run side by
+    side and must not hand out the same port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count <= 1:
+        return TEST_PORTS
+    index = int(worker[2:])
+    share = len(TEST_PORTS) // count
+    start = TEST_PORTS.start + index * share
+    return range(start, start + share)
+
+
 def free_port() -> int:
     """A port free on 127.0.0.1 now, never handed out twice in one test run."""
+    ports = _ports_of_this_worker()
     while True:
-        port = _random.choice(TEST_PORTS)
+        port = _random.choice(ports)
         if port in _handed_out:
             continue
         with socket.socket() as sock:
