@@ -54,11 +54,12 @@ etcd-stop:
 	@for i in 0 1 2; do test -f $(ETCD_DIR)/m$$i.pid && kill $$(cat $(ETCD_DIR)/m$$i.pid) || true; \
 	  rm -f $(ETCD_DIR)/m$$i.pid; done
 
-# Tests without whole meshes run on both cores; the end-to-end ones, which measure
-# failover and latency, one at a time.
+# Tests without whole meshes run on both cores, and so do the end-to-end tests that
+# check behaviour; those that measure failover, latency or load run one at a time.
 unit: $(STAMP) test-deps
 	$(BIN)/pytest -q -n 2 --ignore=tests/e2e
-	$(BIN)/pytest -q tests/e2e
+	$(BIN)/pytest -q -n 2 --dist loadgroup -m parallel tests/e2e
+	$(BIN)/pytest -q -m "not parallel" tests/e2e
 
 test: lint typecheck unit
 
@@ -73,9 +74,10 @@ bench-deps:
 bench-dataplane: $(STAMP) bench-deps
 	$(BIN)/python -m bench.dataplane
 
-bench-controlplane: $(STAMP)
+bench-controlplane: $(STAMP) test-deps
 	$(BIN)/python -m bench.controlplane
 	$(BIN)/python -m bench.telemetry
+	$(BIN)/python -m bench.registry
 
 # The mesh's memory per workload: one agent per workload against one per host.
 bench-footprint: $(STAMP)

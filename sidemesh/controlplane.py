@@ -37,6 +37,7 @@ from sidemesh.sources.etcd import EtcdSource, etcd_client
 from sidemesh.sources.kube.source import SOURCE_NAME as KUBE_SOURCE
 from sidemesh.telemetry import ProxyAdmin, Scraper, TraceStore, trace_service
 from sidemesh.xds import AdsServer, Publisher, SnapshotCache, StatusBoard
+from sidemesh.xds.debounce import Debouncer
 from sidemesh.xds.publisher import ResourceHook
 from sidemesh.xds.server import GRPC_SERVER_OPTIONS
 
@@ -68,6 +69,8 @@ class ControlPlane:
         self.publisher = Publisher(self.cache, hook=hook)
         self.tokens = BootstrapTokens(settings.state_dir / "tokens")
         self.aggregator = Aggregator([self._on_state])
+        self.debouncer = Debouncer(self.publisher.update_state)
+        """Bursts of states (a rollout, a host's registrations) make few pushes."""
         self.source: FileSource | None = None
         """mesh.yaml's source, when the control plane is given one."""
         self.etcd: EtcdSource | None = None
@@ -121,9 +124,17 @@ class ControlPlane:
         # Every workload has a token ready before anyone starts it.
         for name, namespace in [*state.workloads, *state.gateways]:
             self.tokens.ensure(WorkloadRef(name, namespace))
-        self.publisher.update_state(state)
+        if self.publisher.state.version == 0:
+            self.publisher.update_state(state)  # the first: proxies wait for nothing
+        else:
+            self.debouncer.offer(state)
         for listener in self.state_listeners:
             listener(state)
+
+    @property
+    def _latest(self) -> MeshState:
+        """The latest accepted state, pushed or not yet: who is in the mesh now."""
+        return self.aggregator.state or self.publisher.state
 
     def _serving_certificate(self) -> tuple[bytes, bytes]:
         """The control plane's own certificate (chain, key), for its CA and xDS
@@ -147,7 +158,7 @@ class ControlPlane:
         parts = node_id.split("~")
         if len(parts) != 3:
             return f"node id {node_id!r} is not <kind>~<workload>~<namespace> (certificate {peer})"
-        expected = self.publisher.state.identity_of(parts[1], parts[2])
+        expected = self._latest.identity_of(parts[1], parts[2])
         if expected is None:
             return f"{node_id} is not in the mesh (certificate {peer})"
         if expected != peer:
@@ -155,11 +166,11 @@ class ControlPlane:
         return None
 
     def _service_account_of(self, ref: WorkloadRef) -> str | None:
-        workload = self.publisher.state.workload(ref.name, ref.namespace)
+        workload = self._latest.workload(ref.name, ref.namespace)
         return workload.service_account if workload is not None else None
 
     def _identity_of(self, ref: WorkloadRef) -> SpiffeId | None:
-        identity = self.publisher.state.identity_of(ref.name, ref.namespace)
+        identity = self._latest.identity_of(ref.name, ref.namespace)
         return SpiffeId.parse(identity) if identity is not None else None
 
     async def start(self) -> None:

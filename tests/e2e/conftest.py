@@ -9,11 +9,36 @@ import pytest
 
 from tests.helpers.harness import Mesh
 
+PARALLEL = {
+    "test_access_log",
+    "test_authentication",
+    "test_authorization",
+    "test_bad_config",
+    "test_bookinfo_routes",
+    "test_dashboard",
+    "test_demo",
+    "test_egress",
+    "test_gateway_api",
+    "test_local",
+    "test_tracing",
+    "test_transparent_capture",
+}
+"""Modules that check what the mesh does, not how fast or how reliably under load: they
+may run two at a time (``make test`` runs them with ``-n 2 -m parallel``). The rest
+measure failover, latency or success rates under load, and run alone."""
+BOOKINFO = {"test_bookinfo_routes", "test_dashboard", "test_demo", "test_tracing"}
+"""They run the bookinfo demo (the demo's own ports among them): one at a time."""
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+            module = Path(str(item.fspath)).stem
+            if module in PARALLEL:
+                item.add_marker(pytest.mark.parallel)
+            if module in BOOKINFO:
+                item.add_marker(pytest.mark.xdist_group("bookinfo"))
 
 
 @pytest.fixture(autouse=True)
