@@ -56,7 +56,13 @@ class HostFile(Model):
     ca_address: str | None = None
     """The CAs, ``HOST:PORT,...``; each control plane's host, port 15012, if left out."""
     state_dir: Path = Path(".sidemesh/controlplane")
-    """Where the workloads' tokens (``tokens/``) and the mesh root (``ca/``) are."""
+    """Where the workloads' tokens (``tokens/``) and the mesh root (``ca/``) are, on a
+    host that shares the control plane's; else give ``tokenDir`` and ``caBundle``."""
+    token_dir: Path | None = None
+    """The workloads' bootstrap tokens, ``<workload>.<namespace>.token`` each (made by
+    ``sidemesh token create`` and copied here); ``<stateDir>/tokens`` if left out."""
+    ca_bundle: Path | None = None
+    """The mesh root certificate; ``<stateDir>/ca/root-cert.pem`` if left out."""
     etcd: str | None = None
     """Register every workload in this etcd cluster (``http://HOST:PORT,...``)."""
     etcd_prefix: str = DEFAULT_PREFIX

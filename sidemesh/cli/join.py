@@ -90,8 +90,9 @@ def _hosted(
     cas = host.ca_address or ",".join(f"{h}:{DEFAULT_CA_PORT}" for h, _ in replicas)
     identity = IdentityParams(
         ca_url=",".join(f"https://{a.strip()}" for a in cas.split(",")),
-        token_file=host.state_dir / "tokens" / f"{workload.name}.{workload.namespace}.token",
-        ca_bundle=host.state_dir / "ca" / "root-cert.pem",
+        token_file=(host.token_dir or host.state_dir / "tokens")
+        / f"{workload.name}.{workload.namespace}.token",
+        ca_bundle=host.ca_bundle or host.state_dir / "ca" / "root-cert.pem",
     )
 
     def make() -> Agent:

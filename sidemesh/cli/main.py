@@ -28,6 +28,7 @@ from sidemesh.cli import join as join_commands
 from sidemesh.cli import kube as kube_commands
 from sidemesh.cli import proxy_config as proxy_config_view
 from sidemesh.cli import status as status_view
+from sidemesh.cli import token as token_commands
 from sidemesh.cli import traces as traces_view
 from sidemesh.cli import traffic as traffic_view
 from sidemesh.cli.api_client import DEFAULT_API, ApiUnreachable, get_json, select_cluster
@@ -839,6 +840,7 @@ def logs(
 kube_commands.register(app)
 apply_commands.register(app)
 join_commands.register(app)
+token_commands.register(app)
 
 
 def main() -> None:

@@ -66,10 +66,23 @@ def test_one_agent_runs_every_workload_of_a_host_each_with_its_own_identity(
 ) -> None:
     ports = {name: (free_port(), free_port(), free_port()) for name in WORKLOADS}
     root = tmp_path / "run"
+    # The host shares nothing with the control plane's directory: its tokens are made
+    # by `sidemesh token create` and copied, with the mesh root, to its own.
+    tokens = tmp_path / "host-tokens"
+    tokens.mkdir(mode=0o700)
+    for name in WORKLOADS:
+        made = registry.run(
+            "token", "create", "--workload", name, "--state-dir", str(registry.state_dir),
+            "--out", str(tokens / f"{name}.default.token"),
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+    bundle = tmp_path / "root-cert.pem"
+    bundle.write_bytes((registry.state_dir / "ca" / "root-cert.pem").read_bytes())
     host = {
         "controlPlane": f"127.0.0.1:{registry.xds}",
         "caAddress": f"127.0.0.1:{registry.ca}",
-        "stateDir": str(registry.state_dir),
+        "tokenDir": str(tokens),
+        "caBundle": str(bundle),
         "etcd": registry.etcd.endpoints,
         "leaseTtl": 3,
         "socketRoot": str(root),
