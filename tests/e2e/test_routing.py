@@ -193,7 +193,9 @@ def test_faults_abort_half_the_requests_and_a_delay_shows_in_latency(versioned: 
     outcomes = Counter(_who(versioned, "/abort") for _ in range(400))
     aborted = outcomes["503"] / 400 * 100
     print(f"50% abort over 400 requests: {aborted:.1f}% aborted")
-    assert 45 <= aborted <= 55
+    # Binomial: the standard deviation over 400 requests is 2.5 points; 3 of them
+    # either side leaves a correct proxy outside 3 times in 1,000 runs.
+    assert 42.5 <= aborted <= 57.5
     started = time.monotonic()
     assert _who(versioned, "/slow") in ("b-1", "b-2")
     slow = time.monotonic() - started

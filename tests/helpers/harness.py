@@ -196,6 +196,12 @@ class Mesh:
             assert time.monotonic() < deadline, "the control plane never read the edit"
             time.sleep(0.02)
 
+    def _accepted_version(self) -> int:
+        if self.control_plane is None or not self.control_plane.running:
+            return 0
+        aggregator = self.control_plane.control_plane.aggregator
+        return self.control_plane.call(lambda: aggregator.state.version if aggregator.state else 0)
+
     def _source_position(self) -> tuple[int, int] | None:
         """(mesh version, refused edits of its file source) of the running control plane."""
         if self.control_plane is None or not self.control_plane.running:
@@ -343,7 +349,9 @@ class Mesh:
         wanted = [f"sidecar~{n}~default" for n in (names or list(self.sidecars))]
         deadline = time.monotonic() + timeout
         while True:
-            version = self.api("/v1/state")["version"]
+            # The latest accepted state, which the control plane may not have pushed
+            # yet (it merges bursts of edits), not only the one it serves now.
+            version = max(self.api("/v1/state")["version"], self._accepted_version())
             proxies = self.proxies()
             if all(
                 n in proxies
