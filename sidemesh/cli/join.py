@@ -38,13 +38,18 @@ def join(
     registers it, and runs and supervises its Envoy, until stopped (SIGTERM drains
     and deregisters every workload)."""
     setup_logging(LogFormat.TEXT, log_level)
+    field = "controlPlane"
     try:
         host = load_host_file(file)
-        replicas = _replicas(host.control_plane)
+        replicas = control_planes(host.control_plane)
+        field = "etcd"
         if host.etcd is not None:
             grpc_target(host.etcd)
-    except (ConfigError, ValueError) as exc:
-        typer.echo(f"{file}: {exc}" if isinstance(exc, ValueError) else str(exc), err=True)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+    except ValueError as exc:
+        typer.echo(f"{file}: {field}: {exc}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from exc
     root = host.socket_root or Path(tempfile.mkdtemp(prefix="sidemesh-"))
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -57,14 +62,23 @@ def join(
     raise typer.Exit(code)
 
 
-def _replicas(text: str) -> list[tuple[str, int]]:
+def control_planes(text: str) -> list[tuple[str, int]]:
+    """``HOST:PORT,...`` (every replica of the control plane); raises ``ValueError``
+    naming the item that is not ``HOST:PORT``."""
     out = []
     for item in text.split(","):
         host, sep, port = item.strip().rpartition(":")
         if not sep or not host or not port.isdigit():
-            raise ValueError(f"controlPlane: {item!r} is not HOST:PORT")
+            raise ValueError(f"{item!r} is not HOST:PORT")
         out.append((host, int(port)))
     return out
+
+
+def ca_urls(ca_address: str | None, replicas: list[tuple[str, int]]) -> str:
+    """The CA endpoints to try, in order: those given, else each replica's host on the
+    CA's default port."""
+    cas = ca_address or ",".join(f"{h}:{DEFAULT_CA_PORT}" for h, _ in replicas)
+    return ",".join(f"https://{a.strip()}" for a in cas.split(","))
 
 
 def _hosted(
@@ -87,9 +101,8 @@ def _hosted(
         sds_socket=str(sockets / SDS_SOCKET),
         xds_mode=xds_mode,
     )
-    cas = host.ca_address or ",".join(f"{h}:{DEFAULT_CA_PORT}" for h, _ in replicas)
     identity = IdentityParams(
-        ca_url=",".join(f"https://{a.strip()}" for a in cas.split(",")),
+        ca_url=ca_urls(host.ca_address, replicas),
         token_file=(host.token_dir or host.state_dir / "tokens")
         / f"{workload.name}.{workload.namespace}.token",
         ca_bundle=host.ca_bundle or host.state_dir / "ca" / "root-cert.pem",

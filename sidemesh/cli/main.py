@@ -359,13 +359,11 @@ def sidecar(
                 register_etcd, namespace, entry, layout=Layout(etcd_prefix), ttl_s=lease_ttl
             )
 
-    replicas: list[tuple[str, int]] = []
-    for item in control_plane.split(","):
-        host, sep, port = item.strip().rpartition(":")
-        if not sep or not port.isdigit() or not host:
-            typer.echo(f"--control-plane: {item!r} is not HOST:PORT", err=True)
-            raise typer.Exit(EXIT_BAD_INPUT)
-        replicas.append((host, int(port)))
+    try:
+        replicas = join_commands.control_planes(control_plane)
+    except ValueError as exc:
+        typer.echo(f"--control-plane: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
     (host, xds_port), others = replicas[0], tuple(replicas[1:])
     # A short private directory: Unix socket paths are limited to about 100 bytes.
     if socket_dir is None:
@@ -390,9 +388,8 @@ def sidecar(
         sds_socket=str(socket_dir / SDS_SOCKET),
         xds_mode=xds_mode,
     )
-    cas = ca_address or ",".join(f"{h}:{DEFAULT_CA_PORT}" for h, _ in replicas)
     identity = IdentityParams(
-        ca_url=",".join(f"https://{a.strip()}" for a in cas.split(",")),
+        ca_url=join_commands.ca_urls(ca_address, replicas),
         token_file=token_file or state_dir / "tokens" / f"{workload}.{namespace}.token",
         ca_bundle=ca_bundle or state_dir / "ca" / "root-cert.pem",
     )

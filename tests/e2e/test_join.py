@@ -10,33 +10,21 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from tests.e2e.test_registration import Registry, _call
-from tests.helpers.etcd import etcd_missing, single_etcd
+from tests.e2e.test_registration import Registry, _call, registry
+from tests.helpers.etcd import etcd_missing
 from tests.helpers.net import admin_get, backend, free_port
 from tests.helpers.processes import descendants
 
 pytestmark = pytest.mark.skipif(etcd_missing() is not None, reason=str(etcd_missing()))
 
 WORKLOADS = ("a-1", "b-1", "b-2")
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    etcd = single_etcd(tmp_path / "etcd")
-    made = Registry(tmp_path, etcd)
-    try:
-        made.control_plane()
-        yield made
-    finally:
-        made.stop()
-        etcd.stop()
+__all__ = ["registry"]  # the fixture
 
 
 def _envoys(pid: int) -> dict[int, str]:
