@@ -7,6 +7,7 @@ import datetime as dt
 import ipaddress
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,10 +182,21 @@ class CertificateAuthority:
             INTERMEDIATE_LIFETIME,
             0,
         )
-        write_private(state_dir / ROOT_KEY, _key_pem(root_key))
-        write_private(state_dir / CA_KEY, _key_pem(ca_key))
-        (state_dir / ROOT_CERT).write_bytes(root.public_bytes(serialization.Encoding.PEM))
-        (state_dir / CA_CERT).write_bytes(intermediate.public_bytes(serialization.Encoding.PEM))
+        # Made aside, then renamed into place: replicas of the control plane starting
+        # at once on one directory end up with the same CA (the first rename wins; a
+        # later one finds the directory full and loads the winner's).
+        tmp = state_dir.with_name(f".{state_dir.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        make_private_dir(tmp)
+        write_private(tmp / ROOT_KEY, _key_pem(root_key))
+        write_private(tmp / CA_KEY, _key_pem(ca_key))
+        (tmp / ROOT_CERT).write_bytes(root.public_bytes(serialization.Encoding.PEM))
+        (tmp / CA_CERT).write_bytes(intermediate.public_bytes(serialization.Encoding.PEM))
+        try:
+            os.rename(tmp, state_dir)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return cls.load(state_dir, trust_domain)
         log.info("created a new mesh root CA in %s (serial %x)", state_dir, root.serial_number)
         return cls(trust_domain, root, intermediate, ca_key)
 
