@@ -11,9 +11,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
+from sidemesh.cli.api_client import ApiUnreachable, get_json
+from sidemesh.cli.status import rejected_config, short_error
 from sidemesh.errors import ConfigError, ControlPlaneFailed
 from sidemesh.local.ports import StickyPorts, free_port
 from sidemesh.local.runfiles import (
@@ -126,7 +130,8 @@ async def _run(options: UpOptions, console: Console) -> int:
         except ControlPlaneFailed as exc:
             console.print(f"[red]cannot start the control plane:[/] {exc}")
             return 1
-        _print_ready(console, state, supervisor, settings.api_port)
+        proxies = await _proxies(settings.api_port)
+        _print_ready(console, state, supervisor, settings.api_port, proxies)
         files.ready_file.write_text(str(os.getpid()))
         await stopping
         console.print("stopping: apps, then sidecars, then the control plane ...")
@@ -139,12 +144,42 @@ async def _run(options: UpOptions, console: Console) -> int:
     return 0
 
 
+def not_ready(members: list[dict[str, Any]], proxies: dict[str, dict[str, Any]]) -> list[str]:
+    """What is not ready, one line each, in the words of ``sidemesh status``: a
+    process that did not get ready, or a sidecar whose config its Envoy rejected (it
+    serves its last good config, so its processes look ready, but it no longer follows
+    the mesh). ``members`` as ``LocalMesh.status``, ``proxies`` by node as
+    ``/v1/proxies``."""
+    lines = []
+    for member in members:
+        proxy = proxies.get(f"sidecar~{member['name']}~{member['namespace']}", {})
+        rejected = rejected_config(proxy)
+        if rejected is not None:
+            lines.append(f"{member['name']}: config rejected: {short_error(rejected['error'])}")
+        elif not member["ready"]:
+            lines.append(f"{member['name']} (sidemesh logs {member['name']})")
+    return lines
+
+
+async def _proxies(api_port: int) -> dict[str, dict[str, Any]]:
+    """The control plane's proxies by node; none if it does not answer (then only the
+    processes tell what is ready)."""
+    try:
+        answer = await asyncio.to_thread(get_json, f"http://127.0.0.1:{api_port}", "/v1/proxies")
+    except (ApiUnreachable, ValueError):
+        return {}
+    return {p["node"]: p for p in answer["proxies"]}
+
+
 def _print_ready(
-    console: Console, state: MeshState, supervisor: MeshSupervisor, api_port: int
+    console: Console,
+    state: MeshState,
+    supervisor: MeshSupervisor,
+    api_port: int,
+    proxies: dict[str, dict[str, Any]],
 ) -> None:
-    failed = [m["name"] for m in supervisor.local.status() if not m["ready"]]
-    if failed:
-        console.print(f"[yellow]not ready:[/] {', '.join(failed)} (sidemesh logs NAME)")
+    for line in not_ready(supervisor.local.status(), proxies):
+        console.print(f"[yellow]not ready:[/] {escape(line)}")
     console.print("\n[bold]sidemesh is up.[/]")
     for gateway in state.gateways.values():
         for route in gateway.routes:
