@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, HTTPException, Query, Response
 from google.protobuf import json_format
@@ -16,9 +16,17 @@ from prometheus_client.registry import Collector
 
 from sidemesh.api.dashboard import dashboard_router
 from sidemesh.api.endpoints import EndpointsResponse, endpoints_response
-from sidemesh.api.proxies import ProxiesOut
+from sidemesh.api.local import LocalRunOut
+from sidemesh.api.proxies import ProxiesOut, ProxyConfigOut, SentResourceOut
+from sidemesh.api.state import SourceOut, StateOut
 from sidemesh.api.traces import TraceList, TraceOut, TraceSummary
-from sidemesh.api.traffic import TrafficCollector, graph_response, stats_response
+from sidemesh.api.traffic import (
+    GraphOut,
+    StatsOut,
+    TrafficCollector,
+    graph_response,
+    stats_response,
+)
 from sidemesh.envoy import ProxyId, ResourceType
 from sidemesh.identity.service import SigningService
 from sidemesh.identity.tokens import WorkloadRef
@@ -28,6 +36,8 @@ from sidemesh.telemetry import ADMIN_TIMEOUT_S, Scraper, TraceStore
 from sidemesh.telemetry.traces import MAX_TRACES
 from sidemesh.xds import Publisher, StatusBoard
 from sidemesh.xds.metrics import XdsCollector
+
+Answer = TypeVar("Answer")
 
 
 @dataclass(frozen=True)
@@ -57,9 +67,7 @@ def create_app(view: ApiView) -> FastAPI:
         version="1",
     )
 
-    def windowed(
-        answer: Callable[[Scraper, MeshState, str], dict[str, Any]], window: str
-    ) -> dict[str, Any]:
+    def windowed(answer: Callable[[Scraper, MeshState, str], Answer], window: str) -> Answer:
         if view.telemetry is None:
             raise HTTPException(404, "telemetry is off (controlplane --telemetry-interval 0)")
         try:
@@ -69,13 +77,20 @@ def create_app(view: ApiView) -> FastAPI:
 
     @app.get(
         "/v1/stats",
+        response_model=StatsOut,
+        response_model_by_alias=True,
         summary="Golden signals per service and per calling workload over a window",
     )
-    async def stats(window: str = "1m") -> dict[str, Any]:
+    async def stats(window: str = "1m") -> StatsOut:
         return windowed(stats_response, window)
 
-    @app.get("/v1/graph", summary="The service graph: who calls whom, with golden signals")
-    async def graph(window: str = "1m") -> dict[str, Any]:
+    @app.get(
+        "/v1/graph",
+        response_model=GraphOut,
+        response_model_by_alias=True,
+        summary="The service graph: who calls whom, with golden signals",
+    )
+    async def graph(window: str = "1m") -> GraphOut:
         return windowed(graph_response, window)
 
     @app.get(
@@ -118,16 +133,24 @@ def create_app(view: ApiView) -> FastAPI:
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "meshVersion": view.publisher.state.version}
 
-    @app.get("/v1/state", summary="The current mesh state (services, workloads, identities)")
-    async def state() -> dict[str, Any]:
-        data = view.publisher.state.to_json()
+    @app.get(
+        "/v1/state",
+        response_model=StateOut,
+        response_model_by_alias=True,
+        # A document's empty fields are left out, and so is the source of a state
+        # that comes from no file.
+        response_model_exclude_unset=True,
+        summary="The current mesh state (services, workloads, identities)",
+    )
+    async def state() -> StateOut:
+        source = None
         if view.source is not None:
-            data["source"] = {
-                "file": str(view.source.path),
-                "rejectedEdits": view.source.rejected,
-                "lastError": str(view.source.last_error) if view.source.last_error else None,
-            }
-        return data
+            source = SourceOut(
+                file=str(view.source.path),
+                rejected_edits=view.source.rejected,
+                last_error=str(view.source.last_error) if view.source.last_error else None,
+            )
+        return StateOut.of(view.publisher.state, source)
 
     @app.get(
         "/v1/proxies",
@@ -156,37 +179,43 @@ def create_app(view: ApiView) -> FastAPI:
 
     @app.get(
         "/v1/local/workloads",
+        response_model=LocalRunOut,
+        response_model_by_alias=True,
+        # Before the supervisor has written its status, there is no supervisor pid.
+        response_model_exclude_unset=True,
         summary="Local mode: each workload's app and sidecar processes (state, restarts)",
     )
-    async def local_workloads() -> dict[str, Any]:
+    async def local_workloads() -> LocalRunOut:
         if view.local_status is None:
             raise HTTPException(404, "this control plane does not run workloads (not local mode)")
-        return view.local_status()
+        return LocalRunOut.model_validate(view.local_status())
 
     @app.get(
         "/v1/proxies/{node}/config",
+        response_model=ProxyConfigOut,
+        response_model_by_alias=True,
         summary="What the control plane sends one proxy, by type and name",
     )
-    async def proxy_config(node: str) -> dict[str, Any]:
+    async def proxy_config(node: str) -> ProxyConfigOut:
         snapshot = view.publisher.cache.get(node)
         if snapshot is None:
             raise HTTPException(404, f"no config for proxy {node!r} (is it connected?)")
-        return {
-            "node": node,
-            "stateVersion": snapshot.state_version,
-            "types": {
+        return ProxyConfigOut(
+            node=node,
+            state_version=snapshot.state_version,
+            types={
                 rtype.short: {
-                    name: {
-                        "version": res.version,
-                        "config": json_format.MessageToDict(
+                    name: SentResourceOut(
+                        version=res.version,
+                        config=json_format.MessageToDict(
                             res.message, preserving_proto_field_name=True
                         ),
-                    }
+                    )
                     for name, res in sorted(snapshot.resources[rtype].items())
                 }
                 for rtype in ResourceType
             },
-        }
+        )
 
     app.include_router(dashboard_router(view))
 

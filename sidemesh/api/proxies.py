@@ -1,8 +1,10 @@
 """``/v1/proxies``: the typed shape of what the control plane knows of each connected
 proxy (OpenAPI documents it), read by ``sidemesh proxies``, ``proxy-config`` and the
-dashboard."""
+dashboard; and ``/v1/proxies/{node}/config``, what it was sent."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from sidemesh.api.response import ApiModel
 
@@ -48,3 +50,21 @@ class ProxyOut(ApiModel):
 class ProxiesOut(ApiModel):
     mesh_version: int
     proxies: list[ProxyOut]
+
+
+class SentResourceOut(ApiModel):
+    version: str
+    """The resource's own version, as sent over xDS."""
+    config: dict[str, Any]
+    """The Envoy resource itself (a Cluster, ClusterLoadAssignment, Listener,
+    RouteConfiguration or VirtualHost) as protobuf JSON with Envoy's field names:
+    open-ended, as Envoy's config dump is."""
+
+
+class ProxyConfigOut(ApiModel):
+    node: str
+    state_version: int
+    """The mesh version this config was made from."""
+    types: dict[str, dict[str, SentResourceOut]]
+    """By type (``clusters``, ``endpoints``, ``listeners``, ``routes``, ``vhosts``), then
+    by resource name."""

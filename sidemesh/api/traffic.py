@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
+from sidemesh.api.response import ApiModel
 from sidemesh.model import MeshState, MtlsMode, ServiceKey
 from sidemesh.telemetry import WINDOWS_S, Scraper, Signals
 
@@ -19,30 +19,116 @@ def window_seconds(window: str) -> float:
     return WINDOWS_S[window]
 
 
-def stats_response(scraper: Scraper, state: MeshState, window: str) -> dict[str, Any]:
+class SignalsOut(ApiModel):
+    requests: int
+    """In the window."""
+    rps: float
+    success_rate: float | None
+    """Of the answered requests, the share not 5xx; None when none was answered."""
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    client_errors: int
+    """4xx answers in the window (a refusal by policy is a 403)."""
+    connections: int
+    """Opened in the window (TCP and HTTP alike)."""
+    bytes_sent: int
+    bytes_received: int
+
+    @classmethod
+    def of(cls, signals: Signals) -> SignalsOut:
+        return cls.model_validate(signals.to_json())
+
+
+# Each row's names come before its signals, as its bases are listed signals first
+# (pydantic orders the fields of the base listed last first).
+
+
+class _Service(ApiModel):
+    service: str
+    """``reviews.default``, or a host outside the mesh."""
+
+
+class ServiceSignalsOut(SignalsOut, _Service):
+    pass
+
+
+class _WorkloadEdge(ApiModel):
+    source: str
+    """The calling workload (``productpage-v1.default``)."""
+    source_service: str
+    """Its service (``productpage.default``), or the gateway's name."""
+    destination: str
+    """``reviews.default``, or a host outside the mesh."""
+
+
+class WorkloadSignalsOut(SignalsOut, _WorkloadEdge):
+    pass
+
+
+class StatsOut(ApiModel):
+    window: str
+    scrapes: int
+    """Rounds of scraping every proxy's stats since the control plane started."""
+    unanswered: dict[str, str]
+    """The proxies that did not answer the last round, with why."""
+    services: list[ServiceSignalsOut]
+    """Per destination, every caller summed."""
+    workloads: list[WorkloadSignalsOut]
+    """Per calling workload and destination."""
+
+
+class GraphNodeOut(ApiModel):
+    id: str
+    """``reviews.default``, a gateway's ``name.namespace``, or a host outside the mesh."""
+    kind: str
+    """``service``, ``gateway`` or ``external``."""
+
+
+class _ServiceEdge(ApiModel):
+    source: str
+    destination: str
+    mtls: bool
+    """Whether its traffic is mutual TLS (the destination's mode is not DISABLE)."""
+
+
+class GraphEdgeOut(SignalsOut, _ServiceEdge):
+    pass
+
+
+class GraphOut(ApiModel):
+    window: str
+    nodes: list[GraphNodeOut]
+    edges: list[GraphEdgeOut]
+    """Between services, every source workload of one service summed: counts add; of
+    the percentiles the worst is shown."""
+
+
+def stats_response(scraper: Scraper, state: MeshState, window: str) -> StatsOut:
     seconds = window_seconds(window)
     services = scraper.signals.services(seconds)
     edges = scraper.signals.edges(seconds)
-    return {
-        "window": window,
-        "scrapes": scraper.scrapes,
-        "unanswered": scraper.last_errors,
-        "services": [
-            {"service": name, **signals.to_json()} for name, signals in sorted(services.items())
+    return StatsOut(
+        window=window,
+        scrapes=scraper.scrapes,
+        unanswered=scraper.last_errors,
+        services=[
+            ServiceSignalsOut(service=name, **SignalsOut.of(signals).model_dump())
+            for name, signals in sorted(services.items())
         ],
-        "workloads": [
-            {
-                "source": str(edge.source),
-                "sourceService": edge.source_service,
-                "destination": edge.destination,
-                **signals.to_json(),
-            }
+        workloads=[
+            WorkloadSignalsOut(
+                source=str(edge.source),
+                source_service=edge.source_service,
+                destination=edge.destination,
+                **SignalsOut.of(signals).model_dump(),
+            )
             for edge, signals in sorted(edges.items())
         ],
-    }
+    )
 
 
-def graph_response(scraper: Scraper, state: MeshState, window: str) -> dict[str, Any]:
+def graph_response(scraper: Scraper, state: MeshState, window: str) -> GraphOut:
     """Nodes (services, gateways, hosts outside the mesh) and edges between services
     (every source workload of one service summed), each with its signals and whether
     its traffic is mTLS."""
@@ -51,32 +137,32 @@ def graph_response(scraper: Scraper, state: MeshState, window: str) -> dict[str,
     for edge, signals in scraper.signals.edges(seconds).items():
         by_pair.setdefault((edge.source_service, edge.destination), []).append(signals)
     mesh_services = {str(key): key for key in state.services}
-    nodes = {str(key): {"id": str(key), "kind": "service"} for key in state.services}
+    nodes = {str(key): GraphNodeOut(id=str(key), kind="service") for key in state.services}
     for name, namespace in state.gateways:  # whether or not anything came in yet
-        nodes[f"{name}.{namespace}"] = {"id": f"{name}.{namespace}", "kind": "gateway"}
+        nodes[f"{name}.{namespace}"] = GraphNodeOut(id=f"{name}.{namespace}", kind="gateway")
     for source, destination in by_pair:
-        nodes.setdefault(source, {"id": source, "kind": "gateway"})
-        nodes.setdefault(destination, {"id": destination, "kind": "external"})
-    return {
-        "window": window,
-        "nodes": sorted(nodes.values(), key=lambda n: n["id"]),
-        "edges": [
-            {
-                "source": source,
-                "destination": destination,
-                "mtls": _mtls(state, mesh_services.get(destination)),
-                **_summed(signals),
-            }
+        nodes.setdefault(source, GraphNodeOut(id=source, kind="gateway"))
+        nodes.setdefault(destination, GraphNodeOut(id=destination, kind="external"))
+    return GraphOut(
+        window=window,
+        nodes=sorted(nodes.values(), key=lambda n: n.id),
+        edges=[
+            GraphEdgeOut(
+                source=source,
+                destination=destination,
+                mtls=_mtls(state, mesh_services.get(destination)),
+                **_summed(signals).model_dump(),
+            )
             for (source, destination), signals in sorted(by_pair.items())
         ],
-    }
+    )
 
 
 def _mtls(state: MeshState, key: ServiceKey | None) -> bool:
     return key is not None and state.mtls_mode(state.services[key]) is not MtlsMode.DISABLE
 
 
-def _summed(signals: list[Signals]) -> dict[str, Any]:
+def _summed(signals: list[Signals]) -> SignalsOut:
     """Several workloads of one service calling one destination, as one edge: counts
     add; of the percentiles the worst is shown (they cannot be added)."""
     requests = sum(s.requests for s in signals)
@@ -87,18 +173,18 @@ def _summed(signals: list[Signals]) -> dict[str, Any]:
         present = [v for v in values if v is not None]
         return max(present) if present else None
 
-    return {
-        "requests": requests,
-        "rps": round(sum(s.rps for s in signals), 3),
-        "successRate": (round(sum(r * n for r, n in rates) / answered, 5) if answered else None),
-        "p50Ms": worst([s.p50_ms for s in signals]),
-        "p95Ms": worst([s.p95_ms for s in signals]),
-        "p99Ms": worst([s.p99_ms for s in signals]),
-        "clientErrors": sum(s.client_errors for s in signals),
-        "connections": sum(s.connections for s in signals),
-        "bytesSent": sum(s.bytes_sent for s in signals),
-        "bytesReceived": sum(s.bytes_received for s in signals),
-    }
+    return SignalsOut(
+        requests=requests,
+        rps=round(sum(s.rps for s in signals), 3),
+        success_rate=(round(sum(r * n for r, n in rates) / answered, 5) if answered else None),
+        p50_ms=worst([s.p50_ms for s in signals]),
+        p95_ms=worst([s.p95_ms for s in signals]),
+        p99_ms=worst([s.p99_ms for s in signals]),
+        client_errors=sum(s.client_errors for s in signals),
+        connections=sum(s.connections for s in signals),
+        bytes_sent=sum(s.bytes_sent for s in signals),
+        bytes_received=sum(s.bytes_received for s in signals),
+    )
 
 
 class TrafficCollector:

@@ -29,7 +29,7 @@ def test_healthz(api: str) -> None:
     assert httpx.get(f"{api}/healthz").json() == {"status": "ok", "meshVersion": 1}
 
 
-def test_state_lists_services_workloads_and_identities(api: str) -> None:
+def test_state_lists_services_workloads_and_identities(api: str, tmp_path: Path) -> None:
     state = httpx.get(f"{api}/v1/state").json()
     assert state["version"] == 1
     assert {(s["name"], s["namespace"]) for s in state["services"]} >= {
@@ -39,7 +39,11 @@ def test_state_lists_services_workloads_and_identities(api: str) -> None:
     v1 = next(w for w in state["workloads"] if w["name"] == "reviews-v1")
     assert v1["identity"] == "spiffe://example.org/ns/default/sa/reviews"
     assert v1["ports"][0] == {"name": "http", "port": 21011, "appPort": 21012}
-    assert state["source"]["rejectedEdits"] == 0
+    assert state["source"] == {
+        "file": str(tmp_path / "mesh.yaml"),
+        "rejectedEdits": 0,
+        "lastError": None,
+    }
 
 
 def test_proxies_empty_before_any_sidecar(api: str) -> None:

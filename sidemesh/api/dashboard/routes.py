@@ -218,7 +218,7 @@ def _graph(
     state = view.publisher.state
     seconds = window_seconds(window)
     if view.telemetry is not None:
-        data = graph_response(view.telemetry, state, window)
+        data = graph_response(view.telemetry, state, window).model_dump(by_alias=True)
         services = view.telemetry.signals.services(seconds)
     else:
         data = {"nodes": [{"id": str(k), "kind": "service"} for k in state.services], "edges": []}
