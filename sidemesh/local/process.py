@@ -24,6 +24,10 @@ BACKOFF_MAX_S = 10.0
 HEALTHY_AFTER_S = 30.0
 """A process that ran this long is healthy again: its next crash starts the backoff anew."""
 STOP_TIMEOUT_S = 10.0
+SPARE_AFTER_S = 2.0
+"""A spare is started once the process it stands in for has run this long, so that
+its imports do not slow that process's own start."""
+SPARE_POLL_S = 0.5
 
 
 class ProcessState(StrEnum):
@@ -46,6 +50,11 @@ class ProcessSpec:
     """Stop by signalling the process alone, then its group only if it outlives the
     timeout: for a sidecar agent, which drains its Envoy (in its group) before stopping
     it; a group signal would stop Envoy at once, mid-request."""
+    spare_argv: Sequence[str] | None = None
+    """A command that does the process's imports, then waits for a line on its stdin
+    before it runs as ``argv`` would (``sidemesh.cli.spare``). One is kept started, and
+    a restart puts it to work instead of starting ``argv`` cold: for the control plane,
+    whose imports alone take over a second."""
 
 
 SpawnHook = Callable[["Supervised"], None]
@@ -66,35 +75,98 @@ class Supervised:
         self._monitor: asyncio.Task[None] | None = None
         self.exited = asyncio.Event()
         """Set each time the process exits (readiness waits use it to fail fast)."""
+        self.spare: asyncio.subprocess.Process | None = None
+        self._spares: asyncio.Task[None] | None = None
+        self._started_at = 0.0
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
+    @property
+    def spare_pid(self) -> int | None:
+        spare = self.spare
+        return spare.pid if spare is not None and spare.returncode is None else None
+
     async def start(self) -> None:
         self._stopping = False
         await self._spawn()
         self._monitor = asyncio.create_task(self._watch(), name=f"watch {self.spec.name}")
+        if self.spec.spare_argv is not None:
+            self._spares = asyncio.create_task(
+                self._keep_spare(self.spec.spare_argv), name=f"spare {self.spec.name}"
+            )
 
     async def _spawn(self) -> None:
         self.state = ProcessState.STARTING
         self.exited.clear()
+        self.process = await self._take_spare() or await self._exec(
+            self.spec.argv, asyncio.subprocess.DEVNULL
+        )
+        self._started_at = time.monotonic()
+        self.state = ProcessState.RUNNING
+        if self.on_spawn is not None:
+            self.on_spawn(self)
+
+    async def _exec(self, argv: Sequence[str], stdin: int) -> asyncio.subprocess.Process:
         self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.spec.log_path, "ab") as out:
-            self.process = await asyncio.create_subprocess_exec(
+            return await asyncio.create_subprocess_exec(
                 # If the supervisor is killed, its children go too: nothing is orphaned.
-                *die_with_parent(self.spec.argv),
+                *die_with_parent(argv),
                 env=dict(self.spec.env),
                 cwd=self.spec.cwd,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=stdin,
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 # Its own process group, so stopping it stops whatever it started.
                 start_new_session=True,
             )
-        self.state = ProcessState.RUNNING
-        if self.on_spawn is not None:
-            self.on_spawn(self)
+
+    # --- the spare ---------------------------------------------------------------
+    async def _keep_spare(self, argv: Sequence[str]) -> None:
+        """Keep one spare started while the process runs (a new one once a spare was
+        put to work, or died)."""
+        while True:
+            await asyncio.sleep(SPARE_POLL_S)
+            if (
+                self._stopping
+                or self.spare_pid is not None
+                or self.state is not ProcessState.RUNNING
+                or time.monotonic() - self._started_at < SPARE_AFTER_S
+            ):
+                continue
+            try:
+                self.spare = await self._exec(argv, asyncio.subprocess.PIPE)
+            except OSError as exc:  # no spare: a restart is a cold start, nothing worse
+                log.error("a spare %s could not be started: %s", self.spec.name, exc)
+                continue
+            if self.on_spawn is not None:
+                self.on_spawn(self)
+
+    async def _take_spare(self) -> asyncio.subprocess.Process | None:
+        """The spare, told to run, if there is one that still waits."""
+        spare, self.spare = self.spare, None
+        if spare is None or spare.returncode is not None or spare.stdin is None:
+            return None
+        try:
+            spare.stdin.write(b"run\n")
+            await spare.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):  # it died meanwhile
+            return None
+        spare.stdin.close()
+        log.info("%s: the spare (pid %d) takes over", self.spec.name, spare.pid)
+        return spare
+
+    async def _stop_spare(self) -> None:
+        if self._spares is not None:
+            self._spares.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._spares
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            signal_group(spare.pid, signal.SIGKILL)  # it holds nothing yet
+            await spare.wait()
 
     async def _watch(self) -> None:
         backoff = self.spec.backoff_first_s
@@ -145,6 +217,7 @@ class Supervised:
 
     async def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         self._stopping = True
+        await self._stop_spare()
         process = self.process
         if process is not None and process.returncode is None:
             if self.spec.stop_leader_first:

@@ -1,6 +1,7 @@
 """``MeshSupervisor``: the ``sidemesh up`` process. It runs the control plane as a child
-it restarts within a second if it dies, and every workload the control plane's plan
-names, each as a supervised app and sidecar.
+it restarts within a second if it dies (a spare waits with its imports done, as a cold
+start takes longer than that), and every workload the control plane's plan names, each
+as a supervised app and sidecar.
 
 The supervisor holds no mesh logic of its own: the control plane reads mesh.yaml and
 writes each accepted state to ``plan.json``; the supervisor runs what the plan says
@@ -84,6 +85,8 @@ class MeshSupervisor:
     def _record(self, process: Supervised) -> None:
         if process.pid is not None:
             self.registry.record(process.spec.name, process.pid)
+        if process.spare_pid is not None:
+            self.registry.record(f"{process.spec.name} spare", process.spare_pid)
 
     async def start(self) -> MeshState:
         """Start the control plane, then every workload of its first plan. Raises
@@ -122,8 +125,8 @@ class MeshSupervisor:
     # --- the control plane ---------------------------------------------------------
     def _control_plane_spec(self) -> ProcessSpec:
         o = self.options
-        argv = [
-            sys.executable, "-m", "sidemesh", "controlplane",
+        args = [
+            "controlplane",
             "--config", str(o.mesh_file),
             "--xds-port", str(o.xds_port), "--api-port", str(o.api_port),
             "--ca-port", str(o.ca_port),
@@ -134,7 +137,8 @@ class MeshSupervisor:
         ]  # fmt: skip
         return ProcessSpec(
             name="controlplane",
-            argv=argv,
+            argv=[sys.executable, "-m", "sidemesh", *args],
+            spare_argv=[sys.executable, "-m", "sidemesh.cli.spare", *args],
             # The whole environment: mesh.yaml's ${VAR}s must expand as they did for
             # `up` (the flags above win over any SIDEMESH_* setting).
             env=dict(os.environ),

@@ -145,7 +145,8 @@ def test_killing_each_kind_of_process_under_load_recovers_and_down_leaves_nothin
         time.sleep(1)
         report["agent"] = load.failures_since(start)
 
-        # The control plane: back within a second or so; sidecars serve throughout.
+        # The control plane: back within a second (its spare takes over, imports done;
+        # its API answering with the new pid is the measure); sidecars serve throughout.
         start = time.monotonic()
         control_plane = _local(up)["controlPlane"]["pid"]
         family |= descendants(up.pid())
@@ -159,6 +160,7 @@ def test_killing_each_kind_of_process_under_load_recovers_and_down_leaves_nothin
 
         back = _wait("control plane restarted", control_plane_back)
         report["control plane back (s)"] = round(back, 2)
+        assert back < 1.0, report
         status = up.sidemesh("status", "--api", up.api)
         assert "control plane: running" in status.stdout and "1 restarts" in status.stdout
         # The restarted control plane still refuses a mangled file, and nothing stops.
@@ -188,10 +190,9 @@ def test_killing_each_kind_of_process_under_load_recovers_and_down_leaves_nothin
     assert not files.processes_file.exists() and not files.pid_file.exists()
     total = len(load.outcomes)
     print(f"requests: {total}; failures by phase: {report}")
-    failed = sum(sum(c.values()) for c in report.values() if isinstance(c, Counter))
-    # Each kill is ridden out by retries on the other replica; allow a stray failure
-    # on this loaded 2-core machine, not an outage.
-    assert failed <= max(3, total // 200), report
+    # Each kill is ridden out: an app's or a sidecar's by retries on the other
+    # replica, the control plane's by sidecars keeping their config.
+    assert all(c == Counter() for c in report.values() if isinstance(c, Counter)), report
 
 
 def test_down_stops_what_a_killed_run_left_behind(
