@@ -66,7 +66,11 @@ class ControlPlane:
         """Called with each accepted MeshState, after it is published to proxies."""
         self.cache = SnapshotCache()
         self.status = StatusBoard()
-        self.publisher = Publisher(self.cache, hook=hook)
+        self.publisher = Publisher(
+            self.cache,
+            hook=hook,
+            on_demand=settings.on_demand,
+        )
         self.tokens = BootstrapTokens(settings.state_dir / "tokens")
         self.aggregator = Aggregator([self._on_state])
         self.debouncer = Debouncer(self.publisher.update_state)
@@ -103,6 +107,7 @@ class ControlPlane:
             on_connect=self.publisher.proxy_connected,
             on_disconnect=self.publisher.proxy_disconnected,
             authorize=self._authorize_proxy,
+            on_demand=self.publisher.hosts_asked,
         )
         self.xds_port = 0
         self.api_port = 0

@@ -44,6 +44,9 @@ class ControlPlaneSettings(BaseModel):
     """Lifetime of workload certificates: short, since agents renew them."""
     telemetry_interval_s: float = Field(default=5.0, ge=0)
     """How often every proxy's stats are scraped into golden signals; 0 turns it off."""
+    on_demand: bool = True
+    """Sidecars on delta xDS hold only the services they use, learning each at its
+    first call; False sends every proxy the whole mesh."""
     kubernetes: bool = False
     """Also watch a Kubernetes cluster (Services, meshed Pods, policy objects), accept
     its pods' service-account tokens, and serve the injection webhook."""

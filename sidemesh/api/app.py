@@ -215,6 +215,11 @@ def create_app(view: ApiView) -> FastAPI:
                 }
                 for rtype in ResourceType
             },
+            services=(
+                None
+                if snapshot.resources.held is None
+                else {str(k): str(r) for k, r in sorted(snapshot.resources.held.items())}
+            ),
         )
 
     app.include_router(dashboard_router(view))

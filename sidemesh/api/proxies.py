@@ -68,3 +68,7 @@ class ProxyConfigOut(ApiModel):
     types: dict[str, dict[str, SentResourceOut]]
     """By type (``clusters``, ``endpoints``, ``listeners``, ``routes``, ``vhosts``), then
     by resource name."""
+    services: dict[str, str] | None = None
+    """A sidecar on demand: each service it holds (``reviews.default``) and why
+    (``declared``, ``policy``, ``on demand``, ``backend``). None: it is sent every
+    service (a gateway, or a sidecar on state-of-the-world xDS)."""

@@ -151,6 +151,14 @@ def controlplane(
             help="Seconds between scrapes of every proxy's stats (golden signals); 0: off",
         ),
     ] = 5.0,
+    on_demand: Annotated[
+        bool,
+        typer.Option(
+            envvar="SIDEMESH_ON_DEMAND",
+            help="Sidecars on delta xDS hold only the services they use, learning each at "
+            "its first call (--no-on-demand: every proxy gets the whole mesh)",
+        ),
+    ] = True,
     kubernetes: Annotated[
         bool,
         typer.Option(
@@ -207,6 +215,7 @@ def controlplane(
         state_dir=state_dir,
         cert_lifetime_s=cert_lifetime,
         telemetry_interval_s=telemetry_interval,
+        on_demand=on_demand,
         kubernetes=kubernetes,
         kube_context=context,
         kubeconfig=kubeconfig,

@@ -50,7 +50,31 @@ def gather(api: str, workload: str, namespace: str) -> dict[str, Any]:
                 certs = client.get("/certs").json().get("certificates", [])
         except (httpx.HTTPError, ValueError) as exc:
             error = f"cannot read Envoy's admin on unix:{admin}: {exc}"
-    return {"node": node, "sent": sent["types"], "envoy": envoy, "certs": certs, "error": error}
+    types = _with_virtual_hosts_inline(sent["types"])
+    return {
+        "node": node,
+        "sent": types,
+        "services": sent.get("services"),
+        "envoy": envoy,
+        "certs": certs,
+        "error": error,
+    }
+
+
+def _with_virtual_hosts_inline(types: dict[str, Any]) -> dict[str, Any]:
+    """The route configurations as Envoy holds them: those whose virtual hosts come
+    one by one (VHDS, on demand) with them merged in, after their own, by name."""
+    vhosts = types.get("vhosts") or {}
+    routes = {}
+    for name, sent in (types.get("routes") or {}).items():
+        config = dict(sent["config"])
+        if "vhds" in config:
+            mine = sorted(
+                (n, v["config"]) for n, v in vhosts.items() if n.rsplit("/", 1)[0] == name
+            )
+            config["virtual_hosts"] = list(config.get("virtual_hosts", [])) + [c for _, c in mine]
+        routes[name] = {**sent, "config": config}
+    return {**types, "routes": routes}
 
 
 def _from_dump(dump: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -106,6 +130,16 @@ def _normal(rtype: ResourceType, data: dict[str, Any]) -> dict[str, Any]:
 def render(data: dict[str, Any], kinds: list[str], console: Console) -> None:
     if data["error"]:
         console.print(f"[yellow]{data['error']}[/]")
+    services = data.get("services")
+    if services is not None:
+        table = Table(
+            title=f"{data['node']}: services it holds (the others it learns at a first call)"
+        )
+        table.add_column("service")
+        table.add_column("why")
+        for service, why in sorted(services.items()):
+            table.add_row(service, why)
+        console.print(table)
     for short in kinds:
         if short == "secrets":
             table = Table(title=f"{data['node']}: secrets (from the agent over SDS)")
@@ -141,16 +175,23 @@ def render(data: dict[str, Any], kinds: list[str], console: Console) -> None:
             table.add_column(column)
         sent = data["sent"].get(short, {})
         envoy = data["envoy"].get(short, {})
+        diffs = []
         for name in sorted(set(sent) | set(envoy)):
             if name not in sent:
                 table.add_row(name, "-", "[yellow]not sent by the control plane[/]")
                 continue
-            verdict = (
-                compare(short, sent[name]["config"], envoy.get(name)) if not data["error"] else "?"
+            verdict, diff = (
+                compare(short, sent[name]["config"], envoy.get(name))
+                if not data["error"]
+                else ("?", "")
             )
             colour = "green" if verdict == "same" else "yellow"
             table.add_row(name, sent[name]["version"], f"[{colour}]{verdict}[/]")
+            if diff:
+                diffs.append(f"{name}:\n{diff}")
         console.print(table)
+        for diff in diffs:
+            console.print(diff, markup=False, highlight=False)
 
 
 __all__ = ["TYPES", "ApiUnreachable", "gather", "render"]

@@ -19,13 +19,18 @@ The order, and why:
 3. ``local_ratelimit``: counts only requests the service would serve, so callers that
    are refused above never spend the tokens of those that are allowed (a flood of
    unauthorized requests cannot rate-limit the authorized ones out).
-4. ``fault``: an injected delay or abort stands for the upstream failing, so it applies
+4. ``on_demand``: on a caller's outbound chain, a request whose Host the sidecar
+   holds no virtual host for waits here while the virtual host is fetched (VHDS, see
+   ``outbound.demand``); it comes before every filter that reads the route (``fault``
+   its per-route settings, ``dynamic_forward_proxy`` its cluster), which would
+   otherwise see none.
+5. ``fault``: an injected delay or abort stands for the upstream failing, so it applies
    only to requests every check above let through, as a real failure of the upstream
    would; a request refused above is refused at once, not also delayed.
-5. ``dynamic_forward_proxy``: resolves the host of a call leaving the mesh (ALLOW_ANY),
+6. ``dynamic_forward_proxy``: resolves the host of a call leaving the mesh (ALLOW_ANY),
    last before the router, so a request refused or failed above never costs a DNS
    lookup; it does nothing for requests routed to mesh services.
-6. ``router``: Envoy requires the terminal filter last; it sends the request on.
+7. ``router``: Envoy requires the terminal filter last; it sends the request on.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import (
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_authn_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+from envoy.extensions.filters.http.on_demand.v3 import on_demand_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -67,6 +73,7 @@ TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 JWT_AUTHN_FILTER = "envoy.filters.http.jwt_authn"
 RBAC_FILTER = "envoy.filters.http.rbac"
 LOCAL_RATELIMIT_FILTER = "envoy.filters.http.local_ratelimit"
+ON_DEMAND_FILTER = "envoy.filters.http.on_demand"
 FAULT_FILTER = "envoy.filters.http.fault"
 FORWARD_PROXY_FILTER = "envoy.filters.http.dynamic_forward_proxy"
 ROUTER_FILTER = "envoy.filters.http.router"
@@ -80,7 +87,8 @@ class HttpFilters:
     Which side sets what (as the work that adds each one will): a callee's inbound
     chain ``jwt_authn``, ``rbac`` and ``local_ratelimit`` (the callee enforces who may
     call it and how often, whatever the caller's sidecar did); a caller's outbound chain
-    ``fault`` (faults stand for the upstream, as seen by one caller) and
+    ``on_demand`` (where it learns services as its app calls them), ``fault`` (faults
+    stand for the upstream, as seen by one caller) and
     ``dynamic_forward_proxy`` (where the mesh lets calls out to any host); the gateway,
     the mesh's edge, ``jwt_authn``, ``rbac`` and ``local_ratelimit``. Per-route settings
     go in the routes (``typed_per_filter_config``), not here."""
@@ -89,6 +97,7 @@ class HttpFilters:
     rbac: tuple[rbac_pb2.RBAC, ...] = ()
     """In the order they run (``inbound.authorization`` says which and why)."""
     local_ratelimit: local_rate_limit_pb2.LocalRateLimit | None = None
+    on_demand: on_demand_pb2.OnDemand | None = None
     fault: fault_pb2.HTTPFault | None = None
     dynamic_forward_proxy: dfp_filter_pb2.FilterConfig | None = None
 
@@ -103,6 +112,7 @@ def http_filters(filters: HttpFilters) -> list[hcm_pb2.HttpFilter]:
         (JWT_AUTHN_FILTER, filters.jwt_authn),
         *((RBAC_FILTER, rbac) for rbac in filters.rbac),
         (LOCAL_RATELIMIT_FILTER, filters.local_ratelimit),
+        (ON_DEMAND_FILTER, filters.on_demand),
         (FAULT_FILTER, filters.fault),
         (FORWARD_PROXY_FILTER, filters.dynamic_forward_proxy),
     ]

@@ -15,12 +15,16 @@ _PREFIX = "type.googleapis.com/envoy."
 class ResourceType(Enum):
     """xDS resource types, in ADS order. The order matters: a cluster must exist
     before its endpoints are useful and a listener before its routes, so pushes go
-    clusters → endpoints → listeners → routes (Envoy's own warming order)."""
+    clusters → endpoints → listeners → routes → virtual hosts (Envoy's own warming
+    order)."""
 
     CLUSTER = _PREFIX + "config.cluster.v3.Cluster"
     ENDPOINT = _PREFIX + "config.endpoint.v3.ClusterLoadAssignment"
     LISTENER = _PREFIX + "config.listener.v3.Listener"
     ROUTE = _PREFIX + "config.route.v3.RouteConfiguration"
+    VIRTUAL_HOST = _PREFIX + "config.route.v3.VirtualHost"
+    """VHDS: a route configuration's virtual hosts one by one, each sent when the proxy
+    first needs it (delta xDS only)."""
 
     @property
     def url(self) -> str:
@@ -33,6 +37,7 @@ class ResourceType(Enum):
             ResourceType.ENDPOINT: "endpoints",
             ResourceType.LISTENER: "listeners",
             ResourceType.ROUTE: "routes",
+            ResourceType.VIRTUAL_HOST: "vhosts",
         }[self]
 
     @property

@@ -49,6 +49,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.on_demand.v3 import on_demand_pb2
 
 from sidemesh.envoy import names
 from sidemesh.envoy.filters import ROUTER_ONLY, HttpFilters
@@ -71,6 +72,7 @@ from sidemesh.envoy.inbound.rate_limit import local_rate_limit
 from sidemesh.envoy.observability import ProxyTelemetry, collector_cluster
 from sidemesh.envoy.outbound import (
     WorkloadEndpoint,
+    clusters_of,
     endpoints_by_port,
     load_assignment,
     outbound_cluster,
@@ -79,9 +81,24 @@ from sidemesh.envoy.outbound import (
     upstream_listener,
     virtual_hosts,
 )
+from sidemesh.envoy.outbound.demand import (
+    Caller,
+    Reason,
+    anchor_virtual_host,
+    denied_virtual_host,
+    for_one_host,
+    host_of,
+    may_call,
+    names_caller,
+    on_demand_name,
+    resolve_host,
+    serves_host,
+)
 from sidemesh.envoy.outbound.egress import (
+    catch_all_virtual_host,
     egress_virtual_hosts,
     external_clusters,
+    external_virtual_hosts,
     forward_proxy_filter,
     passthrough_cluster,
 )
@@ -136,6 +153,12 @@ class ProxyResources:
 
     local: Mapping[ResourceType, ResourceMap]
     shared: Mapping[ResourceType, ResourceMap] = field(default_factory=dict)
+    held: Mapping[ServiceKey, Reason] | None = None
+    """On demand: the services the proxy holds and why (None: it is sent the whole
+    mesh, as a gateway or a state-of-the-world sidecar is)."""
+    aliases: Mapping[str, str | None] = field(default_factory=dict)
+    """On demand: each Host the proxy asked for (``outbound-http/<host>``), with the
+    virtual host that answers it (None: no such host; Envoy then answers 404)."""
     by_type: Mapping[ResourceType, ResourceMap] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -158,7 +181,12 @@ class ProxyResources:
         local = {t: dict(self.local.get(t, _EMPTY)) for t in ADS_ORDER}
         for res in extra:
             local[res.type][res.name] = res
-        return ProxyResources({t: MappingProxyType(m) for t, m in local.items()}, self.shared)
+        return ProxyResources(
+            {t: MappingProxyType(m) for t, m in local.items()},
+            self.shared,
+            self.held,
+            self.aliases,
+        )
 
 
 # --- keys: one per cached kind, each naming every input of its entry -----------------
@@ -263,6 +291,20 @@ class _EgressKey(NamedTuple):
     externals: tuple[ExternalServiceSpec, ...]
 
 
+class _DeniedHostKey(NamedTuple):
+    """The answer to a Host of a service the caller may not call."""
+
+    host: str
+    service: ServiceKey
+
+
+class _OutsideHostKey(NamedTuple):
+    """The answer to a Host that is no mesh service: the catch-all, for that Host."""
+
+    host: str
+    mode: OutboundTrafficMode
+
+
 class _RouteConfigKey(NamedTuple):
     """The outbound route configuration of the proxies of one namespace."""
 
@@ -279,6 +321,8 @@ class _OutboundListenerKey(NamedTuple):
     """Some route injects faults: the chain needs the fault filter."""
     forward_proxy: bool
     """Calls may leave the mesh to any host (ALLOW_ANY): the chain resolves them."""
+    on_demand: bool = False
+    """The sidecar learns services as its app calls them (``outbound.demand``)."""
 
 
 class _UpstreamListenerKey(NamedTuple):
@@ -423,6 +467,9 @@ API_GATEWAY_LISTENER = "Gateway listener"
 EXTERNAL_CLUSTERS = "external clusters"
 JWKS_CLUSTER = "JWKS cluster"
 COLLECTOR = "collector cluster"
+ON_DEMAND_VHOSTS = "on-demand virtual hosts"
+ON_DEMAND_ROUTES = "on-demand outbound routes"
+HOST_ANSWER = "host answer"
 """The kinds ``Translator.builds`` counts, one per memo."""
 
 
@@ -514,6 +561,11 @@ class _Shared:
     )
     local_endpoints: dict[Locality, ResourceMap] = field(default_factory=dict)
     """The endpoints as callers in each locality see them (their own zone first)."""
+    owners: Mapping[str, ServiceKey] = field(default_factory=dict)
+    """The service of each mesh service's outbound cluster, by cluster name."""
+    outside_clusters: ResourceMap = field(default_factory=dict)
+    """The clusters that lead out of the mesh (ExternalServices, the passthrough) or to
+    the tracing collector: every caller has them, on demand or not."""
 
 
 class Translator:
@@ -538,6 +590,11 @@ class Translator:
         self._external_clusters = _Memo(EXTERNAL_CLUSTERS, _build_external_clusters, b)
         self._jwks_clusters = _Memo(JWKS_CLUSTER, _build_jwks_cluster, b)
         self._collector_clusters = _Memo(COLLECTOR, _build_collector_cluster, b)
+        self._on_demand_vhosts = _Memo(ON_DEMAND_VHOSTS, _build_on_demand_vhosts, b)
+        self._on_demand_routes = _Memo(ON_DEMAND_ROUTES, _build_on_demand_routes, b)
+        self._host_answers: _Memo[_DeniedHostKey | _OutsideHostKey, Resource] = _Memo(
+            HOST_ANSWER, _build_host_answer, b
+        )
         self._memos: tuple[_Memo[Any, Any], ...] = (
             self._backends,
             self._clusters,
@@ -553,11 +610,15 @@ class Translator:
             self._external_clusters,
             self._jwks_clusters,
             self._collector_clusters,
+            self._on_demand_vhosts,
+            self._on_demand_routes,
+            self._host_answers,
         )
         self._shared: _Shared | None = None
         self._settings_memo: _SettingsMemo = {}
         self._steps: dict[ServiceKey, _ServiceStep] = {}
         self._route_views: dict[str, _RouteView] = {}
+        self._changed: frozenset[ServiceKey] | None = None
 
     @property
     def services_translated(self) -> int:
@@ -565,13 +626,25 @@ class Translator:
         rather than reused (endpoints apart: an endpoint change rebuilds only those)."""
         return self.builds[OUTBOUND_CLUSTER] + self.builds[VIRTUAL_HOSTS]
 
+    def changed_services(self, state: MeshState) -> frozenset[ServiceKey] | None:
+        """The services whose resources differ between ``state`` and the state
+        translated before it; None if something every proxy may depend on changed too
+        (mesh settings, a policy, a service added or removed). A proxy on demand that
+        holds none of them, and whose own service is not among them, is unchanged."""
+        self._shared_for(state)
+        return self._changed
+
     def entries(self) -> Counter[str]:
         """Entries kept now, by kind: what the memo costs in memory."""
         return Counter({memo.kind: len(memo) for memo in self._memos})
 
-    def for_proxy(self, state: MeshState, proxy: ProxyId) -> ProxyResources:
+    def for_proxy(
+        self, state: MeshState, proxy: ProxyId, requested: frozenset[str] | None = None
+    ) -> ProxyResources:
         """The resources for ``proxy``. Raises TranslationError if the state has no
-        such workload."""
+        such workload. ``requested``: a sidecar that learns services on demand (delta
+        xDS), with the Hosts it has asked for (``outbound-http/<host>``); None sends
+        it the whole mesh."""
         shared = self._shared_for(state)
         workload = state.workload(proxy.workload, proxy.namespace)
         if workload is None:
@@ -582,6 +655,8 @@ class Translator:
                     f"{proxy.namespace!r} is not in the mesh"
                 )
             return self._for_gateway(shared, gateway)
+        if requested is not None:
+            return self._on_demand(shared, state, workload, requested)
         clusters, listeners = self._sidecar_resources(state, workload)
         return ProxyResources(
             {
@@ -610,9 +685,14 @@ class Translator:
         self._settings_memo = seen
         routes = _routes_by_service(state.policies)
         steps: dict[ServiceKey, _ServiceStep] = {}
+        owners: dict[str, ServiceKey] = {}
         for key, service in state.services.items():
             # Only ready workloads are endpoints; one starting up is not called yet.
-            members = tuple(w for w in state.workloads_of(key) if w.ready)
+            members = state.workloads_of(key)
+            if not all(w.ready for w in members):
+                # (Filtered only when needed: the state's own tuple, kept the very same
+                # while its workloads are, is what lets the next state reuse this step.)
+                members = tuple(w for w in members if w.ready)
             mtls = state.mtls_mode(service)
             settings = backend_settings.get(key)
             attached = tuple(routes.get(key, ()))
@@ -636,8 +716,10 @@ class Translator:
             steps[key] = step
             for resource in step.clusters:
                 _add(clusters, resource)
+                owners[resource.name] = key
             for resource in step.endpoints:
                 _add(endpoints, resource)
+        self._changed = _changed_services(self._shared, state, self._steps, steps)
         self._steps = steps
         egress = _EgressKey(
             state.mesh.outbound_traffic_policy.mode,
@@ -646,11 +728,13 @@ class Translator:
         leaving: list[ExternalServiceSpec | None] = list(egress.externals)
         if egress.mode is OutboundTrafficMode.ALLOW_ANY:
             leaving.append(None)  # the passthrough cluster
+        outside: dict[str, Resource] = {}
         for spec in leaving:
             for cluster in self._external_clusters(spec):
-                _add(clusters, cluster)
+                _add(outside, cluster)
         if state.mesh.tracing.collector is not None:
-            _add(clusters, self._collector_clusters(state.mesh.tracing.collector))
+            _add(outside, self._collector_clusters(state.mesh.tracing.collector))
+        clusters.update(outside)
         services = tuple(steps[key].routes for key in sorted(steps))
         shared = _Shared(
             state,
@@ -663,6 +747,8 @@ class Translator:
             authorization=_by_target(state, state.policies.authorization_policies),
             authentication=_by_target(state, state.policies.request_authentications),
             telemetry=settings_by_service(state.policies.telemetry, state.services),
+            owners=owners,
+            outside_clusters=MappingProxyType(outside),
         )
         self._shared = shared
         return shared
@@ -774,7 +860,7 @@ class Translator:
         return _resource(ResourceType.ROUTE, outbound_route_config(hosts))
 
     def _sidecar_resources(
-        self, state: MeshState, workload: Workload
+        self, state: MeshState, workload: Workload, *, on_demand: bool = False
     ) -> tuple[dict[str, Resource], dict[str, Resource]]:
         """A sidecar's own clusters and listeners: its outbound side, then its inbound
         side."""
@@ -793,6 +879,7 @@ class Translator:
                     telemetry,
                     self._faults(state),
                     state.mesh.outbound_traffic_policy.mode is OutboundTrafficMode.ALLOW_ANY,
+                    on_demand,
                 )
             ),
         )
@@ -829,6 +916,107 @@ class Translator:
             _add(listeners, _CAPTURE_LISTENER)
             _add(clusters, _BLACKHOLE_CLUSTER)
         return clusters, listeners
+
+    def _on_demand(
+        self,
+        shared: _Shared,
+        state: MeshState,
+        workload: Workload,
+        requested: frozenset[str],
+    ) -> ProxyResources:
+        """A sidecar that holds only what its workload uses (``outbound.demand``): its
+        own side, the services it declares, those policies name it a caller of, those
+        it asked for, and the backends their routes send to; each requested Host
+        answered (a service's virtual host, a refusal, or the way out of the mesh)."""
+        clusters, listeners = self._sidecar_resources(state, workload, on_demand=True)
+        namespace = workload.namespace or ""
+        caller = _caller(state, workload)
+        authorization = shared.authorization
+        default = state.mesh.authorization.default
+
+        def allowed(key: ServiceKey) -> bool:
+            policies = authorization.get(key, _NO_AUTHORIZATION).objects
+            return may_call(caller, policies, default)
+
+        held: dict[ServiceKey, Reason] = {}
+        for key in _declared(workload, namespace):
+            if key in state.services:
+                held.setdefault(key, Reason.DECLARED)
+        for key, policies in authorization.items():
+            if any(names_caller(caller, p) for p in policies.objects):
+                held.setdefault(key, Reason.POLICY)
+        answers: dict[str, tuple[str, ServiceKey | None]] = {}
+        for name in sorted(requested):
+            host = host_of(name)
+            if host is None:
+                continue
+            called = resolve_host(host, namespace, state.services)
+            answers[name] = (host, called)
+            if called is not None:
+                held.setdefault(called, Reason.ON_DEMAND)
+        held = {k: r for k, r in held.items() if k in self._steps and allowed(k)}
+
+        vhosts: dict[str, Resource] = {_ANCHOR.name: _ANCHOR}
+        for key in held:
+            step = self._steps[key]
+            vkey = _VirtualHostsKey(
+                step.routes,
+                short=key.namespace == namespace,
+                caller_namespace=namespace if step.routes.consumer else None,
+            )
+            for resource in self._on_demand_vhosts(vkey):
+                _add(vhosts, resource)
+        # What the held services' routes send to comes along (a canary's version).
+        for resource in list(vhosts.values()):
+            assert isinstance(resource.message, route_components_pb2.VirtualHost)
+            for sends_to in clusters_of(resource.message):
+                owner = shared.owners.get(sends_to)
+                if owner is not None and owner not in held:
+                    held[owner] = Reason.BACKEND
+        endpoints_seen = _local_endpoints(shared, locality_of(workload))
+        endpoints: dict[str, Resource] = {}
+        for key in held:
+            step = self._steps[key]
+            for cluster in step.clusters:
+                _add(clusters, cluster)
+                assignment = endpoints_seen.get(cluster.name)
+                if assignment is not None:
+                    _add(endpoints, assignment)
+        clusters.update(shared.outside_clusters)
+
+        aliases: dict[str, str | None] = {}
+        mode = state.mesh.outbound_traffic_policy.mode
+        for name, (host, called) in answers.items():
+            if called is None:
+                answer = self._host_answers(_OutsideHostKey(host.lower(), mode))
+            elif called not in held:
+                answer = self._host_answers(_DeniedHostKey(host.lower(), called))
+            else:
+                found = next(
+                    (
+                        r
+                        for r in vhosts.values()
+                        if isinstance(r.message, route_components_pb2.VirtualHost)
+                        and serves_host(r.message, host)
+                    ),
+                    None,
+                )
+                aliases[name] = found.name if found is not None else None
+                continue
+            _add(vhosts, answer)
+            aliases[name] = answer.name
+        route = self._on_demand_routes(shared.egress)
+        return ProxyResources(
+            {
+                ResourceType.CLUSTER: MappingProxyType(clusters),
+                ResourceType.ENDPOINT: MappingProxyType(endpoints),
+                ResourceType.LISTENER: MappingProxyType(listeners),
+                ResourceType.ROUTE: MappingProxyType({route.name: route}),
+                ResourceType.VIRTUAL_HOST: MappingProxyType(vhosts),
+            },
+            held=MappingProxyType(held),
+            aliases=MappingProxyType(aliases),
+        )
 
     def _rate_limits(self, state: MeshState) -> Mapping[ServiceKey, RateLimit]:
         return self._shared_for(state).rate_limits
@@ -924,12 +1112,68 @@ def _build_virtual_hosts(key: _VirtualHostsKey) -> tuple[route_components_pb2.Vi
     )
 
 
+def _build_on_demand_vhosts(key: _VirtualHostsKey) -> tuple[Resource, ...]:
+    out = []
+    for vhost in _build_virtual_hosts(key):
+        named = route_components_pb2.VirtualHost()
+        named.CopyFrom(vhost)
+        named.name = on_demand_name(vhost.name)
+        out.append(Resource.of(ResourceType.VIRTUAL_HOST, named.name, named))
+    return tuple(out)
+
+
+def _build_on_demand_routes(key: _EgressKey) -> Resource:
+    hosts = [vhost for spec in key.externals for vhost in external_virtual_hosts(spec)]
+    return _resource(ResourceType.ROUTE, outbound_route_config(hosts, on_demand=True))
+
+
+def _build_host_answer(key: _DeniedHostKey | _OutsideHostKey) -> Resource:
+    if isinstance(key, _DeniedHostKey):
+        vhost = denied_virtual_host(key.host, key.service)
+    else:
+        vhost = for_one_host(catch_all_virtual_host(key.mode), key.host)
+    return _resource(ResourceType.VIRTUAL_HOST, vhost)
+
+
+def _changed_services(
+    before: _Shared | None,
+    state: MeshState,
+    old_steps: Mapping[ServiceKey, _ServiceStep],
+    new_steps: Mapping[ServiceKey, _ServiceStep],
+) -> frozenset[ServiceKey] | None:
+    if before is None or old_steps.keys() != new_steps.keys():
+        return None
+    old = before.state
+    same_policies = len(old.policies) == len(state.policies) and all(
+        a is b for a, b in zip(old.policies, state.policies, strict=True)
+    )
+    if old.mesh is not state.mesh or not same_policies:
+        return None
+    return frozenset(k for k, step in new_steps.items() if old_steps[k] is not step)
+
+
+def _declared(workload: Workload, namespace: str) -> list[ServiceKey]:
+    """The services a workload names: its ``calls`` and its upstreams."""
+    keys = []
+    for called in workload.calls:
+        name, _, other = called.partition(".")
+        keys.append(ServiceKey(name, other or namespace))
+    keys += [ServiceKey(u.service, namespace) for u in workload.upstreams]
+    return keys
+
+
+def _caller(state: MeshState, workload: Workload) -> Caller:
+    principal = state.spiffe_id(workload)
+    return Caller(principal, workload.namespace or "", principal.rsplit("/", 1)[-1])
+
+
 def _build_outbound_listener(key: _OutboundListenerKey) -> Resource:
     # An empty fault config does nothing by itself: the routes that name a
     # FaultInjection carry its delay or abort (typed_per_filter_config).
     filters = HttpFilters(
         fault=fault_pb2.HTTPFault() if key.faults else None,
         dynamic_forward_proxy=forward_proxy_filter() if key.forward_proxy else None,
+        on_demand=on_demand_pb2.OnDemand() if key.on_demand else None,
     )
     return _resource(ResourceType.LISTENER, outbound_listener(key.port, filters, key.telemetry))
 
@@ -1166,6 +1410,7 @@ def _add(resources: dict[str, Resource], found: Resource) -> None:
     resources[found.name] = found
 
 
+_ANCHOR = _resource(ResourceType.VIRTUAL_HOST, anchor_virtual_host())
 # The same for every captured sidecar: built once.
 _CAPTURE_LISTENER = _resource(ResourceType.LISTENER, inbound_capture_listener(INBOUND_CAPTURE_PORT))
 _BLACKHOLE_CLUSTER = _resource(ResourceType.CLUSTER, blackhole_cluster())

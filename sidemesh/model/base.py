@@ -27,6 +27,15 @@ DnsLabel = Annotated[
     StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63),
 ]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
+ServiceName = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+        max_length=127,
+    ),
+]
+"""A service as a workload names it: ``reviews`` (its own namespace) or
+``reviews.other``."""
 
 _DURATION_PART = re.compile(r"([0-9]{1,5})(h|ms|m|s)")
 _DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}

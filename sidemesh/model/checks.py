@@ -52,6 +52,7 @@ def check_document(doc: MeshDocument, *, local: bool) -> Iterator[Problem]:
             continue
         yield from _check_workload_ports(where, wl, found, local=local)
         yield from _check_upstreams(where, wl, ns, services)
+        yield from _check_calls(where, wl, ns, services)
         if local:
             yield from _check_command(where, wl)
         if wl.replicas > 1 and _has_pinned_ports(wl):
@@ -165,6 +166,15 @@ def _check_upstreams(
                 f"{up.port} is not a port of service {up.service!r} "
                 f"(ports: {', '.join(str(p.port) for p in target.ports)})",
             )
+
+
+def _check_calls(
+    where: str, wl: Workload, ns: str, services: dict[ServiceKey, Service]
+) -> Iterator[Problem]:
+    for j, called in enumerate(wl.calls):
+        name, _, namespace = called.partition(".")
+        if ServiceKey(name, namespace or ns) not in services:
+            yield Problem(f"{where}.calls[{j}]", _unknown_service(name, namespace or ns, services))
 
 
 def _check_command(where: str, wl: Workload) -> Iterator[Problem]:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, field_validator
 
-from sidemesh.model.base import DnsLabel, Model, PortNumber
+from sidemesh.model.base import DnsLabel, Model, PortNumber, ServiceName
 
 
 class Protocol(StrEnum):
@@ -185,6 +185,10 @@ class Workload(Model):
     """Identity of the workload; defaults to the service's name."""
     sidecar: Sidecar = Field(default_factory=Sidecar)
     upstreams: tuple[Upstream, ...] = ()
+    calls: tuple[ServiceName, ...] = ()
+    """Services the app calls over HTTP (``reviews``, or ``reviews.other-namespace``):
+    its sidecar holds them from the start. Any other is learned at its first call (see
+    README, "Each sidecar holds what it uses"); naming them saves that first lookup."""
     replicas: int = Field(default=1, ge=1, le=50)
     """Run this many copies, named <name>-1, <name>-2, ... (local mode picks their ports)."""
     command: str | tuple[str, ...] | None = None

@@ -25,13 +25,24 @@ class SnapshotCache:
     def get(self, node_id: str) -> Snapshot | None:
         return self._snapshots.get(node_id)
 
-    def set(self, node_id: str, snapshot: Snapshot) -> None:
-        """Publish ``snapshot`` for ``node_id`` after checking it; raises
-        ``SnapshotInconsistent`` and keeps the previous one if it does not hold together."""
-        snapshot.check_consistency(self._checker)
+    def set(self, node_id: str, snapshot: Snapshot, *, checked: bool = False) -> None:
+        """Publish ``snapshot`` for ``node_id`` after checking it (unless its resources
+        were ``checked`` already); raises ``SnapshotInconsistent`` and keeps the previous
+        one if it does not hold together."""
+        if not checked:
+            snapshot.check_consistency(self._checker)
         self._snapshots[node_id] = snapshot
         for notify in list(self._watches.get(node_id, ())):
             notify()
+
+    def restamp(self, node_id: str, state_version: int) -> None:
+        """Mark ``node_id``'s snapshot as of ``state_version`` with the very same
+        resources (a state that changes nothing it holds): no check, no push, and its
+        stream reports the proxy current."""
+        old = self._snapshots.get(node_id)
+        if old is None or old.state_version == state_version:
+            return
+        self.set(node_id, Snapshot(old.resources, state_version), checked=True)
 
     def changed_names(
         self, old: Snapshot, new: Snapshot, rtype: ResourceType

@@ -1,16 +1,26 @@
 """``Publisher``: each new MeshState becomes snapshots for the proxies that are
-connected (and only those: a proxy that never connects costs nothing)."""
+connected (and only those: a proxy that never connects costs nothing).
+
+Sidecars on delta xDS learn services on demand (``envoy.outbound.demand``): the
+publisher keeps, per such proxy, the Hosts it has asked for and translates it with
+them. (They are kept while it is connected: Envoy does not ask again for a Host it
+was once answered, so a service taken away could not be learned again.) A new
+state is translated only for the proxies it can change: a proxy on demand that holds
+none of the services that changed (an endpoint moved elsewhere) is left alone, so an
+endpoint change costs work for the proxies holding that service, not for the mesh."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 from sidemesh.envoy import ProxyId, ProxyResources, Translator
+from sidemesh.envoy.outbound.demand import Reason
 from sidemesh.errors import SnapshotInconsistent, TranslationError
-from sidemesh.model import MeshState
+from sidemesh.model import MeshState, ServiceKey
 from sidemesh.xds.cache import SnapshotCache
 from sidemesh.xds.snapshot import Snapshot
 
@@ -20,6 +30,9 @@ ResourceHook = Callable[[ProxyId, ProxyResources], ProxyResources]
 """Rewrites a proxy's resources before they are published (used by tests to make a
 config Envoy rejects)."""
 
+ON_DEMAND_MODE = "delta"
+"""VHDS, which on-demand virtual hosts use, exists only in delta xDS."""
+
 
 class Publisher:
     def __init__(
@@ -28,33 +41,78 @@ class Publisher:
         state: MeshState | None = None,
         translator: Translator | None = None,
         hook: ResourceHook | None = None,
+        *,
+        on_demand: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``on_demand``: delta sidecars learn services as they call them (False:
+        every proxy is sent the whole mesh)."""
         self.cache = cache
         self.state = state or MeshState.empty()
         self.translator = translator or Translator()
         self.hook = hook
+        self.on_demand = on_demand
+        self._clock = clock
         self._connected: Counter[str] = Counter()
+        self._requested: dict[str, dict[str, float]] = {}
+        """Per proxy on demand: each Host it asked for, with when it last asked."""
+        self._depends: dict[str, frozenset[ServiceKey]] = {}
+        """Per proxy on demand: the services its last snapshot was made from."""
+        self.translations = 0
+        """Proxies translated (for tests and benches: a change should cost few)."""
 
     def update_state(self, state: MeshState) -> None:
-        """Make ``state`` current and push it to every connected proxy."""
+        """Make ``state`` current and push it to every connected proxy it changes."""
         self.state = state
+        changed = self.translator.changed_services(state)
         for node_id in list(self._connected):
+            depends = self._depends.get(node_id)
+            if changed is not None and depends is not None and depends.isdisjoint(changed):
+                # On demand, and nothing it holds changed: the same config, now of
+                # this version (so status counts it as current), untranslated.
+                self.cache.restamp(node_id, state.version)
+                continue
             self._publish(node_id)
 
     def republish(self) -> None:
+        """Translate every connected proxy again."""
+        self._depends.clear()
         self.update_state(self.state)
 
-    def proxy_connected(self, node_id: str) -> None:
+    def proxy_connected(self, node_id: str, mode: str = "sotw") -> None:
         self._connected[node_id] += 1
+        if self.on_demand and mode == ON_DEMAND_MODE and node_id.startswith("sidecar~"):
+            self._requested.setdefault(node_id, {})
+        else:
+            self._requested.pop(node_id, None)
         self._publish(node_id)
 
     def proxy_disconnected(self, node_id: str) -> None:
         self._connected[node_id] -= 1
         if self._connected[node_id] <= 0:
             del self._connected[node_id]
+            self._requested.pop(node_id, None)
+            self._depends.pop(node_id, None)
             self.cache.clear(node_id)
             with contextlib.suppress(ValueError):
                 self.translator.forget(ProxyId.parse(node_id))
+
+    def hosts_asked(self, node_id: str, names: Iterable[str]) -> None:
+        """A proxy on demand asked for these Hosts (``outbound-http/<host>``): answer
+        them in its next snapshot, now."""
+        requested = self._requested.get(node_id)
+        if requested is None:
+            log.warning("%s asked for hosts on demand but is sent the whole mesh", node_id)
+            return
+        now = self._clock()
+        for name in names:
+            requested[name] = now
+        self._publish(node_id)
+
+    def held(self, node_id: str) -> Mapping[ServiceKey, Reason] | None:
+        """The services a proxy on demand holds, and why; None if it is sent all."""
+        snapshot = self.cache.get(node_id)
+        return None if snapshot is None else snapshot.resources.held
 
     def _publish(self, node_id: str) -> None:
         try:
@@ -62,15 +120,25 @@ class Publisher:
         except ValueError as exc:
             log.warning("ignoring proxy: %s", exc)
             return
+        requested = self._requested.get(node_id)
+        self.translations += 1
         try:
-            resources = self.translator.for_proxy(self.state, proxy)
+            resources = self.translator.for_proxy(
+                self.state, proxy, None if requested is None else frozenset(requested)
+            )
         except TranslationError as exc:
             # The sidecar may start before its workload is declared: it waits,
             # keeping whatever it had, and gets config once the workload appears.
             log.warning("%s; it gets no new config until it is", exc)
+            self._depends.pop(node_id, None)
             return
         if self.hook is not None:
             resources = self.hook(proxy, resources)
+        if resources.held is not None:
+            own = ServiceKey(*self._own_service(proxy))
+            self._depends[node_id] = frozenset(resources.held) | {own}
+        else:
+            self._depends.pop(node_id, None)
         try:
             self.cache.set(node_id, Snapshot(resources, self.state.version))
         except SnapshotInconsistent as exc:
@@ -80,3 +148,8 @@ class Publisher:
                 node_id,
                 exc,
             )
+
+    def _own_service(self, proxy: ProxyId) -> tuple[str, str]:
+        workload = self.state.workload(proxy.workload, proxy.namespace)
+        service = workload.service if workload is not None else proxy.workload
+        return service, proxy.namespace

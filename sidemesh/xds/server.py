@@ -21,11 +21,12 @@ from cryptography import x509
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from sidemesh.envoy import Resource, ResourceType
+from sidemesh.envoy.outbound.demand import host_of
 from sidemesh.envoy.proxy import ADMIN_SOCKET_METADATA
 from sidemesh.envoy.resources import ADS_ORDER
 from sidemesh.model.refs import SPIFFE_SCHEME
 from sidemesh.xds.cache import SnapshotCache
-from sidemesh.xds.snapshot import Snapshot
+from sidemesh.xds.snapshot import Snapshot, references
 from sidemesh.xds.status import XdsCallbacks
 
 log = logging.getLogger(__name__)
@@ -55,16 +56,19 @@ CLOSED = _Closed()
 
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    """Serves snapshots from ``cache``; reports to ``callbacks``. ``on_connect`` and
-    ``on_disconnect`` let the owner build snapshots only for proxies that are there."""
+    """Serves snapshots from ``cache``; reports to ``callbacks``. ``on_connect`` (with
+    the stream's mode, ``sotw`` or ``delta``) and ``on_disconnect`` let the owner build
+    snapshots only for proxies that are there; ``on_demand`` hands it the Hosts a delta
+    proxy asks for (VHDS, ``outbound-http/<host>``), to answer in its next snapshot."""
 
     def __init__(
         self,
         cache: SnapshotCache,
         callbacks: XdsCallbacks,
-        on_connect: Callable[[str], None] = lambda node: None,
+        on_connect: Callable[[str, str], None] = lambda node, mode: None,
         on_disconnect: Callable[[str], None] = lambda node: None,
         authorize: Callable[[str, str | None], str | None] = lambda node, peer: None,
+        on_demand: Callable[[str, set[str]], None] = lambda node, hosts: None,
     ) -> None:
         """``authorize(node_id, peer)``: None if the stream may ask for that node's
         config, else why not; ``peer`` is the SPIFFE ID of the client certificate, None
@@ -74,6 +78,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self.callbacks = callbacks
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
+        self.on_demand = on_demand
 
     async def StreamAggregatedResources(  # gRPC method name
         self,
@@ -127,6 +132,8 @@ class _Stream:
         self._nonce = 0
         self._cancel_watch: Callable[[], None] | None = None
         self._changed_queued = False
+        self._vhosts_waiting = False
+        """Some virtual host is held back until its clusters' endpoints are sent."""
         self._snapshot: Snapshot | None = None
         """The snapshot this stream answers from. Only a snapshot change moves it on,
         pushing every type in ADS order; a request in between (an ACK) is answered
@@ -179,7 +186,7 @@ class _Stream:
                 self.node_id, self.mode, admin.string_value if admin is not None else None
             )
             self._cancel_watch = self.server.cache.watch(self.node_id, self._notify)
-            self.server.on_connect(self.node_id)
+            self.server.on_connect(self.node_id, self.mode)
         rtype = ResourceType.from_url(request.type_url)
         if rtype is None:
             log.warning("%s asked for unknown type %s; ignored", self.node_id, request.type_url)
@@ -207,7 +214,14 @@ class _Stream:
         response = self._response(rtype, state, snapshot, None)
         state.answered = snapshot
         self.server.callbacks.on_snapshot(self.node_id, snapshot.state_version)
-        return [response] if response is not None else []
+        responses = [response] if response is not None else []
+        if self._vhosts_waiting and rtype is not ResourceType.VIRTUAL_HOST:
+            # Endpoints just went out: the virtual hosts that waited for them may follow.
+            vhosts = self.types[ResourceType.VIRTUAL_HOST]
+            more = self._response(ResourceType.VIRTUAL_HOST, vhosts, snapshot, None)
+            if more is not None:
+                responses.append(more)
+        return responses
 
     def _notify(self) -> None:
         if not self._changed_queued:  # one push covers any number of changes
@@ -349,6 +363,11 @@ class _DeltaStream(_Stream):
     mode = "delta"
     honors_stale_subscriptions = True
 
+    def __init__(self, server: AdsServer, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        super().__init__(server, context)
+        self._answered: dict[str, str] = {}
+        """Each Host asked for on demand and answered, with the answer's version."""
+
     def _subscribe(
         self,
         rtype: ResourceType,
@@ -380,6 +399,21 @@ class _DeltaStream(_Stream):
                 for name, version in request.initial_resource_versions.items()
                 if name not in state.must_resend
             )
+        if rtype is ResourceType.VIRTUAL_HOST:
+            asked = {name for name in subscribe if host_of(name) is not None}
+            if first and not subscribe:
+                # What Envoy's VHDS subscription starts with: every virtual host of the
+                # route configurations it holds.
+                state.wildcard = True
+            if subscribe - asked:
+                # A route configuration (re)subscribed: it holds none of its virtual
+                # hosts yet, so every one goes out again.
+                state.sent.clear()
+            if asked:
+                for name in asked:  # asked anew: answered anew
+                    self._answered.pop(name, None)
+                self.server.on_demand(self.node_id, asked)
+                changed = True
         return changed
 
     def _response(
@@ -389,6 +423,8 @@ class _DeltaStream(_Stream):
         snapshot: Snapshot,
         changed: set[str] | None,
     ) -> discovery_pb2.DeltaDiscoveryResponse | None:
+        if rtype is ResourceType.VIRTUAL_HOST:
+            return self._virtual_hosts(state, snapshot)
         resources = snapshot.resources[rtype]
         if changed is None:
             names = set(resources if state.wildcard else state.names) | set(state.sent)
@@ -430,6 +466,89 @@ class _DeltaStream(_Stream):
             type_url=rtype.url,
             nonce=nonce,
         )
+
+    def _virtual_hosts(
+        self, state: _TypeState, snapshot: Snapshot
+    ) -> discovery_pb2.DeltaDiscoveryResponse | None:
+        """VHDS: the virtual hosts of the route configurations subscribed to, and an
+        answer to each Host asked for on demand (the virtual host that serves it, named
+        in ``aliases`` so Envoy resumes the waiting request, or an empty resource: no
+        such host). Few per proxy (what it holds), so all are looked at each time. A
+        virtual host goes out only once its clusters and their endpoints have: Envoy
+        resumes the waiting request on it at once, and a cluster still warming would
+        answer 503."""
+        resources = snapshot.resources[ResourceType.VIRTUAL_HOST]
+        answers = snapshot.resources.aliases
+        namespaces = {n for n in state.names if host_of(n) is None}
+        aliases_of: dict[str, list[str]] = {}
+        not_found: list[str] = []
+        for name in sorted(state.names - namespaces):
+            if name in self._answered or name not in answers:
+                continue  # answered, or not yet known to the snapshot (it will be)
+            target = answers[name]
+            if target is None or target not in resources:
+                not_found.append(name)
+            else:
+                aliases_of.setdefault(target, []).append(name)
+        updated: list[Resource] = []
+        self._vhosts_waiting = False
+        for name in sorted(resources):
+            res = resources[name]
+            wanted = state.wildcard or _vhds_namespace(name) in namespaces or name in aliases_of
+            if not wanted or (state.sent.get(name) == res.version and name not in aliases_of):
+                continue
+            if not self._clusters_sent(res, snapshot):
+                self._vhosts_waiting = True
+                continue
+            updated.append(res)
+        removed = [name for name in state.sent if name not in resources]
+        if not updated and not removed and not not_found and state.nonce:
+            return None  # (the first answer goes even empty: Envoy waits for it)
+        for res in updated:
+            state.sent[res.name] = res.version
+            for asked in aliases_of.get(res.name, ()):
+                self._answered[asked] = res.version
+        for name in removed:
+            state.sent.pop(name, None)
+        for name in not_found:
+            self._answered[name] = ABSENT
+        version = snapshot.type_version(ResourceType.VIRTUAL_HOST)
+        nonce = self._sent(ResourceType.VIRTUAL_HOST, state, snapshot, version, updated)
+        return discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=version,
+            resources=[
+                discovery_pb2.Resource(
+                    name=r.name, version=r.version, resource=r.body, aliases=aliases_of.get(r.name)
+                )
+                for r in updated
+            ]
+            + [discovery_pb2.Resource(name=name, aliases=[name]) for name in not_found],
+            removed_resources=removed,
+            type_url=ResourceType.VIRTUAL_HOST.url,
+            nonce=nonce,
+        )
+
+    def _clusters_sent(self, vhost: Resource, snapshot: Snapshot) -> bool:
+        """Whether every cluster ``vhost`` routes to, and its endpoints, went out."""
+        clusters = snapshot.resources[ResourceType.CLUSTER]
+        sent_clusters = self.types[ResourceType.CLUSTER].sent
+        sent_endpoints = self.types[ResourceType.ENDPOINT].sent
+        for ref_type, name in references(vhost):
+            cluster = clusters.get(name) if ref_type is ResourceType.CLUSTER else None
+            if cluster is None:
+                continue  # not the proxy's to wait for (the snapshot check names it)
+            if sent_clusters.get(name) != cluster.version:
+                return False
+            for _, assignment in references(cluster):
+                if sent_endpoints.get(assignment) in (None, ABSENT):
+                    return False
+        return True
+
+
+def _vhds_namespace(name: str) -> str:
+    """The route configuration a VHDS name belongs to (``outbound-http/x`` → the part
+    before the last slash; a host has none)."""
+    return name.rsplit("/", 1)[0] if "/" in name else name
 
 
 def peer_spiffe_id(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:

@@ -9,13 +9,14 @@ from functools import cached_property
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from sidemesh.envoy import ProxyResources, Resource, ResourceType
+from sidemesh.envoy.outbound import clusters_of
 from sidemesh.errors import SnapshotInconsistent
 
 Reference = tuple[ResourceType, str]
@@ -166,12 +167,10 @@ def _find_references(res: Resource) -> Iterator[Reference]:
                     yield ResourceType.CLUSTER, tcp.cluster
     elif isinstance(msg, route_pb2.RouteConfiguration):
         yield from _route_clusters(msg)
+    elif isinstance(msg, route_components_pb2.VirtualHost):
+        yield from ((ResourceType.CLUSTER, name) for name in clusters_of(msg))
 
 
 def _route_clusters(config: route_pb2.RouteConfiguration) -> Iterator[Reference]:
     for vhost in config.virtual_hosts:
-        for route in vhost.routes:
-            if route.route.cluster:
-                yield ResourceType.CLUSTER, route.route.cluster
-            for weighted in route.route.weighted_clusters.clusters:
-                yield ResourceType.CLUSTER, weighted.name
+        yield from ((ResourceType.CLUSTER, name) for name in clusters_of(vhost))

@@ -144,7 +144,10 @@ def test_status_logs_and_proxy_config(bookinfo: Up) -> None:
     assert config.returncode == 0, config.stderr
     assert "outbound|9080||reviews.default" in config.stdout
     assert "differs" not in config.stdout and "missing" not in config.stdout
-    assert config.stdout.count("same") >= 5
+    # It holds what productpage calls (learned at the page's first load), not the mesh.
+    assert config.stdout.count("same") >= 3
+    assert "ratings.default" not in config.stdout
+    assert "reviews.default" in config.stdout and "on demand" in config.stdout
     secrets = bookinfo.sidemesh("proxy-config", "productpage-v1", "secrets", "--api", bookinfo.api)
     assert "spiffe://bookinfo.local/ns/default/sa/productpage" in secrets.stdout
 

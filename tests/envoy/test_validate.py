@@ -28,6 +28,17 @@ def test_every_proxys_resources_pass_envoy_validate(
         resources = translator.for_proxy(multi_service_state, ProxyId(name, namespace))
         kinds_seen |= {t for t in ResourceType if resources[t]}
         validate(inline_bootstrap(resources), tmp_path, f"{name}.{namespace}.json")
+        if multi_service_state.workload(name, namespace) is None:
+            continue
+        # On demand: having asked for a service by each spelling, and for a host
+        # outside the mesh.
+        asked = frozenset(
+            f"outbound-http/{host}"
+            for host in ("reviews", "api.default:80", "reviews.other.svc:9080", "example.com")
+        )
+        resources = translator.for_proxy(multi_service_state, ProxyId(name, namespace), asked)
+        kinds_seen |= {t for t in ResourceType if resources[t]}
+        validate(inline_bootstrap(resources), tmp_path, f"{name}.{namespace}.on-demand.json")
     assert kinds_seen == set(ResourceType)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -38,8 +39,20 @@ def validate(config: dict[str, Any], tmp_path: Path, name: str = "envoy.json") -
 def inline_bootstrap(resources: ProxyResources) -> dict[str, Any]:
     """A static bootstrap holding every resource of ``resources``: EDS clusters get
     their assignment inline, RDS listeners their route configuration inline, so Envoy
-    checks all four kinds at once."""
-    routes = {name: r.message for name, r in resources[ResourceType.ROUTE].items()}
+    checks all four kinds at once. A route configuration whose virtual hosts come over
+    VHDS (on demand) gets them inline instead, as Envoy would hold them."""
+    routes = {}
+    for name, r in resources[ResourceType.ROUTE].items():
+        config = route_pb2.RouteConfiguration()
+        config.CopyFrom(r.message)
+        if config.HasField("vhds"):
+            config.ClearField("vhds")
+            config.virtual_hosts.extend(
+                vhost.message
+                for vhost_name, vhost in sorted(resources[ResourceType.VIRTUAL_HOST].items())
+                if vhost_name.rsplit("/", 1)[0] == name
+            )
+        routes[name] = config
     assignments = {name: r.message for name, r in resources[ResourceType.ENDPOINT].items()}
     boot = bootstrap_pb2.Bootstrap()
     boot.node.id, boot.node.cluster = "sidecar~validate~default", "validate"

@@ -358,7 +358,8 @@ class Mesh:
                 and proxies[n]["connected"]
                 and proxies[n]["synced"]
                 and proxies[n]["stateVersion"] >= version
-                and set(proxies[n]["types"]) == {"clusters", "endpoints", "listeners", "routes"}
+                # Endpoints only once it holds a service; virtual hosts on demand (delta).
+                and {"clusters", "listeners", "routes"} <= set(proxies[n]["types"])
                 for n in wanted
             ):
                 return

@@ -228,7 +228,9 @@ class Plane:
 async def plane(multi_service_state: MeshState) -> AsyncIterator[Plane]:
     cache = SnapshotCache()
     status = StatusBoard()
-    publisher = Publisher(cache, multi_service_state)
+    # The protocol as such: every proxy is sent the whole mesh (on demand has its own
+    # tests, in test_on_demand.py).
+    publisher = Publisher(cache, multi_service_state, on_demand=False)
     ads = AdsServer(
         cache,
         status,

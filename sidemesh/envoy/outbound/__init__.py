@@ -4,8 +4,9 @@ Owns: the outbound listener the app sends to and the upstream listeners (local p
 that lead to one service), the outbound route configuration (virtual hosts per
 service port, timeouts, retries), the outbound clusters (one per service port, with
 mTLS to the service's identities and the retry budget), the endpoints (load
-assignments) of those clusters, and the way out of the mesh (``egress``: declared
-ExternalServices and the outboundTrafficPolicy's catch-all).
+assignments) of those clusters, the way out of the mesh (``egress``: declared
+ExternalServices and the outboundTrafficPolicy's catch-all), and which services a
+sidecar holds when it learns them on demand (``demand``).
 Must not: build anything only the callee uses (inbound listeners, local-app clusters
 are ``inbound``'s), import ``inbound`` or ``gateway``, or read a ``MeshState``: the
 translator hands each builder the values it needs.
@@ -19,6 +20,7 @@ from sidemesh.envoy.outbound.listeners import (
     upstream_listener,
 )
 from sidemesh.envoy.outbound.routes import (
+    clusters_of,
     default_retry_policy,
     outbound_route_config,
     prefix_route_config,
@@ -28,6 +30,7 @@ from sidemesh.envoy.outbound.routes import (
 __all__ = [
     "OUTBOUND_BIND_ADDRESS",
     "WorkloadEndpoint",
+    "clusters_of",
     "default_retry_policy",
     "endpoints_by_port",
     "load_assignment",

@@ -16,7 +16,7 @@ from google.protobuf import wrappers_pb2
 from sidemesh.envoy import names
 from sidemesh.envoy.outbound.backend_policy import hash_policy
 from sidemesh.envoy.outbound.http_routes import applicable_routes, grpc_routes, http_routes
-from sidemesh.envoy.protos import packed, seconds
+from sidemesh.envoy.protos import ads_config_source, packed, seconds
 from sidemesh.model import ServiceKey, ServicePort
 from sidemesh.model.policy import GRPCRoute, HTTPRoute, Policies
 from sidemesh.model.policy.backend import HashOn
@@ -150,16 +150,35 @@ def virtual_hosts(
     return out
 
 
+def clusters_of(vhost: route_components_pb2.VirtualHost) -> list[str]:
+    """Every cluster a virtual host's routes send to: their cluster, each weighted
+    share, each mirror."""
+    found = []
+    for route in vhost.routes:
+        action = route.route
+        if action.cluster:
+            found.append(action.cluster)
+        found += [weighted.name for weighted in action.weighted_clusters.clusters]
+        found += [m.cluster for m in action.request_mirror_policies if m.cluster]
+    return found
+
+
 def outbound_route_config(
-    hosts: Iterable[route_components_pb2.VirtualHost],
+    hosts: Iterable[route_components_pb2.VirtualHost], *, on_demand: bool = False
 ) -> route_pb2.RouteConfiguration:
-    return route_pb2.RouteConfiguration(
+    """``on_demand``: the mesh's services' virtual hosts come one by one over VHDS, as
+    the sidecar needs them (``outbound.demand``); ``hosts`` are then only those every
+    caller has (ExternalServices')."""
+    config = route_pb2.RouteConfiguration(
         name=names.OUTBOUND_ROUTE_CONFIG,
         virtual_hosts=list(hosts),
         # Clusters arrive over CDS; checking them here would reject a route pushed a
         # moment before its cluster.
         validate_clusters=wrappers_pb2.BoolValue(value=False),
     )
+    if on_demand:
+        config.vhds.config_source.CopyFrom(ads_config_source())
+    return config
 
 
 def prefix_route_config(
