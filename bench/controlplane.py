@@ -68,6 +68,7 @@ import multiprocessing as mp
 import os
 import platform
 import pstats
+import random
 import resource
 import statistics
 import sys
@@ -534,28 +535,31 @@ def _proc_status_mb() -> dict[str, float]:
     return out
 
 
-def _server_main(conn: Connection, services: int, workloads: int) -> None:
+def _server_main(conn: Connection, services: int, workloads: int, on_demand: bool) -> None:
     """Entry point of the control plane child. Exits when told to, or when the parent
     goes away (the pipe closes)."""
     logging.basicConfig(level=logging.WARNING, format="control plane: %(levelname)s %(message)s")
     with contextlib.suppress(EOFError, BrokenPipeError, KeyboardInterrupt):
-        asyncio.run(_serve(conn, services, workloads))
+        asyncio.run(_serve(conn, services, workloads, on_demand))
 
 
-async def _serve(conn: Connection, services: int, workloads: int) -> None:
+async def _serve(conn: Connection, services: int, workloads: int, on_demand: bool) -> None:
     t = time.perf_counter()
     state = build_state(services, workloads)
     build_s = time.perf_counter() - t
     # Wired as ControlPlane wires them (sidemesh/controlplane.py).
     cache = SnapshotCache()
     board = _TimedStatusBoard()
-    publisher = Publisher(cache)
+    # sotw and delta: the whole mesh to every proxy (the baseline); ondemand: each holds
+    # the services it asked for (delta).
+    publisher = Publisher(cache, on_demand=on_demand)
     publisher.update_state(state)
     ads = AdsServer(
         cache,
         board,
         on_connect=publisher.proxy_connected,
         on_disconnect=publisher.proxy_disconnected,
+        on_demand=publisher.hosts_asked,
     )
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)  # as sidemesh.controlplane
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
@@ -593,6 +597,9 @@ async def _serve(conn: Connection, services: int, workloads: int) -> None:
                         what = f"HTTPRoute {service_name(i)} {weights[0]}/{weights[1]}"
                         rtypes = (ResourceType.ROUTE,)
                     connected, _ = board.sync_counts()
+                    if on_demand and command == "change":
+                        # Only the proxies holding the service are pushed anything.
+                        connected = len(publisher.holding(_changed_service(services, workloads, k)))
                     change = _Change(
                         version=new.version,
                         workload=what,
@@ -652,6 +659,27 @@ async def _serve(conn: Connection, services: int, workloads: int) -> None:
         await server.stop(grace=1.0)
 
 
+def _changed_service(services: int, workloads: int, k: int) -> ServiceKey:
+    """The service whose endpoint change ``k`` moves (as ``changed_state`` picks it)."""
+    return ServiceKey(change_target(services, workloads, k).rsplit("-", 1)[0], NAMESPACE)
+
+
+ASKS_PER_PROXY = (5, 20)
+"""On demand: how many services each simulated sidecar's app calls."""
+
+
+def _asks(node_ids: Sequence[str], services: int) -> dict[str, list[str]]:
+    """Each proxy's Hosts (the same for a run: seeded by its node id)."""
+    out = {}
+    for node_id in node_ids:
+        rng = random.Random(node_id)
+        count = min(services, rng.randint(*ASKS_PER_PROXY))
+        out[node_id] = [
+            f"outbound-http/{service_name(i)}" for i in rng.sample(range(services), count)
+        ]
+    return out
+
+
 def _profile_text(profiler: cProfile.Profile, limit: int = 30) -> str:
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
@@ -664,12 +692,12 @@ class _ServerHandle:
     """The parent's side of the control plane child: commands over a pipe, each
     answered within a timeout, and a ``close`` that always ends the process."""
 
-    def __init__(self, services: int, workloads: int) -> None:
+    def __init__(self, services: int, workloads: int, on_demand: bool = False) -> None:
         ctx = mp.get_context("spawn")  # no fork: the parent holds gRPC state
         self.conn, child_conn = ctx.Pipe()
         self.process: BaseProcess = ctx.Process(
             target=_server_main,
-            args=(child_conn, services, workloads),
+            args=(child_conn, services, workloads, on_demand),
             name="sidemesh-bench-controlplane",
             daemon=True,
         )
@@ -748,7 +776,7 @@ async def run_xds(opts: Options, mode: str, stamp: str, console: Console) -> dic
         ProxyId(name, NAMESPACE).node_id
         for name in proxy_workloads(opts.services, opts.workloads, opts.proxies)
     ]
-    server = _ServerHandle(opts.services, opts.workloads)
+    server = _ServerHandle(opts.services, opts.workloads, on_demand=mode == "ondemand")
     channels: list[grpc.aio.Channel] = []
     tasks: list[asyncio.Task[None]] = []
     stats = ClientStats()
@@ -763,9 +791,10 @@ async def run_xds(opts: Options, mode: str, stamp: str, console: Console) -> dic
         channels, tasks = await run_clients(
             f"127.0.0.1:{port}",
             node_ids,
-            delta=mode == "delta",
+            delta=mode in ("delta", "ondemand"),
             stats=stats,
             streams_per_channel=opts.streams_per_channel,
+            asks=_asks(node_ids, opts.services) if mode == "ondemand" else None,
         )
         deadline = t_start + opts.sync_timeout_s
         while True:
@@ -816,7 +845,7 @@ async def run_xds(opts: Options, mode: str, stamp: str, console: Console) -> dic
             result["profile"] = {"file": str(path), "top": text}
         result["changes"] = changes
         result["usage_end"] = (await server.call(("usage",)))[1]
-        if opts.policy_edits:
+        if opts.policy_edits and mode != "ondemand":
             result["usage_before_policies"] = result["usage_end"]
             console.print(
                 f"  {mode}: adding one HTTPRoute and one BackendPolicy per service, then "
@@ -898,7 +927,8 @@ async def _measure_changes(
         reconnects_before = stats.reconnects
         client_cpu_before = time.process_time()
         _, _, _, connected = await server.call(message)
-        expected = max(connected, opts.proxies)
+        # On demand the server counts the proxies holding the service: those alone.
+        expected = connected if label.startswith("ondemand") else max(connected, opts.proxies)
         change_deadline = time.monotonic() + timeout
         while time.monotonic() < change_deadline:
             _, acked = await server.call(("change_status",))
@@ -1304,7 +1334,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--workloads", type=int, default=10, help="M workloads per service (default 10)"
     )
     parser.add_argument("--proxies", type=int, default=100, help="P simulated proxies (100)")
-    parser.add_argument("--mode", choices=["sotw", "delta", "both"], default="both")
+    parser.add_argument(
+        "--mode", choices=["sotw", "delta", "ondemand", "both", "all"], default="all"
+    )
     parser.add_argument("--changes", type=int, default=5, help="K endpoint changes (5)")
     parser.add_argument(
         "--policy-edits",
@@ -1351,7 +1383,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         services=args.services,
         workloads=args.workloads,
         proxies=args.proxies,
-        modes=["sotw", "delta"] if args.mode == "both" else [args.mode],
+        modes={"both": ["sotw", "delta"], "all": ["sotw", "delta", "ondemand"]}.get(
+            args.mode, [args.mode]
+        ),
         changes=args.changes,
         policy_edits=args.policy_edits,
         spacing_s=args.spacing,

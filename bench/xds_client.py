@@ -21,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from grpc.aio import EOF  # type: ignore[attr-defined]  # grpc-stubs lag grpcio
 
@@ -41,6 +42,7 @@ CDS = ResourceType.CLUSTER.url
 EDS = ResourceType.ENDPOINT.url
 LDS = ResourceType.LISTENER.url
 RDS = ResourceType.ROUTE.url
+VHDS = ResourceType.VIRTUAL_HOST.url
 
 OUTBOUND_PREFIX = "outbound|"
 """Outbound clusters get their endpoints by EDS; inbound ones are static."""
@@ -103,6 +105,12 @@ _cluster_names: dict[bytes, str] = {}
 each is parsed once, not once per proxy."""
 
 
+def _has_vhds(packed: bytes) -> bool:
+    config = route_pb2.RouteConfiguration()
+    config.ParseFromString(packed)
+    return config.HasField("vhds")
+
+
 def _cluster_name(packed: bytes) -> str:
     name = _cluster_names.get(packed)
     if name is None:
@@ -119,12 +127,21 @@ class SimulatedEnvoy:
     """One sidecar's ADS stream. ``run`` returns when the stream ends; cancel it to stop."""
 
     def __init__(
-        self, channel: grpc.aio.Channel, node_id: str, *, delta: bool, stats: ClientStats
+        self,
+        channel: grpc.aio.Channel,
+        node_id: str,
+        *,
+        delta: bool,
+        stats: ClientStats,
+        asks: Sequence[str] = (),
     ) -> None:
+        """``asks``: Hosts its app calls (``outbound-http/<host>``), asked for over VHDS
+        once its routes are in, as Envoy's on_demand filter would (delta only)."""
         self.channel = channel
         self.node_id = node_id
         self.delta = delta
         self.stats = stats
+        self.asks = list(asks)
         self._first = True
 
     async def run(self) -> None:
@@ -218,6 +235,7 @@ class SimulatedEnvoy:
         clusters: set[str] = set()
         eds: set[str] = set()
         seen: set[str] = set()
+        listeners_asked = False
 
         def request(
             type_url: str, nonce: str = "", subscribe: list[str] | None = None
@@ -249,10 +267,24 @@ class SimulatedEnvoy:
                     subscription = request(EDS, subscribe=added)
                     subscription.resource_names_unsubscribe.extend(gone)
                     await self._write(call, subscription)
-            elif url == EDS and first_of_type:
+                elif not listeners_asked:
+                    # On demand a sidecar may hold no service yet: no endpoints to wait for.
+                    listeners_asked = True
+                    await self._write(call, request(LDS))
+            elif url == EDS and first_of_type and not listeners_asked:
+                listeners_asked = True
                 await self._write(call, request(LDS))
             elif url == LDS and first_of_type:
                 await self._write(call, request(RDS, subscribe=[OUTBOUND_ROUTE_CONFIG]))
+            elif (
+                url == RDS
+                and first_of_type
+                and response.resources
+                and _has_vhds(response.resources[0].resource.value)
+            ):
+                await self._write(call, request(VHDS))
+                if self.asks:
+                    await self._write(call, request(VHDS, subscribe=self.asks))
 
 
 async def run_clients(
@@ -262,6 +294,7 @@ async def run_clients(
     delta: bool,
     stats: ClientStats,
     streams_per_channel: int = 50,
+    asks: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[list[grpc.aio.Channel], list[asyncio.Task[None]]]:
     """Start one simulated Envoy per node id; the caller cancels the tasks and closes
     the channels."""
@@ -269,7 +302,11 @@ async def run_clients(
     tasks = [
         asyncio.create_task(
             SimulatedEnvoy(
-                channels[i // streams_per_channel], node_id, delta=delta, stats=stats
+                channels[i // streams_per_channel],
+                node_id,
+                delta=delta,
+                stats=stats,
+                asks=(asks or {}).get(node_id, ()),
             ).run(),
             name=f"envoy {node_id}",
         )

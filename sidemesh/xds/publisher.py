@@ -109,6 +109,11 @@ class Publisher:
             requested[name] = now
         self._publish(node_id)
 
+    def holding(self, key: ServiceKey) -> list[str]:
+        """The proxies on demand that hold ``key``: those a change of its endpoints is
+        pushed to."""
+        return [node for node in self._depends if key in (self.held(node) or ())]
+
     def held(self, node_id: str) -> Mapping[ServiceKey, Reason] | None:
         """The services a proxy on demand holds, and why; None if it is sent all."""
         snapshot = self.cache.get(node_id)

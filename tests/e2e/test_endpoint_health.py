@@ -62,6 +62,8 @@ def _start(mesh: Mesh, policy: str, b3_seen: list[dict[str, str]] | None = None)
     health check of each b then finds its sidecar up. ``b3_seen`` collects the
     requests b-3's app gets."""
     mesh.policies = [_policy(policy)]
+    for spec in mesh.workloads.values():
+        spec.calls = ["b"]  # every sidecar holds b from the start, so checks it
     mesh.start_control_plane()
     for name in mesh.workloads:
         mesh.start_app(name, **({"status": 503, "seen": b3_seen} if name == "b-3" else {}))

@@ -90,6 +90,8 @@ class WorkloadSpec:
     labels: dict[str, str] = field(default_factory=dict)
     upstreams: dict[str, int] = field(default_factory=dict)
     """Service → the local port of the sidecar that leads to it (Host passed as sent)."""
+    calls: list[str] = field(default_factory=list)
+    """Services its sidecar holds from the start (others: learned at the first call)."""
 
     @property
     def admin_socket(self) -> Path:
@@ -110,6 +112,8 @@ class WorkloadSpec:
             "appPort": self.app_port,
             "sidecar": {"outboundPort": self.outbound_port},
         }
+        if self.calls:
+            out["calls"] = self.calls
         if self.upstreams:
             out["upstreams"] = [
                 {"service": service, "localPort": port} for service, port in self.upstreams.items()
