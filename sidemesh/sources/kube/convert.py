@@ -26,6 +26,9 @@ from sidemesh.sources.leave_out import Documents
 CONVERTED_FROM = "sidemesh.io/converted-from"
 """On a document made from an SMI object: that object (``Kind namespace/name``)."""
 STATUS_ANNOTATION = "sidemesh.io/status"
+CALLS_ANNOTATION = "sidemesh.io/calls"
+"""On a pod: the services its app calls (``reviews,ratings.other``), which its sidecar
+holds from the start (a workload's ``calls``); any other is learned at its first call."""
 """Set on a pod by injection; a pod with it (or the proxy container) is in the mesh."""
 PROXY_CONTAINER = "sidemesh-proxy"
 OUTBOUND_CAPTURE_PORT = 15001
@@ -214,6 +217,7 @@ def to_documents(
                 "serviceAccount": (pod.get("spec") or {}).get("serviceAccountName") or "default",
                 "sidecar": {"outboundPort": OUTBOUND_CAPTURE_PORT, "capture": True},
                 "ready": is_serving(pod),
+                "calls": _calls(pod),
             }
         )
     for obj in sorted(policies, key=lambda o: (str(o.get("kind")), _ns(o), _name(o))):
@@ -242,6 +246,11 @@ def services_running_as(
         if _ns(s) == namespace
         and any(_selects((s.get("spec") or {}).get("selector") or {}, found) for found in labels)
     )
+
+
+def _calls(pod: Object) -> list[str]:
+    text = ((pod.get("metadata") or {}).get("annotations") or {}).get(CALLS_ANNOTATION, "")
+    return [name.strip() for name in str(text).split(",") if name.strip()]
 
 
 def _origin_of(obj: Object) -> ObjectRef:

@@ -150,6 +150,17 @@ async def test_pods_come_and_go_and_only_meshed_pods_count(
     await running.until(lambda s: workloads(s, "reviews") == {"reviews-v2-a"})
 
 
+async def test_a_pods_calls_annotation_is_what_its_sidecar_holds_from_the_start(
+    running: Running, server: KubeTestServer
+) -> None:
+    caller = pod("productpage-b", {"app": "productpage"}, "10.1.0.21")
+    caller["metadata"]["annotations"]["sidemesh.io/calls"] = "reviews, productpage.shop"
+    server.apply(caller)
+    state = await running.until(lambda s: s.workload("productpage-b", "shop") is not None)
+    workload = state.workload("productpage-b", "shop")
+    assert workload is not None and workload.calls == ("reviews", "productpage.shop")
+
+
 async def test_a_starting_pod_has_its_identity_but_is_not_called_until_ready(
     running: Running, server: KubeTestServer
 ) -> None:
