@@ -47,7 +47,7 @@ from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.route.v3 import route_components_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.on_demand.v3 import on_demand_pb2
 
@@ -84,13 +84,13 @@ from sidemesh.envoy.outbound import (
 from sidemesh.envoy.outbound.demand import (
     Caller,
     Reason,
+    alias,
     anchor_virtual_host,
     denied_virtual_host,
     for_one_host,
     host_of,
     may_call,
     names_caller,
-    on_demand_name,
     resolve_host,
     serves_host,
 )
@@ -936,10 +936,14 @@ class Translator:
 
         def allowed(key: ServiceKey) -> bool:
             policies = authorization.get(key, _NO_AUTHORIZATION).objects
-            return may_call(caller, policies, default)
+            mtls = state.mtls_mode(state.services[key]) is not MtlsMode.DISABLE
+            return may_call(caller, policies, default, mtls=mtls)
 
-        held: dict[ServiceKey, Reason] = {}
-        for key in _declared(workload, namespace):
+        # What its upstream listeners lead to is held whatever the policies say (the
+        # listener needs its cluster; the callee's RBAC decides each request).
+        upstreams = {ServiceKey(u.service, namespace) for u in workload.upstreams}
+        held: dict[ServiceKey, Reason] = dict.fromkeys(upstreams, Reason.DECLARED)
+        for key in workload.called(namespace):
             if key in state.services:
                 held.setdefault(key, Reason.DECLARED)
         for key, policies in authorization.items():
@@ -954,7 +958,9 @@ class Translator:
             answers[name] = (host, called)
             if called is not None:
                 held.setdefault(called, Reason.ON_DEMAND)
-        held = {k: r for k, r in held.items() if k in self._steps and allowed(k)}
+        held = {
+            k: r for k, r in held.items() if k in self._steps and (k in upstreams or allowed(k))
+        }
 
         vhosts: dict[str, Resource] = {_ANCHOR.name: _ANCHOR}
         for key in held:
@@ -984,9 +990,15 @@ class Translator:
                     _add(endpoints, assignment)
         clusters.update(shared.outside_clusters)
 
+        route = self._on_demand_routes(shared.egress)
+        assert isinstance(route.message, route_pb2.RouteConfiguration)
+        outside_hosts = {d for v in route.message.virtual_hosts for d in v.domains}
         aliases: dict[str, str | None] = {}
         mode = state.mesh.outbound_traffic_policy.mode
         for name, (host, called) in answers.items():
+            if called is None and host.lower() in outside_hosts:
+                aliases[name] = None  # an ExternalService's: the route configuration has it
+                continue
             if called is None:
                 answer = self._host_answers(_OutsideHostKey(host.lower(), mode))
             elif called not in held:
@@ -1005,7 +1017,6 @@ class Translator:
                 continue
             _add(vhosts, answer)
             aliases[name] = answer.name
-        route = self._on_demand_routes(shared.egress)
         return ProxyResources(
             {
                 ResourceType.CLUSTER: MappingProxyType(clusters),
@@ -1117,7 +1128,9 @@ def _build_on_demand_vhosts(key: _VirtualHostsKey) -> tuple[Resource, ...]:
     for vhost in _build_virtual_hosts(key):
         named = route_components_pb2.VirtualHost()
         named.CopyFrom(vhost)
-        named.name = on_demand_name(vhost.name)
+        # In the route configuration's VHDS namespace, and named the same inside: Envoy
+        # removes a virtual host by that inner name.
+        named.name = alias(vhost.name)
         out.append(Resource.of(ResourceType.VIRTUAL_HOST, named.name, named))
     return tuple(out)
 
@@ -1152,19 +1165,10 @@ def _changed_services(
     return frozenset(k for k, step in new_steps.items() if old_steps[k] is not step)
 
 
-def _declared(workload: Workload, namespace: str) -> list[ServiceKey]:
-    """The services a workload names: its ``calls`` and its upstreams."""
-    keys = []
-    for called in workload.calls:
-        name, _, other = called.partition(".")
-        keys.append(ServiceKey(name, other or namespace))
-    keys += [ServiceKey(u.service, namespace) for u in workload.upstreams]
-    return keys
-
-
 def _caller(state: MeshState, workload: Workload) -> Caller:
     principal = state.spiffe_id(workload)
-    return Caller(principal, workload.namespace or "", principal.rsplit("/", 1)[-1])
+    account = workload.service_account or workload.service
+    return Caller(principal, workload.namespace or "", account)
 
 
 def _build_outbound_listener(key: _OutboundListenerKey) -> Resource:

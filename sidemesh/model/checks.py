@@ -171,10 +171,11 @@ def _check_upstreams(
 def _check_calls(
     where: str, wl: Workload, ns: str, services: dict[ServiceKey, Service]
 ) -> Iterator[Problem]:
-    for j, called in enumerate(wl.calls):
-        name, _, namespace = called.partition(".")
-        if ServiceKey(name, namespace or ns) not in services:
-            yield Problem(f"{where}.calls[{j}]", _unknown_service(name, namespace or ns, services))
+    for j, key in enumerate(wl.called(ns)):
+        if key not in services:
+            yield Problem(
+                f"{where}.calls[{j}]", _unknown_service(key.name, key.namespace, services)
+            )
 
 
 def _check_command(where: str, wl: Workload) -> Iterator[Problem]:

@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import Field, StringConstraints, field_validator
 
 from sidemesh.model.base import DnsLabel, Model, PortNumber, ServiceName
+from sidemesh.model.refs import ServiceKey
 
 
 class Protocol(StrEnum):
@@ -190,6 +191,15 @@ class Workload(Model):
     its sidecar holds them from the start. Any other is learned at its first call (see
     README, "Each sidecar holds what it uses"); naming them saves that first lookup."""
     replicas: int = Field(default=1, ge=1, le=50)
+
+    def called(self, namespace: str) -> list[ServiceKey]:
+        """The services ``calls`` names, a bare name meaning one of ``namespace``."""
+        keys = []
+        for name in self.calls:
+            service, _, other = name.partition(".")
+            keys.append(ServiceKey(service, other or namespace))
+        return keys
+
     """Run this many copies, named <name>-1, <name>-2, ... (local mode picks their ports)."""
     command: str | tuple[str, ...] | None = None
     """Local mode: the app's command line. ``{port}``, ``{workload}``, ``{service}`` and

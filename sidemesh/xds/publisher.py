@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
@@ -21,6 +20,7 @@ from sidemesh.envoy import ProxyId, ProxyResources, Translator
 from sidemesh.envoy.outbound.demand import Reason
 from sidemesh.errors import SnapshotInconsistent, TranslationError
 from sidemesh.model import MeshState, ServiceKey
+from sidemesh.model.state import workload_service_key
 from sidemesh.xds.cache import SnapshotCache
 from sidemesh.xds.snapshot import Snapshot
 
@@ -30,6 +30,8 @@ ResourceHook = Callable[[ProxyId, ProxyResources], ProxyResources]
 """Rewrites a proxy's resources before they are published (used by tests to make a
 config Envoy rejects)."""
 
+MAX_HOSTS_ASKED = 1024
+"""Hosts one proxy may ask for on demand (a bound on what it costs the control plane)."""
 ON_DEMAND_MODE = "delta"
 """VHDS, which on-demand virtual hosts use, exists only in delta xDS."""
 
@@ -43,7 +45,6 @@ class Publisher:
         hook: ResourceHook | None = None,
         *,
         on_demand: bool = True,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``on_demand``: delta sidecars learn services as they call them (False:
         every proxy is sent the whole mesh)."""
@@ -52,10 +53,9 @@ class Publisher:
         self.translator = translator or Translator()
         self.hook = hook
         self.on_demand = on_demand
-        self._clock = clock
         self._connected: Counter[str] = Counter()
-        self._requested: dict[str, dict[str, float]] = {}
-        """Per proxy on demand: each Host it asked for, with when it last asked."""
+        self._requested: dict[str, set[str]] = {}
+        """Per proxy on demand: each Host it asked for."""
         self._depends: dict[str, frozenset[ServiceKey]] = {}
         """Per proxy on demand: the services its last snapshot was made from."""
         self.translations = 0
@@ -82,7 +82,7 @@ class Publisher:
     def proxy_connected(self, node_id: str, mode: str = "sotw") -> None:
         self._connected[node_id] += 1
         if self.on_demand and mode == ON_DEMAND_MODE and node_id.startswith("sidecar~"):
-            self._requested.setdefault(node_id, {})
+            self._requested.setdefault(node_id, set())
         else:
             self._requested.pop(node_id, None)
         self._publish(node_id)
@@ -104,14 +104,25 @@ class Publisher:
         if requested is None:
             log.warning("%s asked for hosts on demand but is sent the whole mesh", node_id)
             return
-        now = self._clock()
         for name in names:
-            requested[name] = now
+            if len(requested) >= MAX_HOSTS_ASKED and name not in requested:
+                # An app that sends user-given Hosts must not grow the control plane
+                # without bound: past the limit a Host is not answered, and Envoy
+                # gives up on it after its timeout.
+                log.warning(
+                    "%s asked for more than %d hosts on demand; not answering %s",
+                    node_id,
+                    MAX_HOSTS_ASKED,
+                    name,
+                )
+                continue
+            requested.add(name)
         self._publish(node_id)
 
     def holding(self, key: ServiceKey) -> list[str]:
         """The proxies on demand that hold ``key``: those a change of its endpoints is
-        pushed to."""
+        pushed to (its own sidecars are translated again too, but hold nothing of it
+        unless they call it)."""
         return [node for node in self._depends if key in (self.held(node) or ())]
 
     def held(self, node_id: str) -> Mapping[ServiceKey, Reason] | None:
@@ -139,22 +150,20 @@ class Publisher:
             return
         if self.hook is not None:
             resources = self.hook(proxy, resources)
-        if resources.held is not None:
-            own = ServiceKey(*self._own_service(proxy))
-            self._depends[node_id] = frozenset(resources.held) | {own}
-        else:
-            self._depends.pop(node_id, None)
         try:
             self.cache.set(node_id, Snapshot(resources, self.state.version))
         except SnapshotInconsistent as exc:
+            self._depends.pop(node_id, None)  # translated afresh at each state until it holds
             log.error(
                 "not pushing mesh version %d to %s: the config does not hold together: %s",
                 self.state.version,
                 node_id,
                 exc,
             )
-
-    def _own_service(self, proxy: ProxyId) -> tuple[str, str]:
+            return
+        if resources.held is None:
+            self._depends.pop(node_id, None)
+            return
         workload = self.state.workload(proxy.workload, proxy.namespace)
-        service = workload.service if workload is not None else proxy.workload
-        return service, proxy.namespace
+        own = {workload_service_key(workload)} if workload is not None else set()
+        self._depends[node_id] = frozenset(resources.held) | own

@@ -405,9 +405,11 @@ class _DeltaStream(_Stream):
                 # What Envoy's VHDS subscription starts with: every virtual host of the
                 # route configurations it holds.
                 state.wildcard = True
-            if subscribe - asked:
-                # A route configuration (re)subscribed: it holds none of its virtual
-                # hosts yet, so every one goes out again.
+            if subscribe - asked and not first:
+                # A route configuration subscribed anew on a live stream (its VHDS config
+                # changed): it holds none of its virtual hosts, so every one goes out
+                # again. (On a new stream, what Envoy says it holds stands, so what it
+                # should no longer hold is removed.)
                 state.sent.clear()
             if asked:
                 for name in asked:  # asked anew: answered anew

@@ -129,3 +129,15 @@ async def test_an_endpoint_change_reaches_only_the_proxies_that_hold_the_service
     assert plane.publisher.translations == translations + 1
     eds = await envoy.expect(EDS)
     assert set(delta_resources(eds)) == {"outbound|9080||reviews.default", REVIEWS_GRPC}
+
+
+async def test_a_reconnected_sidecar_is_told_which_virtual_hosts_it_no_longer_holds(
+    plane: Plane,
+) -> None:
+    """After a reconnect (or a failover to another replica) Envoy says what it holds;
+    what the control plane no longer sends it is removed, not left to clash."""
+    envoy = plane.envoy(delta=True)
+    stale = "outbound-http/denied|reviews"
+    await envoy.delta_request(VHDS, initial={stale: "0123"})
+    vhds = await envoy.expect(VHDS)
+    assert stale in vhds.removed_resources

@@ -15,14 +15,13 @@ Owns: the reasons a service is held; resolving a Host to a service the way the r
 configuration's domains do; whether a caller's identity could ever be let through a
 service's AuthorizationPolicies (a conservative answer: "no" only when every request
 from it is surely refused, since the callee's RBAC decides each request anyway).
-Must not: keep time or per-proxy state (the publisher keeps what each proxy asked for
-and when it last used it), or read anything but the model it is given.
+Must not: keep per-proxy state (the publisher keeps what each proxy asked for), or
+read anything but the model it is given.
 """
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -97,13 +96,6 @@ def serves_host(vhost: route_components_pb2.VirtualHost, host: str) -> bool:
     return host.lower() in vhost.domains
 
 
-def on_demand_name(vhost_name: str) -> str:
-    """A service's virtual host as a VHDS resource: in the outbound route
-    configuration's namespace, and named the same inside (Envoy removes a virtual host
-    by that inner name)."""
-    return ALIAS_PREFIX + vhost_name
-
-
 ANCHOR_HOST = "sidemesh.invalid"
 """A name no request uses (RFC 2606 reserves ``.invalid``)."""
 
@@ -168,10 +160,16 @@ def may_call(
     caller: Caller,
     policies: Sequence[AuthorizationPolicy],
     default: AuthorizationDefault,
+    *,
+    mtls: bool = True,
 ) -> bool:
     """False only if every request ``caller`` could make is refused by the service's
     policies: a DENY rule that surely matches it whatever the request, or ALLOW
-    policies (or a ``deny`` default) none of whose rules could ever match it."""
+    policies (or a ``deny`` default) none of whose rules could ever match it.
+    ``mtls``: calls to the service carry the caller's identity (not ``DISABLE``);
+    without it the callee sees no identity, so no identity rule is judged here."""
+    if not mtls:
+        return True
     allows = [p for p in policies if p.spec.action is AuthorizationAction.ALLOW]
     for policy in policies:
         if policy.spec.action is AuthorizationAction.DENY and any(
@@ -231,9 +229,10 @@ def _source_may_match(source: Source, caller: Caller, namespace: str) -> bool:
         return False
     if any(_account_is(a, caller, namespace) for a in source.not_service_accounts):
         return False
-    if source.namespaces and not _any_glob(source.namespaces, caller.namespace):
+    # Namespaces are matched as written, as the callee's RBAC matches them.
+    if source.namespaces and caller.namespace not in source.namespaces:
         return False
-    if _any_glob(source.not_namespaces, caller.namespace):
+    if caller.namespace in source.not_namespaces:
         return False
     # A sidecar calls with its identity: a source for plaintext callers never matches.
     return source.authenticated is not False
@@ -251,20 +250,19 @@ def _source_surely_matches(source: Source, caller: Caller, namespace: str) -> bo
 
 
 def _principal_is(pattern: str, principal: str) -> bool:
-    # Istio writes principals without the scheme; both spellings are accepted.
+    """As the callee's RBAC matches a principal: exact, ``*``, or one ``*`` as a prefix
+    or suffix; Istio writes principals without the scheme, and both are accepted."""
     bare = principal.removeprefix(SPIFFE_SCHEME)
     pattern = pattern.removeprefix(SPIFFE_SCHEME)
-    return _any_glob((pattern,), bare)
+    if pattern == "*":
+        return True
+    if pattern.startswith("*"):
+        return bare.endswith(pattern[1:])
+    if pattern.endswith("*"):
+        return bare.startswith(pattern[:-1])
+    return bare == pattern
 
 
 def _account_is(account: str, caller: Caller, namespace: str) -> bool:
     ns, _, name = account.rpartition("/")
     return (ns or namespace) == caller.namespace and name == caller.service_account
-
-
-def _any_glob(patterns: Iterable[str], value: str) -> bool:
-    """Istio's matching: exact, ``*`` alone, or one ``*`` as prefix or suffix."""
-    return any(
-        p == "*" or p == value or (p.count("*") == 1 and fnmatch.fnmatchcase(value, p))
-        for p in patterns
-    )

@@ -17,7 +17,13 @@ from sidemesh.envoy.outbound.demand import (
     may_call,
     resolve_host,
 )
-from sidemesh.model import AuthorizationDefault, MeshState, ServiceKey, parse_mesh_document
+from sidemesh.model import (
+    AuthorizationDefault,
+    MeshState,
+    ServiceKey,
+    Upstream,
+    parse_mesh_document,
+)
 
 RATINGS_NS = "default"
 CALLER = ProxyId("productpage-1", "default")
@@ -187,3 +193,55 @@ def test_may_call_says_no_only_when_every_request_is_refused() -> None:
     # A DENY of some paths leaves the others: the caller may still call.
     reviews_denied = Caller("spiffe://example.org/ns/default/sa/reviews", "default", "reviews")
     assert may_call(reviews_denied, by_path, AuthorizationDefault.ALLOW)
+
+
+def test_an_upstream_is_held_even_where_policies_refuse_the_caller() -> None:
+    """Its listener needs the cluster; the callee's RBAC refuses each request."""
+    text_state = _mesh(DENY_PRODUCTPAGE)
+    caller = text_state.workload("productpage-1", "default")
+    assert caller is not None
+    upstream = caller.model_copy(
+        update={"upstreams": (Upstream(service="secret", port=9080, local_port=21009),)}
+    )
+    state = MeshState(
+        2,
+        text_state.mesh,
+        text_state.services,
+        {**text_state.workloads, ("productpage-1", "default"): upstream},
+        text_state.gateways,
+        text_state.policies,
+    )
+    resources = Translator().for_proxy(state, CALLER, frozenset())
+    assert resources.held == {ServiceKey("secret", "default"): Reason.DECLARED}
+    assert "outbound|9080||secret.default" in resources[ResourceType.CLUSTER]
+
+
+def test_without_mtls_no_identity_rule_is_judged_before_the_call() -> None:
+    caller = Caller("spiffe://example.org/ns/default/sa/productpage", "default", "productpage")
+    policies = _mesh(DENY_PRODUCTPAGE).policies.authorization_policies
+    assert may_call(caller, policies, AuthorizationDefault.DENY, mtls=False)
+
+
+def test_namespaces_are_matched_as_written_as_the_callee_does() -> None:
+    caller = Caller("spiffe://example.org/ns/default/sa/productpage", "default", "productpage")
+    deny_star = _mesh(
+        DENY_PRODUCTPAGE.replace("action: ALLOW", "action: DENY").replace(
+            'principals: ["example.org/ns/default/sa/reviews"]', 'namespaces: ["*"]'
+        )
+    ).policies.authorization_policies
+    assert may_call(caller, deny_star, AuthorizationDefault.ALLOW)
+
+
+def test_a_host_an_external_service_serves_is_left_to_the_route_configuration() -> None:
+    state = _mesh(
+        """
+        apiVersion: sidemesh.io/v1alpha1
+        kind: ExternalService
+        metadata: {name: payments}
+        spec:
+          hosts: [api.payments.example]
+          ports: [{port: 80, protocol: HTTP}]
+        """
+    )
+    resources = Translator().for_proxy(state, CALLER, frozenset({alias("api.payments.example")}))
+    assert resources.aliases == {alias("api.payments.example"): None}
