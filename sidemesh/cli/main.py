@@ -332,6 +332,14 @@ def sidecar(
     service_account: Annotated[
         str | None, typer.Option(help="With --register-etcd: the identity (default: service)")
     ] = None,
+    calls: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--calls",
+            help="With --register-etcd: a service the app calls, held from the start "
+            "(repeat; others are learned at their first call)",
+        ),
+    ] = None,
     lease_ttl: Annotated[
         int,
         typer.Option(
@@ -355,6 +363,7 @@ def sidecar(
             outbound_port,
             label,
             service_account,
+            calls,
         )
         try:
             grpc_target(register_etcd)
@@ -438,6 +447,7 @@ def _registration_entry(
     outbound_port: int,
     labels: list[str] | None,
     service_account: str | None,
+    calls: list[str] | None = None,
 ) -> dict[str, Any]:
     """The workload as a mesh.yaml ``workloads:`` entry, from the sidecar's flags."""
     missing = [
@@ -466,6 +476,8 @@ def _registration_entry(
     }
     if service_account:
         entry["serviceAccount"] = service_account
+    if calls:
+        entry["calls"] = list(calls)
     return entry
 
 

@@ -81,3 +81,13 @@ def test_sidecar_never_takes_over_a_directory_of_the_operators_as_its_socket_dir
     assert result.returncode == 2
     assert f"--socket-dir: {tmp_path} exists and" in result.stderr
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_registered_workload_carries_the_services_its_app_calls() -> None:
+    from sidemesh.cli.main import _registration_entry
+
+    entry = _registration_entry(
+        "a-1", "a", "10.0.0.5", 8080, 18080, 15001, ["zone=z1"], None, ["b", "c.other"]
+    )
+    assert entry["calls"] == ["b", "c.other"]
+    assert "calls" not in _registration_entry("a-1", "a", "10.0.0.5", 8080, None, 15001, None, None)

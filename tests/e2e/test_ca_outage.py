@@ -102,7 +102,7 @@ class _CaWatcher(threading.Thread):
 
 def test_sidecars_hold_valid_certificates_within_3s_of_the_cas_return(tmp_path: Path) -> None:
     mesh = Mesh(tmp_path, "delta", cert_lifetime_s=LIFETIME_S)
-    mesh.add("a-1", "a")
+    mesh.add("a-1", "a").calls = ["b"]  # held from the start: no lookup while the CA is away
     mesh.add("b-1", "b")
     mesh.add("b-2", "b")
     try:

@@ -143,6 +143,7 @@ class Hosts(Started):
                     "--lease-ttl", str(LEASE_TTL_S), "--label", f"host={short}",
                     "--label", "topology.kubernetes.io/region=r1",
                     "--label", f"topology.kubernetes.io/zone={zone}",
+                    *(("--calls", "b") if service == "a" else ()),
                 )
             ),
             f"sidecar-{name}",
