@@ -34,6 +34,7 @@ from sidemesh.model.registry import Layout
 from sidemesh.settings import ControlPlaneSettings
 from sidemesh.sources import Aggregator, FileSource, Source
 from sidemesh.sources.etcd import EtcdSource, etcd_client
+from sidemesh.sources.etcd.relay import RegistrationRelay
 from sidemesh.sources.kube.source import SOURCE_NAME as KUBE_SOURCE
 from sidemesh.telemetry import ProxyAdmin, Scraper, TraceStore, trace_service
 from sidemesh.xds import AdsServer, Publisher, SnapshotCache, StatusBoard
@@ -100,6 +101,12 @@ class ControlPlane:
             )
             self.sources.append(self.etcd)
         self.ca: CertificateAuthority | None = None
+        self.relay = (
+            RegistrationRelay(settings.etcd, Layout(settings.etcd_prefix))
+            if settings.etcd is not None
+            else None
+        )
+        """Where REST registrations (hosts that may not reach etcd) are written."""
         self.signing: SigningService | None = None
         self.ads = AdsServer(
             self.cache,
@@ -287,7 +294,7 @@ class ControlPlane:
         self.ca_port = ca_socket.getsockname()[1]
         self._ca_server = uvicorn.Server(
             uvicorn.Config(
-                create_signing_app(self.signing),
+                create_signing_app(self.signing, self.relay),
                 log_level="warning",
                 access_log=False,
                 lifespan="off",
@@ -320,6 +327,8 @@ class ControlPlane:
             await self._grpc.stop(grace=1.0)
         if self.cluster is not None:
             await self.cluster.close()
+        if self.relay is not None:
+            await self.relay.close()
 
     async def run(self) -> None:
         """Start, then serve until cancelled."""

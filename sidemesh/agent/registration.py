@@ -5,7 +5,8 @@ workload on any host joins the mesh without anyone editing mesh.yaml.
 service, address, ports, labels) under an etcd lease it refreshes every third of the
 TTL: a host that dies drops out when its lease expires; a lease lost while etcd was
 unreachable longer than the TTL is replaced by a new one as soon as etcd answers; a
-clean stop revokes the lease, which removes the entry at once."""
+clean stop revokes the lease, which removes the entry at once. ``RestRegistration``
+does the same through the control plane, for a host that may not reach etcd."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping
-from typing import Any
+import ssl
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
 
 import aetcd
 import grpc
+import httpx
 
 from sidemesh.model.registry import DEFAULT_LEASE_TTL_S, GRPC_KEEPALIVE, Layout, grpc_target
 
@@ -25,6 +29,16 @@ log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_S = 5
 Failures = (aetcd.ClientError, grpc.RpcError, OSError, TimeoutError)
+
+
+class Registration(Protocol):
+    """What the agent runs beside its Envoy to keep its workload registered."""
+
+    registered: asyncio.Event
+
+    async def run(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class EtcdRegistration:
@@ -97,3 +111,86 @@ class EtcdRegistration:
         self.registered.clear()
         with contextlib.suppress(*Failures):
             await self.client.close()
+
+
+class RestRegistration:
+    """The same, for a host that may not reach etcd: the workload is posted to the
+    control plane (``POST /v1/registrations`` on its CA address, over TLS checked
+    against the mesh's root, with the workload's token), which writes it into etcd
+    under a lease; posting again every third of the TTL keeps it there."""
+
+    def __init__(
+        self,
+        ca_urls: list[str],
+        namespace: str,
+        entry: Mapping[str, Any],
+        *,
+        token: Callable[[], str],
+        ca_bundle: Path,
+        ttl_s: int = DEFAULT_LEASE_TTL_S,
+    ) -> None:
+        """``token`` reads the workload's token when it is needed (it may be written
+        after the agent starts)."""
+        self.ca_urls = ca_urls
+        self.namespace = namespace
+        self.entry = dict(entry)
+        self.name = str(entry["name"])
+        self.token = token
+        self.ca_bundle = ca_bundle
+        self.ttl_s = ttl_s
+        self.registered = asyncio.Event()
+        self.registrations = 0
+
+    def _client(self) -> httpx.AsyncClient:
+        verify = ssl.create_default_context(cafile=str(self.ca_bundle))
+        return httpx.AsyncClient(verify=verify, timeout=REQUEST_TIMEOUT_S)
+
+    async def run(self) -> None:
+        """Post the workload, then again every third of the TTL, until cancelled; a
+        control plane that does not answer is tried at the next address."""
+        body = {"namespace": self.namespace, "workload": self.entry, "ttlSeconds": self.ttl_s}
+        turn = 0
+        while True:
+            url = self.ca_urls[turn % len(self.ca_urls)]
+            try:
+                async with self._client() as client:
+                    response = await client.post(
+                        f"{url}/v1/registrations",
+                        json=body,
+                        headers={"Authorization": f"Bearer {self.token()}"},
+                    )
+                if response.status_code == 201:
+                    if not self.registered.is_set():
+                        self.registrations += 1
+                        log.info("registered %s through %s, TTL %d s", self.name, url, self.ttl_s)
+                    self.registered.set()
+                    await asyncio.sleep(self.ttl_s / 3)
+                    continue
+                log.warning(
+                    "registration of %s refused by %s: %s %s",
+                    self.name,
+                    url,
+                    response.status_code,
+                    response.text[:300],
+                )
+            except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
+                log.warning("registration of %s through %s: %s", self.name, url, exc)
+            self.registered.clear()
+            turn += 1
+            await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        """Deregister at once, through whichever control plane answers."""
+        for url in self.ca_urls:
+            try:
+                async with self._client() as client:
+                    response = await client.delete(
+                        f"{url}/v1/registrations/{self.namespace}/{self.name}",
+                        headers={"Authorization": f"Bearer {self.token()}"},
+                    )
+                if response.status_code in (200, 404):
+                    log.info("deregistered %s", self.name)
+                    break
+            except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
+                log.warning("deregistering %s through %s: %s", self.name, url, exc)
+        self.registered.clear()

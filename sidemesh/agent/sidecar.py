@@ -25,7 +25,7 @@ from sidemesh.agent.certificates import (
 )
 from sidemesh.agent.envoy_binary import find_envoy
 from sidemesh.agent.parent_death import die_with_parent
-from sidemesh.agent.registration import EtcdRegistration
+from sidemesh.agent.registration import Registration
 from sidemesh.agent.sds import SdsServer
 from sidemesh.envoy.bootstrap import BootstrapParams, bootstrap, to_json
 from sidemesh.identity.spiffe import SpiffeId, control_plane_identity
@@ -111,7 +111,7 @@ class Agent:
         log_level: str = "info",
         concurrency: int | None = None,
         drain_s: float = DRAIN_S,
-        registration: EtcdRegistration | None = None,
+        registration: Registration | None = None,
         handle_signals: bool = True,
     ) -> None:
         """``registration``: the workload registers itself in etcd (a host outside
@@ -425,7 +425,7 @@ def run_sidecar(
     log_level: str = "info",
     concurrency: int | None = None,
     drain_s: float = DRAIN_S,
-    registration: Callable[[], EtcdRegistration] | None = None,
+    registration: Callable[[], Registration] | None = None,
 ) -> int:
     """Run the agent and its Envoy in the foreground; the status to exit with.
     ``registration`` makes the workload's registration (in the agent's event loop)."""

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sidemesh.agent.certificates import CertificateRequestFailed
-from sidemesh.agent.registration import EtcdRegistration
+from sidemesh.agent.registration import EtcdRegistration, Registration, RestRegistration
 from sidemesh.agent.sidecar import ADMIN_SOCKET, DRAIN_S, SDS_SOCKET, IdentityParams, run_sidecar
 from sidemesh.cli import access_log
 from sidemesh.cli import apply as apply_commands
@@ -340,6 +340,15 @@ def sidecar(
             "(repeat; others are learned at their first call)",
         ),
     ] = None,
+    register_rest: Annotated[
+        bool,
+        typer.Option(
+            "--register-rest",
+            help="Register the workload through the control plane (POST /v1/registrations "
+            "on its CA address, with the workload's token), for a host that cannot reach "
+            "etcd; takes the same flags as --register-etcd",
+        ),
+    ] = False,
     lease_ttl: Annotated[
         int,
         typer.Option(
@@ -352,8 +361,12 @@ def sidecar(
 ) -> None:
     """Run Envoy as WORKLOAD's sidecar, fed by the control plane."""
     setup_logging(log_format, log_level)
-    registration = None
-    if register_etcd is not None:
+    registration: Callable[[], Registration] | None = None
+    entry: dict[str, Any] = {}
+    if register_etcd is not None and register_rest:
+        typer.echo("--register-etcd and --register-rest: choose one", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if register_rest or register_etcd is not None:
         entry = _registration_entry(
             workload,
             service,
@@ -365,13 +378,14 @@ def sidecar(
             service_account,
             calls,
         )
+    if register_etcd is not None:
         try:
             grpc_target(register_etcd)
         except ValueError as exc:
             typer.echo(f"--register-etcd: {exc}", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from exc
 
-        def registration() -> EtcdRegistration:
+        def registration() -> Registration:
             assert register_etcd is not None
             return EtcdRegistration(
                 register_etcd, namespace, entry, layout=Layout(etcd_prefix), ttl_s=lease_ttl
@@ -411,8 +425,21 @@ def sidecar(
         token_file=token_file or state_dir / "tokens" / f"{workload}.{namespace}.token",
         ca_bundle=ca_bundle or state_dir / "ca" / "root-cert.pem",
     )
+    if register_rest:
+        token_file = identity.token_file
+
+        def registration() -> Registration:
+            return RestRegistration(
+                [u.strip() for u in identity.ca_url.split(",") if u.strip()],
+                namespace,
+                entry,
+                token=lambda: token_file.read_text().strip(),
+                ca_bundle=identity.ca_bundle,
+                ttl_s=lease_ttl,
+            )
+
     for flag, path in (("--token-file", identity.token_file), ("--ca-bundle", identity.ca_bundle)):
-        if registration is not None and flag == "--token-file":
+        if register_etcd is not None and flag == "--token-file":
             continue  # made by the control plane once it sees the registration
         if not path.is_file():
             typer.echo(f"{flag}: {path} does not exist (is the control plane running?)", err=True)
@@ -425,7 +452,7 @@ def sidecar(
             log_level,
             concurrency,
             drain_seconds,
-            registration if register_etcd is not None else None,
+            registration,
         )
     except EnvoyNotFound as exc:
         typer.echo(f"sidemesh sidecar: {exc}", err=True)
@@ -456,7 +483,9 @@ def _registration_entry(
         if value is None
     ]
     if missing:
-        typer.echo(f"--register-etcd needs {', '.join(missing)}", err=True)
+        typer.echo(
+            f"registering (--register-etcd, --register-rest) needs {', '.join(missing)}", err=True
+        )
         raise typer.Exit(EXIT_BAD_INPUT)
     parsed: dict[str, str] = {}
     for item in labels or ():

@@ -158,3 +158,13 @@ def test_signing_route_is_documented(api: Api) -> None:
     paths = api.client.get("/openapi.json").json()["paths"]
     assert "post" in paths[URL]
     assert "get" in paths["/v1/trust-bundle"]
+
+
+def test_a_control_plane_without_etcd_takes_no_registration_and_says_why(api: Api) -> None:
+    reply = api.client.post(
+        "/v1/registrations",
+        json={"workload": {"name": "reviews-v1", "service": "reviews", "port": 9080}},
+        headers={"Authorization": f"Bearer {api.token}"},
+    )
+    assert reply.status_code == 404
+    assert "--etcd" in reply.json()["detail"]

@@ -6,6 +6,7 @@ one stopped cleanly leaves at once."""
 from __future__ import annotations
 
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -52,15 +53,24 @@ class Registry(Started):
         return subprocess.run(_sidemesh(*args), capture_output=True, text=True, timeout=60)
 
     def sidecar(
-        self, workload: str, service: str, port: int, app_port: int, outbound: int
+        self,
+        workload: str,
+        service: str,
+        port: int,
+        app_port: int,
+        outbound: int,
+        *,
+        rest: bool = False,
     ) -> subprocess.Popen[bytes]:
+        """Registered in etcd by its agent, or (``rest``) through the control plane."""
+        register = ("--register-rest",) if rest else ("--register-etcd", self.etcd.endpoints)
         return self.start(
             _sidemesh(
                 "sidecar", "--workload", workload, "--service", service,
                 "--control-plane", f"127.0.0.1:{self.xds}", "--ca-address", f"127.0.0.1:{self.ca}",
                 "--state-dir", str(self.state_dir), "--socket-dir", str(self.tmp_path / f"s-{workload}"),
                 "--workdir", str(self.tmp_path / workload), "--drain-seconds", "0", "--concurrency", "1",
-                "--register-etcd", self.etcd.endpoints, "--address", "127.0.0.1",
+                *register, "--address", "127.0.0.1",
                 "--port", str(port), "--app-port", str(app_port), "--outbound-port", str(outbound),
                 "--lease-ttl", str(LEASE_TTL_S), "--label", f"host={workload}",
             ),
@@ -137,4 +147,50 @@ def test_registered_workloads_are_called_by_name_and_leave_when_gone(registry: R
         # b-2 stops cleanly: it leaves at once.
         b2.send_signal(signal.SIGTERM)
         left = registry.until(lambda: "b-2" not in registry.workloads(), timeout=5)
+        assert left < 1.5
+
+
+def test_a_host_that_cannot_reach_etcd_registers_through_the_control_plane(
+    registry: Registry,
+) -> None:
+    """POST /v1/registrations on the control plane's CA address (TLS checked against
+    the mesh's root) with the workload's token, made beforehand as for any other
+    host; the control plane writes it into etcd under a lease the posts keep alive."""
+    made = registry.run(
+        "token", "create", "--workload", "b-3", "--state-dir", str(registry.state_dir)
+    )
+    assert made.returncode == 0, made.stderr
+    caller = registry.run(
+        "token", "create", "--workload", "a-1", "--state-dir", str(registry.state_dir)
+    )
+    assert caller.returncode == 0, caller.stderr
+    ca = f"https://127.0.0.1:{registry.ca}/v1/registrations"
+    root = str(registry.state_dir / "ca" / "root-cert.pem")
+    entry = {"name": "b-3", "service": "b", "address": "127.0.0.1", "port": free_port()}
+    with httpx.Client(verify=ssl.create_default_context(cafile=root), timeout=5) as client:
+        refused = client.post(ca, json={"workload": entry}, headers={"Authorization": "Bearer x"})
+        assert refused.status_code == 401, refused.text
+        other = client.post(
+            ca,
+            json={"workload": entry},
+            headers={"Authorization": f"Bearer {caller.stdout.strip()}"},
+        )
+        assert other.status_code == 403 and "a-1" in other.text, other.text
+        bad = client.post(
+            ca,
+            json={"workload": {**entry, "port": "eighty"}},
+            headers={"Authorization": f"Bearer {made.stdout.strip()}"},
+        )
+        assert bad.status_code == 422 and "workload.port" in bad.text, bad.text
+    assert "b-3" not in registry.workloads()
+
+    port, app, outbound = free_port(), free_port(), free_port()
+    with backend("b-3", app):
+        sidecar = registry.sidecar("b-3", "b", port, app, outbound, rest=True)
+        registry.until(lambda: "b-3" in registry.workloads())
+        # Kept while it posts (past several TTLs), gone at once on a clean stop.
+        time.sleep(LEASE_TTL_S * 2)
+        assert "b-3" in registry.workloads()
+        sidecar.send_signal(signal.SIGTERM)
+        left = registry.until(lambda: "b-3" not in registry.workloads(), timeout=5)
         assert left < 1.5
