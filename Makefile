@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-deps lint typecheck unit demo clean bench bench-dataplane bench-controlplane bench-deps bench-footprint etcd etcd-stop
+.PHONY: test test-deps lint typecheck unit demo clean bench bench-dataplane bench-controlplane bench-deps bench-footprint bench-ondemand etcd etcd-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,7 +83,10 @@ bench-controlplane: $(STAMP) test-deps
 bench-footprint: $(STAMP)
 	$(BIN)/python -m bench.footprint
 
-bench: bench-dataplane bench-controlplane bench-footprint
+bench-ondemand: $(STAMP)
+	$(BIN)/python -m bench.on_demand
+
+bench: bench-dataplane bench-controlplane bench-footprint bench-ondemand
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -499,14 +499,23 @@ class _TimedStatusBoard(StatusBoard):
                 change.cpu_s = time.process_time() - change.cpu0
 
     def sync_counts(self) -> tuple[int, int]:
-        """(connected proxies, connected proxies that ACKed all four types)."""
+        """(connected proxies, connected proxies that ACKed everything of the four
+        types every proxy has, and of virtual hosts when on demand)."""
         connected = synced = 0
         for proxy in self.proxies.values():
             if proxy.connected:
                 connected += 1
-                if proxy.synced and len(proxy.types) == len(ResourceType):
+                if proxy.synced and set(proxy.types) >= _EVERY_PROXY_HAS:
                     synced += 1
         return connected, synced
+
+
+_EVERY_PROXY_HAS = {
+    ResourceType.CLUSTER,
+    ResourceType.ENDPOINT,
+    ResourceType.LISTENER,
+    ResourceType.ROUTE,
+}
 
 
 def _usage() -> dict[str, float]:
