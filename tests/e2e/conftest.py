@@ -20,7 +20,9 @@ PARALLEL = {
     "test_egress",
     "test_gateway_api",
     "test_local",
+    "test_on_demand",
     "test_tracing",
+    "test_traffic",
     "test_transparent_capture",
 }
 """Modules that check what the mesh does, not how fast or how reliably under load: they
