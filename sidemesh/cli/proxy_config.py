@@ -15,6 +15,7 @@ from rich.table import Table
 
 from sidemesh.cli.api_client import ApiUnreachable, get_json
 from sidemesh.envoy import ResourceType
+from sidemesh.envoy.outbound.demand import route_config_of
 from sidemesh.telemetry.admin import admin_client_sync
 
 # Where each type sits in Envoy's /config_dump, and the key of the resource in it.
@@ -69,9 +70,7 @@ def _with_virtual_hosts_inline(types: dict[str, Any]) -> dict[str, Any]:
     for name, sent in (types.get("routes") or {}).items():
         config = dict(sent["config"])
         if "vhds" in config:
-            mine = sorted(
-                (n, v["config"]) for n, v in vhosts.items() if n.rsplit("/", 1)[0] == name
-            )
+            mine = sorted((n, v["config"]) for n, v in vhosts.items() if route_config_of(n) == name)
             config["virtual_hosts"] = list(config.get("virtual_hosts", [])) + [c for _, c in mine]
         routes[name] = {**sent, "config": config}
     return {**types, "routes": routes}

@@ -21,7 +21,7 @@ from cryptography import x509
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from sidemesh.envoy import Resource, ResourceType
-from sidemesh.envoy.outbound.demand import host_of
+from sidemesh.envoy.outbound.demand import host_of, route_config_of
 from sidemesh.envoy.proxy import ADMIN_SOCKET_METADATA
 from sidemesh.envoy.resources import ADS_ORDER
 from sidemesh.model.refs import SPIFFE_SCHEME
@@ -496,7 +496,7 @@ class _DeltaStream(_Stream):
         self._vhosts_waiting = False
         for name in sorted(resources):
             res = resources[name]
-            wanted = state.wildcard or _vhds_namespace(name) in namespaces or name in aliases_of
+            wanted = state.wildcard or route_config_of(name) in namespaces or name in aliases_of
             if not wanted or (state.sent.get(name) == res.version and name not in aliases_of):
                 continue
             if not self._clusters_sent(res, snapshot):
@@ -545,12 +545,6 @@ class _DeltaStream(_Stream):
                 if sent_endpoints.get(assignment) in (None, ABSENT):
                     return False
         return True
-
-
-def _vhds_namespace(name: str) -> str:
-    """The route configuration a VHDS name belongs to (``outbound-http/x`` → the part
-    before the last slash; a host has none)."""
-    return name.rsplit("/", 1)[0] if "/" in name else name
 
 
 def peer_spiffe_id(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:

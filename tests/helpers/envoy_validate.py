@@ -20,6 +20,7 @@ from sidemesh.agent.envoy_binary import find_envoy
 from sidemesh.envoy import ProxyResources, ResourceType
 from sidemesh.envoy.bootstrap import runtime, sds_cluster
 from sidemesh.envoy.filters import HCM_FILTER
+from sidemesh.envoy.outbound.demand import route_config_of
 from sidemesh.envoy.protos import packed
 
 
@@ -50,7 +51,7 @@ def inline_bootstrap(resources: ProxyResources) -> dict[str, Any]:
             config.virtual_hosts.extend(
                 vhost.message
                 for vhost_name, vhost in sorted(resources[ResourceType.VIRTUAL_HOST].items())
-                if vhost_name.rsplit("/", 1)[0] == name
+                if route_config_of(vhost_name) == name
             )
         routes[name] = config
     assignments = {name: r.message for name, r in resources[ResourceType.ENDPOINT].items()}

@@ -7,14 +7,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import grpc
 import pytest
-from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from sidemesh.envoy import ResourceType
 from sidemesh.model import MeshState
-from sidemesh.xds import AdsServer, Publisher, SnapshotCache, StatusBoard
-from tests.xds.test_server import CDS, EDS, LDS, RDS, REVIEWS_GRPC, Envoy, Plane, delta_resources
+from tests.xds.test_server import (
+    CDS,
+    EDS,
+    LDS,
+    RDS,
+    REVIEWS_GRPC,
+    Envoy,
+    Plane,
+    delta_resources,
+    serving,
+)
 
 VHDS = ResourceType.VIRTUAL_HOST
 API = "outbound|80||api.default"
@@ -23,29 +30,8 @@ ASK_API = "outbound-http/api.default"
 
 @pytest.fixture
 async def plane(multi_service_state: MeshState) -> AsyncIterator[Plane]:
-    cache = SnapshotCache()
-    status = StatusBoard()
-    publisher = Publisher(cache, multi_service_state)
-    ads = AdsServer(
-        cache,
-        status,
-        on_connect=publisher.proxy_connected,
-        on_disconnect=publisher.proxy_disconnected,
-        on_demand=publisher.hosts_asked,
-    )
-    server = grpc.aio.server()
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    plane = Plane(multi_service_state, cache, status, publisher, channel)
-    try:
-        yield plane
-    finally:
-        for client in plane.clients:
-            await client.close()
-        await channel.close()
-        await server.stop(None)
+    async with serving(multi_service_state, on_demand=True) as made:
+        yield made
 
 
 async def _connected(plane: Plane) -> tuple[Envoy, set[str]]:

@@ -224,18 +224,19 @@ class Plane:
         return client
 
 
-@pytest.fixture
-async def plane(multi_service_state: MeshState) -> AsyncIterator[Plane]:
+@contextlib.asynccontextmanager
+async def serving(state: MeshState, *, on_demand: bool) -> AsyncIterator[Plane]:
+    """The control plane's xDS pieces wired as controlplane.py wires them, on a real
+    gRPC server on 127.0.0.1; every client a test opens is closed after it."""
     cache = SnapshotCache()
     status = StatusBoard()
-    # The protocol as such: every proxy is sent the whole mesh (on demand has its own
-    # tests, in test_on_demand.py).
-    publisher = Publisher(cache, multi_service_state, on_demand=False)
+    publisher = Publisher(cache, state, on_demand=on_demand)
     ads = AdsServer(
         cache,
         status,
         on_connect=publisher.proxy_connected,
         on_disconnect=publisher.proxy_disconnected,
+        on_demand=publisher.hosts_asked,
     )
     server = grpc.aio.server()
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
@@ -243,7 +244,7 @@ async def plane(multi_service_state: MeshState) -> AsyncIterator[Plane]:
     assert port != 0
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    plane = Plane(multi_service_state, cache, status, publisher, channel)
+    plane = Plane(state, cache, status, publisher, channel)
     try:
         yield plane
     finally:
@@ -251,6 +252,14 @@ async def plane(multi_service_state: MeshState) -> AsyncIterator[Plane]:
             await client.close()
         await channel.close()
         await server.stop(grace=None)
+
+
+@pytest.fixture
+async def plane(multi_service_state: MeshState) -> AsyncIterator[Plane]:
+    # The protocol as such: every proxy is sent the whole mesh (on demand has its own
+    # tests, in test_on_demand.py).
+    async with serving(multi_service_state, on_demand=False) as made:
+        yield made
 
 
 # helpers

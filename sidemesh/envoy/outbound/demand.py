@@ -67,6 +67,12 @@ def alias(host: str) -> str:
     return ALIAS_PREFIX + host
 
 
+def route_config_of(name: str) -> str:
+    """The route configuration a VHDS name belongs to: the part before the last slash
+    (a host has none, a route configuration's name may)."""
+    return name.rsplit("/", 1)[0] if "/" in name else name
+
+
 def host_of(name: str) -> str | None:
     """The Host an on-demand VHDS name asks for; None if the name is not one."""
     if not name.startswith(ALIAS_PREFIX):
