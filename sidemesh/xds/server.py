@@ -215,13 +215,11 @@ class _Stream:
         state.answered = snapshot
         self.server.callbacks.on_snapshot(self.node_id, snapshot.state_version)
         responses = [response] if response is not None else []
-        if self._vhosts_waiting and rtype is not ResourceType.VIRTUAL_HOST:
-            # Endpoints just went out: the virtual hosts that waited for them may follow.
-            vhosts = self.types[ResourceType.VIRTUAL_HOST]
-            more = self._response(ResourceType.VIRTUAL_HOST, vhosts, snapshot, None)
-            if more is not None:
-                responses.append(more)
-        return responses
+        return responses + self._follow_ups(rtype, snapshot)
+
+    def _follow_ups(self, rtype: ResourceType, snapshot: Snapshot) -> list[Any]:
+        """What may go out once a response to ``rtype`` has (none by default)."""
+        return []
 
     def _notify(self) -> None:
         if not self._changed_queued:  # one push covers any number of changes
@@ -357,6 +355,9 @@ class _SotwStream(_Stream):
         )
 
 
+_HELD_REMOVALS = (ResourceType.CLUSTER, ResourceType.ENDPOINT)
+
+
 class _DeltaStream(_Stream):
     """Delta: each response holds only what changed, and the names removed."""
 
@@ -367,6 +368,46 @@ class _DeltaStream(_Stream):
         super().__init__(server, context)
         self._answered: dict[str, str] = {}
         """Each Host asked for on demand and answered, with the answer's version."""
+        self._holding_removals = False
+        """Within a push: clusters and endpoints gone from the snapshot stay on the
+        proxy until the routes that stop using them went out (make before break)."""
+        self._removals_held: set[ResourceType] = set()
+
+    def _on_snapshot(self) -> list[Any]:
+        # A route that stopped sending to a cluster reaches Envoy after the clusters
+        # do (ADS order), so removing the cluster in the same pass would leave the old
+        # route pointing at nothing for a moment: requests it sends there answer 500.
+        self._holding_removals = True
+        try:
+            out = super()._on_snapshot()
+        finally:
+            self._holding_removals = False
+        if self._snapshot is not None and not self._vhosts_waiting:
+            out += self._removals(self._snapshot)
+        return out
+
+    def _follow_ups(self, rtype: ResourceType, snapshot: Snapshot) -> list[Any]:
+        if not self._vhosts_waiting or rtype is ResourceType.VIRTUAL_HOST:
+            return []
+        # Endpoints just went out: the virtual hosts that waited for them may follow,
+        # and after them the clusters no route uses any more.
+        vhosts = self.types[ResourceType.VIRTUAL_HOST]
+        more = self._response(ResourceType.VIRTUAL_HOST, vhosts, snapshot, None)
+        out = [more] if more is not None else []
+        if not self._vhosts_waiting:
+            out += self._removals(snapshot)
+        return out
+
+    def _removals(self, snapshot: Snapshot) -> list[Any]:
+        """The removals held back during a push, now that the routes went out."""
+        out = []
+        for rtype in (ResourceType.CLUSTER, ResourceType.ENDPOINT):
+            if rtype in self._removals_held:
+                self._removals_held.discard(rtype)
+                response = self._response(rtype, self.types[rtype], snapshot, None)
+                if response is not None:
+                    out.append(response)
+        return out
 
     def _subscribe(
         self,
@@ -444,6 +485,9 @@ class _DeltaStream(_Stream):
                     updated.append(res)
             elif have not in (None, ABSENT) or (have is None and not state.wildcard):
                 # Gone, or asked for by name but absent: say so once, or Envoy waits.
+                if self._holding_removals and have is not None and rtype in _HELD_REMOVALS:
+                    self._removals_held.add(rtype)
+                    continue
                 removed.append(name)
         first = not state.nonce
         if not updated and not removed and not first:

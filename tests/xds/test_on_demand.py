@@ -127,3 +127,29 @@ async def test_a_reconnected_sidecar_is_told_which_virtual_hosts_it_no_longer_ho
     await envoy.delta_request(VHDS, initial={stale: "0123"})
     vhds = await envoy.expect(VHDS)
     assert stale in vhds.removed_resources
+
+
+async def test_a_cluster_leaves_only_after_the_routes_that_used_it(plane: Plane) -> None:
+    """Make before break: the routes that stop sending to a cluster go out before the
+    cluster's removal, or the old route sends requests to nothing (500) meanwhile."""
+    envoy, _ = await _connected(plane)
+    await envoy.delta_request(VHDS, [ASK_API])
+    await envoy.ack(await envoy.expect(CDS))
+    await envoy.delta_request(EDS, [API])
+    await envoy.ack(await envoy.expect(EDS))
+    await envoy.ack(await envoy.expect(VHDS))
+
+    gone = MeshState(
+        2,
+        plane.state.mesh,
+        {k: v for k, v in plane.state.services.items() if k[0] != "api"},
+        {k: v for k, v in plane.state.workloads.items() if v.service != "api"},
+        plane.state.gateways,
+        plane.state.policies,
+    ).reuse_unchanged(plane.state)
+    plane.publisher.update_state(gone)
+    pushed = await envoy.drain()
+    order = [(r.type_url, name) for r in pushed for name in r.removed_resources]
+    cluster_removed = order.index((CDS.url, API))
+    assert order.index((EDS.url, API)) > cluster_removed
+    assert any(url == VHDS.url for url, _ in order[:cluster_removed]), order

@@ -649,14 +649,15 @@ async def test_delta_removed_service_removes_its_cluster(
     assert DB in delta_resources(before[CDS])
 
     plane.publisher.update_state(without_service(multi_service_state, "db"))
-    cds = await envoy.expect(CDS)  # clusters come first (ADS order)
+    pushed = await envoy.drain()
+    # Removals come last, after the listeners and routes that stop using db.
+    assert [r.type_url for r in pushed][-2:] == [CDS.url, EDS.url]
+    cds, eds = pushed[-2:]
     assert list(cds.removed_resources) == [DB]
     assert not cds.resources
-    rest = await envoy.drain()
-    eds = [r for r in rest if r.type_url == EDS.url]
     # Envoy subscribed to db's endpoints by name: it is told they are gone too.
-    assert [list(r.removed_resources) for r in eds] == [[DB]]
-    assert all(not r.resources for r in eds)
+    assert list(eds.removed_resources) == [DB] and not eds.resources
+    assert all(r.type_url not in (CDS.url, EDS.url) for r in pushed[:-2])
 
 
 async def test_delta_reconnect_with_current_cluster_versions_gets_nothing_new(
