@@ -28,7 +28,7 @@ from sidemesh.identity.ca import IssuedCertificate, write_private
 from sidemesh.identity.csr import CsrForAnotherIdentity
 from sidemesh.identity.service import SigningService
 from tests.helpers.harness import Mesh
-from tests.helpers.net import free_port
+from tests.helpers.net import free_port, wait_listening
 from tests.identity.test_csr import make_csr
 
 CLIENT_ID = "spiffe://test.local/ns/default/sa/a"
@@ -356,6 +356,7 @@ def test_an_unauthenticated_client_of_a_strict_tcp_port_never_reaches_the_app(
             mesh.start_sidecar(name)
         mesh.wait_synced()
         endpoint = mesh.workloads["db-1"].port
+        wait_listening(endpoint)  # a connection opened and closed reaches no app either
         with socket.create_connection(("127.0.0.1", endpoint), timeout=5) as raw:
             raw.sendall(b"plaintext, no TLS\r\n")
             raw.settimeout(2)

@@ -55,6 +55,21 @@ def free_port() -> int:
         return port
 
 
+def wait_listening(port: int, timeout: float = 20) -> None:
+    """Until something accepts connections on 127.0.0.1:``port``. An Envoy ACKs a
+    listener before it starts accepting on it (it warms first: its certificate
+    arrives over SDS), so a synced sidecar may still refuse a moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing accepts on 127.0.0.1:{port}") from None
+            time.sleep(0.05)
+
+
 def admin_get(
     socket_path: str | Path, path: str, params: dict[str, str] | None = None, timeout: float = 5
 ) -> httpx.Response:
