@@ -89,6 +89,7 @@ from rich.table import Table
 
 from bench.xds_client import ClientStats, run_clients, stop_clients
 from sidemesh.envoy import ProxyId, ResourceType, Translator
+from sidemesh.envoy.outbound.demand import Reason
 from sidemesh.model import (
     MeshConfig,
     MeshState,
@@ -598,17 +599,27 @@ async def _serve(conn: Connection, services: int, workloads: int, on_demand: boo
                     elif command == "policies":
                         new = with_policies(publisher.state, services)
                         what = f"+{services} HTTPRoutes, +{services} BackendPolicies"
-                        rtypes = (ResourceType.CLUSTER, ResourceType.ROUTE)
+                        # On demand a service's routes are its virtual hosts (VHDS).
+                        rtypes = (
+                            (ResourceType.VIRTUAL_HOST,)
+                            if on_demand
+                            else (ResourceType.CLUSTER, ResourceType.ROUTE)
+                        )
                     else:
                         k = message[1]
                         new = edited_state(publisher.state, k, services)
                         i, weights = route_edit(services, k)
                         what = f"HTTPRoute {service_name(i)} {weights[0]}/{weights[1]}"
-                        rtypes = (ResourceType.ROUTE,)
+                        rtypes = (ResourceType.VIRTUAL_HOST if on_demand else ResourceType.ROUTE,)
                     connected, _ = board.sync_counts()
+                    # On demand only the proxies holding the service are pushed anything:
+                    # its endpoints to those holding it, its routes to those calling it.
                     if on_demand and command == "change":
-                        # Only the proxies holding the service are pushed anything.
                         connected = len(publisher.holding(_changed_service(services, workloads, k)))
+                    elif on_demand and command == "edit_route":
+                        connected = len(
+                            _routing_to(publisher, ServiceKey(service_name(i), NAMESPACE))
+                        )
                     change = _Change(
                         version=new.version,
                         workload=what,
@@ -666,6 +677,16 @@ async def _serve(conn: Connection, services: int, workloads: int, on_demand: boo
                 conn.send(("error", traceback.format_exc()))
     finally:
         await server.stop(grace=1.0)
+
+
+def _routing_to(publisher: Publisher, key: ServiceKey) -> list[str]:
+    """The proxies on demand holding ``key``'s routes (not only its clusters, as the
+    backend of another service's route)."""
+    return [
+        node
+        for node in publisher.holding(key)
+        if (publisher.held(node) or {}).get(key) is not Reason.BACKEND
+    ]
 
 
 def _changed_service(services: int, workloads: int, k: int) -> ServiceKey:
@@ -854,7 +875,7 @@ async def run_xds(opts: Options, mode: str, stamp: str, console: Console) -> dic
             result["profile"] = {"file": str(path), "top": text}
         result["changes"] = changes
         result["usage_end"] = (await server.call(("usage",)))[1]
-        if opts.policy_edits and mode != "ondemand":
+        if opts.policy_edits:
             result["usage_before_policies"] = result["usage_end"]
             console.print(
                 f"  {mode}: adding one HTTPRoute and one BackendPolicy per service, then "

@@ -33,6 +33,12 @@ def stat_prefix(name: str) -> str:
     return name.replace("|", "_").replace(".", "_")
 
 
+def rate_limit_stat(service: ServiceKey, route: int | None = None) -> str:
+    """The stat prefix of a service's rate limit, or of its ``route``-th route's."""
+    name = f"rate_limit|{service}" if route is None else f"rate_limit|{service}|route-{route}"
+    return stat_prefix(name)
+
+
 def upstream_listener(port: int, key: ServiceKey) -> str:
     return f"upstream|{port}|{key}"
 

@@ -69,6 +69,7 @@ from sidemesh.envoy.inbound import (
 from sidemesh.envoy.inbound.authentication import jwks_cluster, jwks_uris, jwt_authentication
 from sidemesh.envoy.inbound.authorization import rbac_filters
 from sidemesh.envoy.inbound.rate_limit import local_rate_limit
+from sidemesh.envoy.inbound.routes import route_rate_limits
 from sidemesh.envoy.observability import ProxyTelemetry, collector_cluster
 from sidemesh.envoy.outbound import (
     WorkloadEndpoint,
@@ -1226,10 +1227,13 @@ def _build_inbound_listener(key: _InboundListenerKey) -> Resource:
                 else ()
             ),
             local_ratelimit=(
-                local_rate_limit(f"rate_limit|{key.service}", key.rate_limit)
-                if key.rate_limit is not None
+                local_rate_limit(key.service, key.rate_limit)
+                if key.rate_limit is not None and key.port.protocol.is_http
                 else None
             ),
+        ),
+        route_limits=(
+            route_rate_limits(key.service, key.rate_limit) if key.rate_limit is not None else ()
         ),
         telemetry=key.telemetry,
         bind_to_port=not key.capture,

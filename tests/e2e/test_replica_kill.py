@@ -1,5 +1,5 @@
-"""A replica's sidecar dies under load: its callers retry on the other replica, and no
-request fails."""
+"""A replica's sidecar dies under load: its callers retry on the other replica and eject
+the dead one after a few failed connects, and no request fails."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tests.helpers.net import backend
 from tests.helpers.processes import alive, descendants
 
 LOAD = Path(__file__).parent.parent / "helpers" / "apps" / "load.py"
-RATE = 250
+RATE = 300
 SECONDS = 4.0
 KILL_AFTER_S = 1.5
 APP_DELAY_S = 0.04
@@ -34,6 +34,8 @@ RETRY_STATS = (
     "upstream_rq_retry_limit_exceeded",
     "upstream_cx_connect_fail",
     "upstream_rq_503",
+    "outlier_detection.ejections_enforced_total",
+    "outlier_detection.ejections_detected_consecutive_local_origin_failure",
 )
 
 
@@ -48,7 +50,11 @@ def _envoy_pid(sidecar_pid: int) -> int:
 
 
 def _cluster_stats(mesh: Mesh, workload: str) -> dict[str, int]:
-    text = mesh.workloads[workload].admin("/stats", {"filter": "retry|cx_connect_fail|rq_503"}).text
+    text = (
+        mesh.workloads[workload]
+        .admin("/stats", {"filter": "retry|cx_connect_fail|rq_503|ejections"})
+        .text
+    )
     out = {}
     for line in text.splitlines():
         name, _, value = line.partition(": ")
@@ -126,3 +132,7 @@ def _run_and_kill(mesh: Mesh, victim: str) -> None:
     assert result["answeredBy"].get("b-2", 0) > 0, "b-2 served nothing before the kill"
     assert result["outcomes"] == {"200": result["sent"]}, result["examples"]
     assert stats.get("upstream_rq_retry_overflow", 0) == 0
+    # The dead replica is ejected after a few failed connects, not retried around for
+    # the rest of the run.
+    assert stats.get("outlier_detection.ejections_enforced_total", 0) >= 1, stats
+    assert stats.get("upstream_rq_retry", 0) < 50, stats

@@ -302,3 +302,43 @@ def test_a_rate_limit_answers_429_with_retry_after_and_counts_it(tmp_path: Path)
     assert {r.headers.get("retry-after") for r in replies if r.status_code == 429} == {"30"}
     stats = mesh.workloads["b-1"].admin("/stats?filter=rate_limited").text
     assert any(line.endswith(": 7") for line in stats.splitlines()), stats
+
+
+def test_a_route_rate_limit_has_its_own_bucket_and_counter(tmp_path: Path) -> None:
+    """A login path limited to 2 per 30 s answers 429 on its third request, while the
+    service's own bucket (5 per 30 s) is untouched by those and limits the rest."""
+    mesh = Mesh(tmp_path)
+    mesh.add("a-1", "a")
+    mesh.add("b-1", "b")
+    mesh.policies = [
+        _policy(
+            """
+            rateLimit:
+              requests: 5
+              per: 30s
+              routes:
+                - match: {path: {type: PathPrefix, value: /login}, method: POST}
+                  requests: 2
+                  per: 30s
+            """
+        )
+    ]
+    _start(mesh, answering=False)
+    port = mesh.workloads["a-1"].outbound_port
+    with httpx.Client(timeout=10, headers={"Host": "b"}) as client:
+        logins = [client.post(f"http://127.0.0.1:{port}/login/form") for _ in range(4)]
+        # A GET of the same path is not the route's: the service's bucket takes it.
+        pages = [client.get(f"http://127.0.0.1:{port}/login") for _ in range(6)]
+    login_codes = Counter(r.status_code for r in logins)
+    page_codes = Counter(r.status_code for r in pages)
+    print(f"POST /login/form x4: {login_codes}; GET x6: {page_codes}")
+    assert [r.status_code for r in logins] == [200, 200, 429, 429]
+    assert logins[-1].headers.get("retry-after") == "30"
+    assert page_codes == {200: 5, 429: 1}
+    stats = mesh.workloads["b-1"].admin("/stats?filter=rate_limited").text
+    counted = {
+        line.split(".")[0]: int(line.rsplit(": ", 1)[1])
+        for line in stats.splitlines()
+        if ": " in line
+    }
+    assert counted == {"rate_limit_b_default_route-0": 2, "rate_limit_b_default": 1}, stats

@@ -123,10 +123,18 @@ spec:
   targetRefs: [{name: reviews}]
   loadBalancer: {type: RingHash, hashOn: {cookie: {name: session, ttl: 1h}}}
   connectionPool: {maxConnections: 100, maxPendingRequests: 10, maxRequests: 200}
-  outlierDetection: {consecutive5xxErrors: 3, consecutiveGatewayErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50}
+  outlierDetection: {consecutive5xxErrors: 3, consecutiveGatewayErrors: 2, consecutiveLocalOriginFailures: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50}
   healthCheck: {path: /healthz, interval: 2s, timeout: 500ms}
   retryBudget: {percent: 20, minRetryConcurrency: 5}
-  rateLimit: {requests: 100, per: 1s, burst: 200}
+  rateLimit:
+    requests: 100
+    per: 1s
+    burst: 200
+    routes:
+      - match: {path: {type: PathPrefix, value: /login}, method: POST}
+        requests: 5
+        per: 1m
+      - {match: {path: {type: Exact, value: /search}}, requests: 50}
 ---
 apiVersion: sidemesh.io/v1alpha1
 kind: BackendPolicy
@@ -135,6 +143,7 @@ spec:
   targetRefs: [{name: ratings}]
   loadBalancer: {type: Maglev, hashOn: {header: x-user}}
   connectionPool: {maxRetries: 3}
+  rateLimit: {routes: [{match: {headers: [{name: x-tier, value: free}]}, requests: 1}]}
 ---
 apiVersion: sidemesh.io/v1alpha1
 kind: BackendPolicy

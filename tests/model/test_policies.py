@@ -351,6 +351,33 @@ def test_a_service_selects_workloads_by_labels_beside_those_naming_it() -> None:
             "spec.loadBalancer: Value error, RingHash needs hashOn",
         ),
         (
+            textwrap.dedent(
+                """
+                apiVersion: sidemesh.io/v1alpha1
+                kind: BackendPolicy
+                metadata: {name: p}
+                spec:
+                  targetRefs: [{name: reviews}]
+                  rateLimit: {per: 1s}
+                """
+            ),
+            "spec.rateLimit: Value error, needs requests (for the whole service) or routes, or both",
+        ),
+        (
+            textwrap.dedent(
+                """
+                apiVersion: sidemesh.io/v1alpha1
+                kind: BackendPolicy
+                metadata: {name: p}
+                spec:
+                  targetRefs: [{name: reviews}]
+                  rateLimit:
+                    routes: [{match: {path: {type: RegularExpression, value: '/(?=a)b'}}, requests: 1}]
+                """
+            ),
+            "spec.rateLimit.routes[0].match.path.value: '/(?=a)b' is not a valid RE2 regex",
+        ),
+        (
             _external("hosts: [reviews.default]\n  ports: [{port: 80}]"),
             "(ExternalService default/x) spec.hosts[0]: 'reviews.default' is the name of mesh service reviews.default",
         ),

@@ -3,6 +3,8 @@ unless mTLS is STRICT, plaintext callers) reach it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
@@ -11,7 +13,7 @@ from google.protobuf import wrappers_pb2
 
 from sidemesh.envoy import names
 from sidemesh.envoy.filters import ROUTER_ONLY, HttpFilters, http_connection_manager, tcp_proxy
-from sidemesh.envoy.inbound.routes import inbound_route_config
+from sidemesh.envoy.inbound.routes import RateLimitedRoute, inbound_route_config
 from sidemesh.envoy.observability import ProxyTelemetry
 from sidemesh.envoy.protos import packed, socket_address
 from sidemesh.envoy.tls import TLS_INSPECTOR, downstream_mtls
@@ -30,6 +32,7 @@ def inbound_listener(
     filters: HttpFilters = ROUTER_ONLY,
     telemetry: ProxyTelemetry | None = None,
     bind_to_port: bool = True,
+    route_limits: Sequence[RateLimitedRoute] = (),
 ) -> listener_pb2.Listener:
     """STRICT: one mTLS filter chain. PERMISSIVE: a TLS inspector picks the mTLS chain
     for TLS connections and a plaintext one for the rest. DISABLE: plaintext only.
@@ -40,7 +43,7 @@ def inbound_listener(
         network_filter = http_connection_manager(
             names.stat_prefix(name),
             filters,
-            route_config=inbound_route_config(name, cluster),
+            route_config=inbound_route_config(name, cluster, route_limits),
             inbound=True,
             telemetry=telemetry,
         )

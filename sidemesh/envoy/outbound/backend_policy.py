@@ -13,6 +13,7 @@ from google.protobuf import wrappers_pb2
 from sidemesh.envoy.protos import seconds
 from sidemesh.model.base import parse_duration
 from sidemesh.model.policy.backend import (
+    DEFAULT_OUTLIER_DETECTION,
     BackendSettings,
     ConnectionPool,
     HashOn,
@@ -50,8 +51,9 @@ def apply_backend_settings(
     out.circuit_breakers.CopyFrom(
         circuit_breakers(settings.connection_pool, settings.retry_budget or DEFAULT_RETRY_BUDGET)
     )
-    if settings.outlier_detection is not None:
-        out.outlier_detection.CopyFrom(outlier_detection(settings.outlier_detection))
+    out.outlier_detection.CopyFrom(
+        outlier_detection(settings.outlier_detection or DEFAULT_OUTLIER_DETECTION)
+    )
     if settings.health_check is not None:
         out.health_checks.append(health_check(settings.health_check, host))
 
@@ -95,6 +97,18 @@ def outlier_detection(policy: OutlierDetection) -> outlier_detection_pb2.Outlier
     if policy.consecutive_gateway_errors:
         out.consecutive_gateway_failure.value = policy.consecutive_gateway_errors
         out.enforcing_consecutive_gateway_failure.value = 100
+    # Failures to reach a workload are the caller sidecar's own (local origin) and
+    # count apart from what the workload answers.
+    out.split_external_local_origin_errors = True
+    if policy.consecutive_local_origin_failures:
+        out.consecutive_local_origin_failure.value = policy.consecutive_local_origin_failures
+        out.enforcing_consecutive_local_origin_failure.value = 100
+    else:
+        out.enforcing_consecutive_local_origin_failure.value = 0
+    out.enforcing_local_origin_success_rate.value = 0
+    # Whatever the percentage, one workload may go: with two replicas (or a 10% cap
+    # under ten) a dead one would otherwise never be ejected.
+    out.always_eject_one_host.value = True
     # Success-rate ejection needs more traffic than a mesh of a few workloads has;
     # the consecutive-error rules above are what operators configure.
     out.enforcing_success_rate.value = 0

@@ -23,10 +23,11 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
-from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.matcher.v3 import regex_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
+from sidemesh.envoy.matches import header_matcher, route_match
 from sidemesh.envoy.protos import packed, seconds
 from sidemesh.model import ServiceKey
 from sidemesh.model.base import parse_duration
@@ -36,7 +37,6 @@ from sidemesh.model.policy.routes import (
     FilterType,
     GRPCRouteMatch,
     GRPCRouteRule,
-    HeaderMatch,
     HeaderModifier,
     HTTPBackendRef,
     HTTPRouteFilter,
@@ -101,7 +101,7 @@ def http_routes(
     for route_index, rule_index, namespace, base_name, rule in _rules(routes):
         for match_index, match in enumerate(rule.effective_matches):
             envoy_route = route_components_pb2.Route(
-                name=f"{base_name}/{match_index}", match=_http_match(match)
+                name=f"{base_name}/{match_index}", match=route_match(match)
             )
             _apply_rule(
                 envoy_route,
@@ -148,46 +148,6 @@ def _precedence(match: HTTPRouteMatch) -> tuple[int, ...]:
         -len(match.headers),
         -len(match.query_params),
     )
-
-
-def _http_match(match: HTTPRouteMatch) -> route_components_pb2.RouteMatch:
-    path = match.effective_path
-    out = route_components_pb2.RouteMatch()
-    if path.type is PathMatchType.EXACT:
-        out.path = path.value
-    elif path.type is PathMatchType.REGULAR_EXPRESSION:
-        out.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=path.value))
-    elif path.value.rstrip("/") == "":
-        out.prefix = "/"
-    else:
-        # Segment semantics: /v2 matches /v2 and /v2/x, never /v2example.
-        out.path_separated_prefix = path.value.rstrip("/")
-    out.headers.extend(_header_matcher(h) for h in match.headers)
-    if match.method:
-        out.headers.append(
-            route_components_pb2.HeaderMatcher(
-                name=":method", string_match=string_pb2.StringMatcher(exact=match.method)
-            )
-        )
-    for param in match.query_params:
-        out.query_parameters.append(
-            route_components_pb2.QueryParameterMatcher(
-                name=param.name, string_match=_string(param.type, param.value)
-            )
-        )
-    return out
-
-
-def _header_matcher(header: HeaderMatch) -> route_components_pb2.HeaderMatcher:
-    return route_components_pb2.HeaderMatcher(
-        name=header.name.lower(), string_match=_string(header.type, header.value)
-    )
-
-
-def _string(kind: StringMatchType, value: str) -> string_pb2.StringMatcher:
-    if kind is StringMatchType.REGULAR_EXPRESSION:
-        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=value))
-    return string_pb2.StringMatcher(exact=value)
 
 
 def _apply_rule(
@@ -442,7 +402,7 @@ def _grpc_match(match: GRPCRouteMatch) -> route_components_pb2.RouteMatch:
         service = method.service or "[^/]+"
         name = method.method or "[^/]+"
         out.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=f"/{service}/{name}"))
-    out.headers.extend(_header_matcher(h) for h in match.headers)
+    out.headers.extend(header_matcher(h) for h in match.headers)
     # gRPC is HTTP/2 POST with this content type; anything else is not this route's.
     out.grpc.SetInParent()
     return out

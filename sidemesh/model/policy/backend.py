@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 
 from sidemesh.model.base import Duration, Model
 from sidemesh.model.policy.common import ObjectMeta, TargetRef
+from sidemesh.model.policy.routes import HTTPRouteMatch
 
 SIDEMESH_API_VERSION = "sidemesh.io/v1alpha1"
 
@@ -72,11 +73,27 @@ class ConnectionPool(Model):
 
 
 class OutlierDetection(Model):
+    """Ejection of a workload that keeps failing. Answers from the workload (5xx,
+    gateway errors) count apart from failures to reach it at all (connection refused
+    or reset, no answer in time), which the caller's own sidecar sees: those eject a
+    workload after ``consecutiveLocalOriginFailures`` even with no policy."""
+
     consecutive_5xx_errors: int | None = Field(default=5, ge=0, alias="consecutive5xxErrors")
     consecutive_gateway_errors: int | None = Field(default=None, ge=0)
+    consecutive_local_origin_failures: int | None = Field(default=5, ge=0)
     interval: Duration = "10s"
     base_ejection_time: Duration = "30s"
     max_ejection_percent: int = Field(default=10, ge=0, le=100)
+
+
+DEFAULT_OUTLIER_DETECTION = OutlierDetection(
+    consecutive_5xx_errors=None, interval="1s", base_ejection_time="5s", max_ejection_percent=50
+)
+"""On for every service, policy or not: a workload the caller's sidecar failed to reach
+five times running (its sidecar died, its host went away) is left out for 5 s, then
+10 s, ... instead of costing every other request a retry until the registry drops it;
+at most half of a service's workloads at once (but always one). Its app's own answers
+eject nothing unless a policy says so."""
 
 
 class HealthCheck(Model):
@@ -97,14 +114,34 @@ class RetryBudget(Model):
     min_retry_concurrency: int = Field(default=25, ge=0)
 
 
-class RateLimit(Model):
-    """Inbound local rate limit (a token bucket in each of the service's sidecars):
-    ``requests`` per ``per``; past it, 429 with ``retry-after``."""
+class RouteRateLimit(Model):
+    """A bucket of its own for the requests ``match`` selects (a Gateway API route
+    match: path, method, headers, query params). It replaces the service's bucket for
+    them: a login path limited to 5 a minute does not also spend the service's."""
 
+    match: HTTPRouteMatch
     requests: int = Field(ge=1)
     per: Duration = "1s"
     burst: int | None = Field(default=None, ge=1)
+
+
+class RateLimit(Model):
+    """Inbound local rate limit (a token bucket in each of the service's sidecars):
+    ``requests`` per ``per``; past it, 429 with ``retry-after``. ``routes``: buckets for
+    some requests alone, the first whose match fits taking the request."""
+
+    requests: int | None = Field(default=None, ge=1)
+    """Left out: only the requests ``routes`` select are limited."""
+    per: Duration = "1s"
+    burst: int | None = Field(default=None, ge=1)
     """Bucket size; defaults to ``requests``."""
+    routes: tuple[RouteRateLimit, ...] = ()
+
+    @model_validator(mode="after")
+    def _limits_something(self) -> RateLimit:
+        if self.requests is None and not self.routes:
+            raise ValueError("needs requests (for the whole service) or routes, or both")
+        return self
 
 
 class BackendSettings(Model):

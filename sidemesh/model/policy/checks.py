@@ -34,6 +34,7 @@ from sidemesh.model.policy.routes import (
     GRPCRoute,
     HTTPRoute,
     HTTPRouteFilter,
+    HTTPRouteMatch,
     PathMatchType,
     StringMatchType,
 )
@@ -285,14 +286,7 @@ def _check_http_route(
     for i, rule in enumerate(route.spec.rules):
         at = f"{label} spec.rules[{i}]"
         for j, match in enumerate(rule.matches):
-            if match.path is not None and match.path.type is PathMatchType.REGULAR_EXPRESSION:
-                _regex(match.path.value, f"{at}.matches[{j}].path.value", found)
-            for k, header in enumerate(match.headers):
-                if header.type is StringMatchType.REGULAR_EXPRESSION:
-                    _regex(header.value, f"{at}.matches[{j}].headers[{k}].value", found)
-            for k, param in enumerate(match.query_params):
-                if param.type is StringMatchType.REGULAR_EXPRESSION:
-                    _regex(param.value, f"{at}.matches[{j}].queryParams[{k}].value", found)
+            _check_match_regexes(match, f"{at}.matches[{j}]", found)
         refs = rule.backend_refs
         _check_rule_backends(refs, namespace, f"{at}.backendRefs", services, found)
         if any(p.is_gateway for p in route.spec.parent_refs):
@@ -391,6 +385,17 @@ def _check_hostnames(hostnames: Sequence[str], label: str, found: Findings) -> N
         )
 
 
+def _check_match_regexes(match: HTTPRouteMatch, at: str, found: Findings) -> None:
+    if match.path is not None and match.path.type is PathMatchType.REGULAR_EXPRESSION:
+        _regex(match.path.value, f"{at}.path.value", found)
+    for k, header in enumerate(match.headers):
+        if header.type is StringMatchType.REGULAR_EXPRESSION:
+            _regex(header.value, f"{at}.headers[{k}].value", found)
+    for k, param in enumerate(match.query_params):
+        if param.type is StringMatchType.REGULAR_EXPRESSION:
+            _regex(param.value, f"{at}.queryParams[{k}].value", found)
+
+
 def _regex(pattern: str, at: str, found: Findings) -> None:
     """Compiled with RE2, the engine Envoy uses: Python's ``re`` accepts what Envoy
     refuses (backreferences, lookaround)."""
@@ -445,6 +450,9 @@ def _check_backend_policy(
     found: Findings,
 ) -> None:
     namespace = policy.metadata.namespace or ""
+    limit = policy.spec.rate_limit
+    for j, route in enumerate(limit.routes if limit is not None else ()):
+        _check_match_regexes(route.match, f"{label} spec.rateLimit.routes[{j}].match", found)
     for i, target in enumerate(policy.spec.target_refs):
         at = f"{label} spec.targetRefs[{i}]"
         if target.kind != "Service" or target.group != "":
