@@ -173,11 +173,13 @@ def test_tokens_are_checked_their_claims_authorize_and_a_missing_key_set_fails_c
 def test_an_optional_token_lets_a_request_through_without_one_or_a_spoofed_header(
     tmp_path: Path, required: bool
 ) -> None:
+    """The key set from a file (``jwksFile``), which the callee's Envoy reads itself."""
     issuer = Issuer()
     mesh = Mesh(tmp_path)
     mesh.add("a-1", "a")
     mesh.add("b-1", "b")
-    jwks = issuer.jwks().replace('"', '\\"')
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(issuer.jwks())
     mesh.policies = [
         textwrap.dedent(
             f"""
@@ -187,7 +189,7 @@ def test_an_optional_token_lets_a_request_through_without_one_or_a_spoofed_heade
             spec:
               targetRefs: [{{name: b}}]
               required: {str(required).lower()}
-              jwtRules: [{{issuer: "{issuer.name}", jwks: "{jwks}"}}]
+              jwtRules: [{{issuer: "{issuer.name}", jwksFile: "{jwks_file}"}}]
             """
         )
     ]
@@ -201,4 +203,6 @@ def test_an_optional_token_lets_a_request_through_without_one_or_a_spoofed_heade
     assert spoofed.status_code == 200
     assert "x-sidemesh-jwt-subject" not in seen[-1]
     assert not set(envoy_owned) & set(seen[-1]), seen[-1]
+    assert _call(mesh, "b", "/", issuer.token()).status_code == 200
+    assert seen[-1]["x-sidemesh-jwt-subject"] == "alice"  # checked against the file's keys
     assert _call(mesh, "b", "/", issuer.token(lifetime_s=-120)).status_code == 401
