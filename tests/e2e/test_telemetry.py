@@ -7,6 +7,7 @@ in a pseudo-terminal."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -91,6 +92,9 @@ def test_a_known_load_is_counted_once_per_edge_with_failures_and_delays_shown(
     assert float(acks.split()[-1]) >= 12  # 4 types to each of 3 proxies
 
 
+SIDEMESH = (sys.executable, "-m", "sidemesh")
+
+
 def test_a_stuck_proxy_holds_up_no_other_and_top_draws_live_rows(tmp_path: Path) -> None:
     mesh = Mesh(tmp_path)
     mesh.add("a-1", "a")
@@ -142,5 +146,27 @@ def test_a_stuck_proxy_holds_up_no_other_and_top_draws_live_rows(tmp_path: Path)
             os.close(leader)
         text = screen.decode(errors="replace")
         assert "b.default" in text and "rps" in text, text
+
+        # sidemesh stat: one snapshot, for scripts as JSON, filtered to one service.
+        snapshot = subprocess.run(
+            [*SIDEMESH, "stat", "--api", mesh.api_url, "--service", "b", "-o", "json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        data = json.loads(snapshot.stdout)
+        assert [s["service"] for s in data["services"]] == ["b.default"], data
+        assert data["services"][0]["requests"] >= 50, data
+        assert {w["source"] for w in data["workloads"]} >= {"a-1.default"}, data
+        edges = subprocess.run(
+            [*SIDEMESH, "stat", "--api", mesh.api_url, "--edges"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+            env={**os.environ, "COLUMNS": "160"},
+        )
+        assert "a-1.default" in edges.stdout and "b.default" in edges.stdout, edges.stdout
     finally:
         os.kill(envoy, signal.SIGCONT)
