@@ -208,8 +208,13 @@ class KubeTestServer:
     def bookmark(self) -> None:
         self._call(self._bookmark)
 
-    def open_watches(self) -> int:
-        return int(self._call(lambda: len(self._watches)))
+    def open_watches(self, kind: str | None = None) -> int:
+        """Watches open now (of ``kind`` only, if given)."""
+
+        def count() -> int:
+            return sum(kind is None or SERVED[w.collection][0] == kind for w in self._watches)
+
+        return int(self._call(count))
 
     def _collection_of(self, kind: str) -> str:
         return next(path for path, (k, _) in SERVED.items() if k == kind)

@@ -240,7 +240,7 @@ async def test_a_watch_dropped_mid_stream_resumes_from_its_resource_version(
     running: Running, server: KubeTestServer
 ) -> None:
     lists = server.list_requests
-    await running.until(lambda s: server.open_watches() >= 3)
+    await running.until(lambda s: server.open_watches() >= 3 and server.open_watches("Pod") >= 1)
     watches = len(server.watch_requests)
     resume_from = next(
         i for i in running.source.informers if i.resource.kind == "Pod"
@@ -256,7 +256,7 @@ async def test_a_compacted_resource_version_lists_again(
     running: Running, server: KubeTestServer
 ) -> None:
     pods = next(i for i in running.source.informers if i.resource.kind == "Pod")
-    await running.until(lambda s: server.open_watches() >= 3)
+    await running.until(lambda s: server.open_watches() >= 3 and server.open_watches("Pod") >= 1)
     server.compact()
     server.drop_watches()  # the resume now asks for a version the server forgot: 410
     server.apply(pod("reviews-v2-a", {"app": "reviews", "version": "v2"}, "10.1.0.12"))
@@ -269,7 +269,7 @@ async def test_bookmarks_move_the_resume_point_forward_without_a_change(
 ) -> None:
     pods = next(i for i in running.source.informers if i.resource.kind == "Pod")
     version = running.state.version
-    await running.until(lambda s: server.open_watches() >= 3)
+    await running.until(lambda s: server.open_watches() >= 3 and server.open_watches("Pod") >= 1)
     before = pods.resource_version
     server.bookmark()
     for _ in range(200):
