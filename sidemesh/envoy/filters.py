@@ -77,6 +77,8 @@ ON_DEMAND_FILTER = "envoy.filters.http.on_demand"
 FAULT_FILTER = "envoy.filters.http.fault"
 FORWARD_PROXY_FILTER = "envoy.filters.http.dynamic_forward_proxy"
 ROUTER_FILTER = "envoy.filters.http.router"
+ORIGINAL_DST_FILTER = "envoy.filters.listener.original_dst"
+"""A listener filter: a redirected connection's destination, as the app dialled it."""
 
 
 @dataclass(frozen=True)

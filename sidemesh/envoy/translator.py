@@ -41,7 +41,7 @@ long entries are kept is ``_Memo``'s business, explained there.
 from __future__ import annotations
 
 from collections import ChainMap, Counter
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -104,6 +104,7 @@ from sidemesh.envoy.outbound.egress import (
     passthrough_cluster,
 )
 from sidemesh.envoy.outbound.endpoints import Locality, for_caller, locality_of
+from sidemesh.envoy.outbound.listeners import CapturedTcp
 from sidemesh.envoy.proxy import ProxyId
 from sidemesh.envoy.resources import ADS_ORDER, Resource, ResourceType
 from sidemesh.errors import TranslationError
@@ -324,6 +325,8 @@ class _OutboundListenerKey(NamedTuple):
     """Calls may leave the mesh to any host (ALLOW_ANY): the chain resolves them."""
     on_demand: bool = False
     """The sidecar learns services as its app calls them (``outbound.demand``)."""
+    captured: tuple[CapturedTcp, ...] | None = None
+    """Its pod's outbound connections are redirected to it: these go to TCP services."""
 
 
 class _UpstreamListenerKey(NamedTuple):
@@ -567,6 +570,8 @@ class _Shared:
     outside_clusters: ResourceMap = field(default_factory=dict)
     """The clusters that lead out of the mesh (ExternalServices, the passthrough) or to
     the tracing collector: every caller has them, on demand or not."""
+    captured_tcp: Mapping[ServiceKey, tuple[CapturedTcp, ...]] = field(default_factory=dict)
+    """Each service with a TCP port: the addresses a captured app may dial it at."""
 
 
 class Translator:
@@ -658,7 +663,9 @@ class Translator:
             return self._for_gateway(shared, gateway)
         if requested is not None:
             return self._on_demand(shared, state, workload, requested)
-        clusters, listeners = self._sidecar_resources(state, workload)
+        clusters, listeners = self._sidecar_resources(
+            state, workload, captured=_dialled(shared.captured_tcp, shared.captured_tcp)
+        )
         return ProxyResources(
             {
                 ResourceType.CLUSTER: MappingProxyType(clusters),
@@ -750,6 +757,7 @@ class Translator:
             telemetry=settings_by_service(state.policies.telemetry, state.services),
             owners=owners,
             outside_clusters=MappingProxyType(outside),
+            captured_tcp=_captured_tcp(state),
         )
         self._shared = shared
         return shared
@@ -861,10 +869,16 @@ class Translator:
         return _resource(ResourceType.ROUTE, outbound_route_config(hosts))
 
     def _sidecar_resources(
-        self, state: MeshState, workload: Workload, *, on_demand: bool = False
+        self,
+        state: MeshState,
+        workload: Workload,
+        *,
+        on_demand: bool = False,
+        captured: tuple[CapturedTcp, ...] = (),
     ) -> tuple[dict[str, Resource], dict[str, Resource]]:
         """A sidecar's own clusters and listeners: its outbound side, then its inbound
-        side."""
+        side. ``captured``: the TCP destinations of the services it holds, which its
+        outbound listener takes if its pod's connections are redirected to it."""
         key = ServiceKey(workload.service, workload.namespace or "")
         service = state.services[key]
         clusters: dict[str, Resource] = {}
@@ -881,6 +895,7 @@ class Translator:
                     self._faults(state),
                     state.mesh.outbound_traffic_policy.mode is OutboundTrafficMode.ALLOW_ANY,
                     on_demand,
+                    captured if workload.sidecar.capture else None,
                 )
             ),
         )
@@ -929,7 +944,6 @@ class Translator:
         own side, the services it declares, those policies name it a caller of, those
         it asked for, and the backends their routes send to; each requested Host
         answered (a service's virtual host, a refusal, or the way out of the mesh)."""
-        clusters, listeners = self._sidecar_resources(state, workload, on_demand=True)
         namespace = workload.namespace or ""
         caller = _caller(state, workload)
         authorization = shared.authorization
@@ -959,9 +973,20 @@ class Translator:
             answers[name] = (host, called)
             if called is not None:
                 held.setdefault(called, Reason.ON_DEMAND)
+        if workload.sidecar.capture:
+            # A TCP connection names no Host to ask for: a captured app may dial any
+            # TCP service it may call, so its sidecar holds them all from the start.
+            for key in shared.captured_tcp:
+                held.setdefault(key, Reason.CAPTURED)
         held = {
             k: r for k, r in held.items() if k in self._steps and (k in upstreams or allowed(k))
         }
+        clusters, listeners = self._sidecar_resources(
+            state,
+            workload,
+            on_demand=True,
+            captured=_dialled(shared.captured_tcp, held),
+        )
 
         vhosts: dict[str, Resource] = {_ANCHOR.name: _ANCHOR}
         for key in held:
@@ -1172,6 +1197,40 @@ def _caller(state: MeshState, workload: Workload) -> Caller:
     return Caller(principal, workload.namespace or "", account)
 
 
+def _captured_tcp(state: MeshState) -> Mapping[ServiceKey, tuple[CapturedTcp, ...]]:
+    """Where a captured app may dial each TCP service port: its virtual addresses on
+    the service port, and each of its workloads on that workload's port."""
+    out: dict[ServiceKey, tuple[CapturedTcp, ...]] = {}
+    for key in sorted(state.services):
+        service = state.services[key]
+        tcp = [p for p in service.ports if not p.protocol.is_http]
+        if not tcp:
+            continue
+        by_port = endpoints_by_port(state.workloads_of(key))
+        found: list[CapturedTcp] = []
+        for port in tcp:
+            cluster = names.outbound_cluster(key, port.port)
+            found += (CapturedTcp(a, port.port, cluster) for a in service.addresses)
+            found += (
+                CapturedTcp(e.address, e.port, cluster) for e in by_port.get(port.port_name, ())
+            )
+        out[key] = tuple(found)
+    return MappingProxyType(out)
+
+
+def _dialled(
+    captured: Mapping[ServiceKey, tuple[CapturedTcp, ...]], held: Iterable[ServiceKey]
+) -> tuple[CapturedTcp, ...]:
+    """The TCP destinations of the ``held`` services, one per address and port (Envoy
+    refuses two filter chains that match alike): the first service by name keeps a
+    workload that serves two on one port."""
+    out: dict[tuple[str, int], CapturedTcp] = {}
+    for key in sorted(k for k in held if k in captured):
+        for destination in captured[key]:
+            out.setdefault((destination.address, destination.port), destination)
+    return tuple(out.values())
+
+
 def _build_outbound_listener(key: _OutboundListenerKey) -> Resource:
     # An empty fault config does nothing by itself: the routes that name a
     # FaultInjection carry its delay or abort (typed_per_filter_config).
@@ -1180,7 +1239,9 @@ def _build_outbound_listener(key: _OutboundListenerKey) -> Resource:
         dynamic_forward_proxy=forward_proxy_filter() if key.forward_proxy else None,
         on_demand=on_demand_pb2.OnDemand() if key.on_demand else None,
     )
-    return _resource(ResourceType.LISTENER, outbound_listener(key.port, filters, key.telemetry))
+    return _resource(
+        ResourceType.LISTENER, outbound_listener(key.port, filters, key.telemetry, key.captured)
+    )
 
 
 def _build_upstream_listener(key: _UpstreamListenerKey) -> Resource:

@@ -3,6 +3,7 @@ Kubernetes (``serviceAccount``); in Python they are snake_case."""
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from typing import Annotated
 
@@ -124,6 +125,20 @@ class Service(Model):
     """Also serve from every workload of the namespace whose labels include these (as a
     Kubernetes Service selects pods), beside the workloads that name this service: so
     ``reviews-v2`` can be the v2 workloads of ``reviews``, for routes to split between."""
+    addresses: tuple[str, ...] = ()
+    """Virtual addresses callers dial for this service (a Kubernetes ClusterIP). A
+    captured sidecar (``Sidecar.capture``) sends a connection to one of them, or to one
+    of the service's workloads, on a TCP port, to the service: TCP has no Host."""
+
+    @field_validator("addresses")
+    @classmethod
+    def _ip_literals(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"{address!r} is not an IP address") from None
+        return value
 
 
 class WorkloadPort(Model):

@@ -13,7 +13,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -142,7 +142,14 @@ def test_a_rolling_release_of_every_replica_under_load_loses_no_request(tmp_path
                 )
 
             took = _wait("every replica released", released, timeout=90)
-            time.sleep(1)  # and the new ones carry the load on their own
+            # And the new ones carry the load on their own. A replica whose sidecar was
+            # unreachable while it was replaced may sit out its ejection first (5 s).
+            _wait(
+                "every new replica answering",
+                lambda: _all_answered(load, replicas, "v2"),
+                timeout=20,
+            )
+            time.sleep(1)
         workloads = up.workloads()
         stats = _delta(_cluster_stats(edge_admin, REVIEWS), before, *RETRY_STATS)
 
@@ -165,6 +172,10 @@ def test_a_rolling_release_of_every_replica_under_load_loses_no_request(tmp_path
     assert min(v2) > edited
     # After the release, only the new version answers.
     assert all(o.what.endswith("@v2") for o in outcomes if o.at > edited + took)
+
+
+def _all_answered(load: BackgroundLoad, replicas: Iterable[str], version: str) -> bool:
+    return {f"{name}@{version}" for name in replicas} <= set(load.answers())
 
 
 def test_a_release_halts_at_a_replica_that_never_gets_ready_and_resumes_once_it_does(
@@ -196,7 +207,11 @@ def test_a_release_halts_at_a_replica_that_never_gets_ready_and_resumes_once_it_
                 lambda: "resumed and finished" in log.read_text(),
                 timeout=60,
             )
-            time.sleep(0.5)
+            _wait(
+                "every new replica answering",
+                lambda: _all_answered(load, replicas, "v2"),
+                timeout=20,
+            )
         done = up.workloads()
     said = [line for line in log.read_text().splitlines() if "release of reviews" in line]
     failed = Counter(o.what for o in load.outcomes if not o.ok)
@@ -210,7 +225,7 @@ def test_a_release_halts_at_a_replica_that_never_gets_ready_and_resumes_once_it_
         and f"{', '.join(rest)} keep running their previous spec" in line
         for line in said
     ), said
-    assert all(done[n]["version"] == "v2" and done[n]["ready"] for n in replicas)
+    assert all(done[n]["version"] == "v2" and done[n]["ready"] for n in replicas), done
     assert failed == Counter(), failed
     assert {f"{n}@v2" for n in replicas} <= {o.what for o in load.outcomes}
 

@@ -48,6 +48,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Handler).serve_forever()
 """
+TCP_SERVER = """
+import socketserver, sys
+class Handler(socketserver.StreamRequestHandler):
+    def handle(self):
+        line = self.rfile.readline()
+        self.wfile.write(b"tcp " + sys.argv[2].encode() + b" got " + line)
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(("0.0.0.0", int(sys.argv[1])), Handler).serve_forever()
+"""
+TCP_CLIENT = """
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) as sock:
+    sock.sendall(b"ping\\n")
+    print(sock.makefile().readline().strip())
+"""
 CLIENT = """
 import json, sys, urllib.request
 request = urllib.request.Request(sys.argv[1], headers={"Host": sys.argv[2]})
@@ -61,11 +76,12 @@ def _mesh(a: Namespace, b: Namespace) -> str:
 mesh: {{trustDomain: test.local}}
 services:
   - {{name: a, ports: [{{port: 8080}}]}}
-  - {{name: b, ports: [{{port: 9080}}]}}
+  - {{name: b, ports: [{{port: 9080, name: http}}, {{port: 5432, name: db, protocol: tcp}}]}}
 workloads:
   - {{name: a-1, service: a, address: {a.address}, port: 8080, appPort: 8080,
      sidecar: {{capture: true, outboundPort: 15001}}}}
-  - {{name: b-1, service: b, address: {b.address}, port: 9080, appPort: 9080,
+  - {{name: b-1, service: b, address: {b.address},
+     ports: [{{name: http, port: 9080, appPort: 9080}}, {{name: db, port: 5432, appPort: 5432}}],
      sidecar: {{capture: true, outboundPort: 15001}}}}
 """
 
@@ -109,6 +125,13 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Cluster, Namespace, Namespace]]:
                     pod.command(sys.executable, "-c", SERVER, str(port), workload, uid=APP_UID),
                     f"app-{workload}",
                 )
+                if workload == "b-1":
+                    running.start(
+                        pod.command(
+                            sys.executable, "-c", TCP_SERVER, "5432", workload, uid=APP_UID
+                        ),
+                        "app-b-1-tcp",
+                    )
                 sockets = tmp_path / f"sockets-{workload}"
                 running.start(
                     pod.command(
@@ -187,6 +210,23 @@ def test_an_apps_plain_call_to_another_pod_goes_through_both_sidecars_over_mtls(
     # listener of its original destination, which binds no port of its own.
     assert _stat(b_admin, f"listener.{b.address}_9080.downstream_cx_total") >= 1
     assert _stat(b_admin, "cluster.inbound|9080|b.upstream_rq_200") == calls
+
+
+def test_an_apps_plain_tcp_connection_to_another_pod_goes_through_both_sidecars(
+    cluster: tuple[Cluster, Namespace, Namespace],
+) -> None:
+    """TCP names no Host: the caller's sidecar knows the service by the address and
+    port the app dialled (the pod's here; a ClusterIP on Kubernetes)."""
+    running, a, b = cluster
+    a_admin = running.tmp_path / "sockets-a-1" / "admin.sock"
+    b_admin = running.tmp_path / "sockets-b-1" / "admin.sock"
+    done = a.run(sys.executable, "-c", TCP_CLIENT, b.address, "5432", uid=APP_UID)
+    assert done.returncode == 0, f"{done.stderr}\n{running.logs()}"
+    assert done.stdout.strip() == "tcp b-1 got ping"
+    # Through a's sidecar, to the service's cluster, over mTLS; into b's sidecar.
+    assert _stat(a_admin, "cluster.outbound|5432||b.default.upstream_cx_total") == 1
+    assert _stat(a_admin, "cluster.outbound|5432||b.default.ssl.handshake") == 1
+    assert _stat(b_admin, "cluster.inbound|5432|b.upstream_cx_total") == 1
 
 
 def test_a_port_the_workload_does_not_serve_is_closed_by_its_sidecar(

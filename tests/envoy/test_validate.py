@@ -12,7 +12,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 
 from sidemesh.envoy import ProxyId, ResourceType, Translator
 from sidemesh.envoy.bootstrap import BootstrapParams, XdsMode, bootstrap, to_json
-from sidemesh.model import MeshState, parse_mesh_document
+from sidemesh.envoy.outbound.demand import Reason
+from sidemesh.model import MeshState, ServiceKey, parse_mesh_document
 from tests.conftest import MULTI_SERVICE_MESH
 from tests.helpers.certs import server_certificate
 from tests.helpers.envoy_validate import inline_bootstrap, validate
@@ -354,24 +355,49 @@ def test_tracing_to_the_control_plane_and_to_a_collector_passes_envoy_validate(
 
 def test_a_captured_pods_sidecar_passes_envoy_validate(tmp_path: Path) -> None:
     """A pod's sidecar (as the Kubernetes source makes its workload): its inbound
-    listeners bind no port, a capture listener on 15006 hands them their connections."""
+    listeners bind no port, a capture listener on 15006 hands them their connections;
+    its outbound listener sends a connection dialled at a TCP service's ClusterIP or
+    pod to that service."""
     from sidemesh.model import parse_documents
     from sidemesh.sources.kube.convert import to_documents
     from tests.sources.kube.test_source import pod, service
 
+    db = service("db", {"app": "db"}, 5432)
+    db["spec"]["ports"][0]["name"] = "tcp-postgres"
+    db["spec"]["clusterIP"] = "10.96.0.20"
+    # Another Service of the same pods and port: one filter chain per address.
+    replica = service("db-replica", {"app": "db"}, 5432)
+    replica["spec"]["ports"][0]["name"] = "tcp-postgres"
+    replica["spec"]["clusterIP"] = "10.96.0.21"
     docs = to_documents(
         {},
-        [service("reviews", {"app": "reviews"}), service("ratings", {"app": "ratings"})],
+        [
+            service("reviews", {"app": "reviews"}),
+            service("ratings", {"app": "ratings"}),
+            db,
+            replica,
+        ],
         [
             pod("reviews-v1-a", {"app": "reviews"}, "10.1.0.11"),
             pod("ratings-v1-a", {"app": "ratings"}, "10.1.0.12"),
             pod("ratings-v1-b", {"app": "ratings"}, "10.1.0.13", ready=False),
+            pod("db-0", {"app": "db"}, "10.1.0.20"),
         ],
         [],
     )
     state = parse_documents(docs.first, docs.policies, "Kubernetes")
-    resources = Translator().for_proxy(state, ProxyId("reviews-v1-a", "shop"))
+    translator = Translator()
+    on_demand = translator.for_proxy(state, ProxyId("reviews-v1-a", "shop"), frozenset())
+    assert on_demand.held is not None
+    assert on_demand.held.get(ServiceKey("db", "shop")) is Reason.CAPTURED
+    validate(inline_bootstrap(on_demand), tmp_path, "on-demand.json")
+    resources = translator.for_proxy(state, ProxyId("reviews-v1-a", "shop"))
     listeners = {r.name: r.message for r in resources[ResourceType.LISTENER].values()}
+    outbound = listeners["outbound|15001"]
+    chains = {c.name: c.filters[0].typed_config for c in outbound.filter_chains if c.name != "http"}
+    assert set(chains) == {"tcp|10.96.0.20:5432", "tcp|10.96.0.21:5432", "tcp|10.1.0.20:5432"}
+    assert b"outbound|5432||db-replica.shop" in chains["tcp|10.96.0.21:5432"].value
+    assert b"outbound|5432||db.shop" in chains["tcp|10.1.0.20:5432"].value  # first by name
     capture = listeners["inbound-capture"]
     assert capture.use_original_dst.value and capture.address.socket_address.port_value == 15006
     inbound = listeners["inbound|9080|reviews"]

@@ -12,7 +12,13 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from google.protobuf import wrappers_pb2
 
 from sidemesh.envoy import names
-from sidemesh.envoy.filters import ROUTER_ONLY, HttpFilters, http_connection_manager, tcp_proxy
+from sidemesh.envoy.filters import (
+    ORIGINAL_DST_FILTER,
+    ROUTER_ONLY,
+    HttpFilters,
+    http_connection_manager,
+    tcp_proxy,
+)
 from sidemesh.envoy.inbound.routes import RateLimitedRoute, inbound_route_config
 from sidemesh.envoy.observability import ProxyTelemetry
 from sidemesh.envoy.protos import packed, socket_address
@@ -82,7 +88,6 @@ def inbound_listener(
     return listener
 
 
-ORIGINAL_DST = "envoy.filters.listener.original_dst"
 CAPTURE_ADDRESS = "0.0.0.0"
 """Every address of the pod: the redirect sends whatever arrives for any of them."""
 
@@ -99,7 +104,7 @@ def inbound_capture_listener(port: int) -> listener_pb2.Listener:
         use_original_dst=wrappers_pb2.BoolValue(value=True),
         listener_filters=[
             listener_components_pb2.ListenerFilter(
-                name=ORIGINAL_DST, typed_config=packed(original_dst_pb2.OriginalDst())
+                name=ORIGINAL_DST_FILTER, typed_config=packed(original_dst_pb2.OriginalDst())
             )
         ],
         filter_chains=[

@@ -50,6 +50,8 @@ class Reason(StrEnum):
     """Its app called it; learned at the first request."""
     BACKEND = "backend"
     """A held service's routes send to it (a canary's version, a mirror)."""
+    CAPTURED = "captured TCP"
+    """A TCP service, held by every captured sidecar: its connections name no Host."""
 
 
 @dataclass(frozen=True)

@@ -80,20 +80,23 @@ class OutlierDetection(Model):
 
     consecutive_5xx_errors: int | None = Field(default=5, ge=0, alias="consecutive5xxErrors")
     consecutive_gateway_errors: int | None = Field(default=None, ge=0)
-    consecutive_local_origin_failures: int | None = Field(default=5, ge=0)
+    consecutive_local_origin_failures: int | None = Field(default=2, ge=0)
     interval: Duration = "10s"
     base_ejection_time: Duration = "30s"
     max_ejection_percent: int = Field(default=10, ge=0, le=100)
 
 
 DEFAULT_OUTLIER_DETECTION = OutlierDetection(
-    consecutive_5xx_errors=None, interval="1s", base_ejection_time="5s", max_ejection_percent=50
+    consecutive_5xx_errors=None, interval="1s", base_ejection_time="5s", max_ejection_percent=100
 )
 """On for every service, policy or not: a workload the caller's sidecar failed to reach
-five times running (its sidecar died, its host went away) is left out for 5 s, then
-10 s, ... instead of costing every other request a retry until the registry drops it;
-at most half of a service's workloads at once (but always one). Its app's own answers
-eject nothing unless a policy says so."""
+twice running (its sidecar died, its host went away) is left out for 5 s, then 10 s,
+... instead of costing every other request a retry until the registry drops it. Twice,
+because a request makes three attempts: its third then goes elsewhere, even when the
+only other workload is itself left out (a sidecar that restarted, dying in turn):
+any share of a service may go, since with too few left Envoy sends to all of them
+again (its panic threshold), never worse than no ejection. Its app's own answers eject
+nothing unless a policy says so."""
 
 
 class HealthCheck(Model):

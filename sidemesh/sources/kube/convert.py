@@ -183,6 +183,12 @@ def to_documents(
                 "namespace": _ns(svc),
                 "ports": [_service_port(p) for p in spec.get("ports") or []],
                 "selector": dict(spec["selector"]),
+                # A headless Service ("None") has no virtual address to dial.
+                "addresses": [
+                    ip
+                    for ip in spec.get("clusterIPs") or [spec.get("clusterIP")]
+                    if ip and ip != "None"
+                ],
             }
         )
     for pod in sorted(pods, key=lambda p: (_ns(p), _name(p))):

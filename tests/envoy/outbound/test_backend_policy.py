@@ -18,7 +18,7 @@ def _cluster(settings: BackendSettings | None) -> cluster_pb2.Cluster:
 def test_with_no_policy_a_workload_that_cannot_be_reached_is_ejected_and_answers_are_not() -> None:
     detection = _cluster(None).outlier_detection
     assert detection.split_external_local_origin_errors
-    assert detection.consecutive_local_origin_failure.value == 5
+    assert detection.consecutive_local_origin_failure.value == 2
     assert detection.enforcing_consecutive_local_origin_failure.value == 100
     # A service whose app answers 500 is not the mesh's to take out of rotation unasked.
     assert detection.enforcing_consecutive_5xx.value == 0
@@ -27,6 +27,7 @@ def test_with_no_policy_a_workload_that_cannot_be_reached_is_ejected_and_answers
     assert detection.enforcing_local_origin_success_rate.value == 0
     assert detection.base_ejection_time.seconds == 5
     assert detection.interval.seconds == 1
+    assert detection.max_ejection_percent.value == 100
 
 
 def test_a_policy_adds_ejection_on_answers_and_keeps_the_local_origin_rule() -> None:

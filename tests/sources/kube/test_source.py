@@ -140,6 +140,23 @@ async def test_services_and_meshed_pods_become_the_mesh_with_service_account_ide
     assert state.identity_of("reviews-v1-a", "shop") == "spiffe://example.org/ns/shop/sa/reviews"
 
 
+async def test_a_services_cluster_ip_is_an_address_a_captured_sidecar_knows_it_by(
+    running: Running, server: KubeTestServer
+) -> None:
+    """A ClusterIP is what a captured app dials for a TCP service; a headless Service
+    ("None") has none."""
+    db = service("db", {"app": "db"}, 5432)
+    db["spec"]["clusterIP"] = "10.96.0.20"
+    db["spec"]["clusterIPs"] = ["10.96.0.20", "fd00::20"]
+    headless = service("db-headless", {"app": "db"}, 5432)
+    headless["spec"]["clusterIP"] = "None"
+    server.apply(db)
+    server.apply(headless)
+    state = await running.until(lambda s: ServiceKey("db-headless", "shop") in s.services)
+    assert state.services[ServiceKey("db", "shop")].addresses == ("10.96.0.20", "fd00::20")
+    assert state.services[ServiceKey("db-headless", "shop")].addresses == ()
+
+
 async def test_pods_come_and_go_and_only_meshed_pods_count(
     running: Running, server: KubeTestServer
 ) -> None:
