@@ -212,6 +212,16 @@ def test_a_release_halts_at_a_replica_that_never_gets_ready_and_resumes_once_it_
                 lambda: _all_answered(load, replicas, "v2"),
                 timeout=20,
             )
+            # What ``up`` reports is written every 0.25 s: give it a moment to say so.
+            _wait(
+                "every replica reported ready on v2",
+                lambda: all(
+                    w["version"] == "v2" and w["ready"]
+                    for n, w in up.workloads().items()
+                    if n in replicas
+                ),
+                timeout=10,
+            )
         done = up.workloads()
     said = [line for line in log.read_text().splitlines() if "release of reviews" in line]
     failed = Counter(o.what for o in load.outcomes if not o.ok)
@@ -225,7 +235,8 @@ def test_a_release_halts_at_a_replica_that_never_gets_ready_and_resumes_once_it_
         and f"{', '.join(rest)} keep running their previous spec" in line
         for line in said
     ), said
-    assert all(done[n]["version"] == "v2" and done[n]["ready"] for n in replicas), done
+    states = {n: (done[n]["version"], done[n]["ready"], done[n]["error"]) for n in replicas}
+    assert all(v == "v2" and ready for v, ready, _ in states.values()), states
     assert failed == Counter(), failed
     assert {f"{n}@v2" for n in replicas} <= {o.what for o in load.outcomes}
 
