@@ -89,7 +89,9 @@ def test_prometheus_scrapes_the_control_plane_and_counts_the_load(tmp_path: Path
 
 
 def _value_or_none(url: str, promql: str) -> float | None:
+    """None until Prometheus answers: while it starts, its API may refuse the
+    connection or answer with a plain-text 503 (no JSON)."""
     try:
         return _value(url, promql)
-    except httpx.HTTPError:
+    except (httpx.HTTPError, ValueError):
         return None
