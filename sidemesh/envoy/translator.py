@@ -664,7 +664,7 @@ class Translator:
         if requested is not None:
             return self._on_demand(shared, state, workload, requested)
         clusters, listeners = self._sidecar_resources(
-            state, workload, captured=_dialled(shared.captured_tcp, shared.captured_tcp)
+            state, workload, captured=_dialled(shared.captured_tcp, shared.captured_tcp, workload)
         )
         return ProxyResources(
             {
@@ -985,7 +985,7 @@ class Translator:
             state,
             workload,
             on_demand=True,
-            captured=_dialled(shared.captured_tcp, held),
+            captured=_dialled(shared.captured_tcp, held, workload),
         )
 
         vhosts: dict[str, Resource] = {_ANCHOR.name: _ANCHOR}
@@ -1219,11 +1219,16 @@ def _captured_tcp(state: MeshState) -> Mapping[ServiceKey, tuple[CapturedTcp, ..
 
 
 def _dialled(
-    captured: Mapping[ServiceKey, tuple[CapturedTcp, ...]], held: Iterable[ServiceKey]
+    captured: Mapping[ServiceKey, tuple[CapturedTcp, ...]],
+    held: Iterable[ServiceKey],
+    workload: Workload,
 ) -> tuple[CapturedTcp, ...]:
     """The TCP destinations of the ``held`` services, one per address and port (Envoy
     refuses two filter chains that match alike): the first service by name keeps a
-    workload that serves two on one port."""
+    workload that serves two on one port. Nothing for a sidecar not captured: its app
+    dials its sidecar, not the services (every proxy's translation passes here)."""
+    if not workload.sidecar.capture:
+        return ()
     out: dict[tuple[str, int], CapturedTcp] = {}
     for key in sorted(k for k in held if k in captured):
         for destination in captured[key]:

@@ -401,7 +401,7 @@ class _DeltaStream(_Stream):
     def _removals(self, snapshot: Snapshot) -> list[Any]:
         """The removals held back during a push, now that the routes went out."""
         out = []
-        for rtype in (ResourceType.CLUSTER, ResourceType.ENDPOINT):
+        for rtype in _HELD_REMOVALS:
             if rtype in self._removals_held:
                 self._removals_held.discard(rtype)
                 response = self._response(rtype, self.types[rtype], snapshot, None)

@@ -93,6 +93,14 @@ def _external(spec: str, name: str = "x") -> str:
     )
 
 
+def _backend_policy(settings: str) -> str:
+    """A BackendPolicy named p on reviews, with ``settings`` (one line of ``spec``)."""
+    return (
+        "apiVersion: sidemesh.io/v1alpha1\nkind: BackendPolicy\nmetadata: {name: p}\n"
+        f"spec:\n  targetRefs: [{{name: reviews}}]\n  {settings}\n"
+    )
+
+
 def _gateway(listeners: str, annotations: str = "{}") -> str:
     return (
         "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n"
@@ -325,55 +333,20 @@ def test_a_service_selects_workloads_by_labels_beside_those_naming_it() -> None:
             "mesh.yaml: document 2 kind: 'VirtualService' of 'networking.istio.io/v1' is not a kind sidemesh knows",
         ),
         (
-            textwrap.dedent(
-                """
-                apiVersion: sidemesh.io/v1alpha1
-                kind: BackendPolicy
-                metadata: {name: p}
-                spec:
-                  targetRefs: [{name: reviews}]
-                  subsets: [{labels: {track: canary}}]
-                """
-            ),
+            _backend_policy("subsets: [{labels: {track: canary}}]"),
             "spec.subsets[0].labels: no workload of reviews.default has the label 'track' (labels: version)",
         ),
         (
-            textwrap.dedent(
-                """
-                apiVersion: sidemesh.io/v1alpha1
-                kind: BackendPolicy
-                metadata: {name: p}
-                spec:
-                  targetRefs: [{name: reviews}]
-                  loadBalancer: {type: RingHash}
-                """
-            ),
+            _backend_policy("loadBalancer: {type: RingHash}"),
             "spec.loadBalancer: Value error, RingHash needs hashOn",
         ),
         (
-            textwrap.dedent(
-                """
-                apiVersion: sidemesh.io/v1alpha1
-                kind: BackendPolicy
-                metadata: {name: p}
-                spec:
-                  targetRefs: [{name: reviews}]
-                  rateLimit: {per: 1s}
-                """
-            ),
+            _backend_policy("rateLimit: {per: 1s}"),
             "spec.rateLimit: Value error, needs requests (for the whole service) or routes, or both",
         ),
         (
-            textwrap.dedent(
-                """
-                apiVersion: sidemesh.io/v1alpha1
-                kind: BackendPolicy
-                metadata: {name: p}
-                spec:
-                  targetRefs: [{name: reviews}]
-                  rateLimit:
-                    routes: [{match: {path: {type: RegularExpression, value: '/(?=a)b'}}, requests: 1}]
-                """
+            _backend_policy(
+                "rateLimit: {routes: [{match: {path: {type: RegularExpression, value: '/(?=a)b'}}, requests: 1}]}"
             ),
             "spec.rateLimit.routes[0].match.path.value: '/(?=a)b' is not a valid RE2 regex",
         ),
